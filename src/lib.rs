@@ -1,0 +1,2 @@
+//! bfcfs: mount container images and BFC files as filesystems.
+pub mod bfc;
