@@ -1,2 +1,3 @@
 //! bfcfs: mount container images and BFC files as filesystems.
 pub mod bfc;
+pub mod cli;
