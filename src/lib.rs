@@ -1,3 +1,4 @@
 //! bfcfs: mount container images and BFC files as filesystems.
 pub mod bfc;
+pub mod overlay;
 pub mod cli;
