@@ -1,5 +1,5 @@
 //! bfcfs: mount container images and BFC files as filesystems.
 pub mod bfc;
-pub mod overlay;
-pub mod fs;
 pub mod cli;
+pub mod fs;
+pub mod overlay;

@@ -2,6 +2,8 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod mount;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "bfcfs",
@@ -20,11 +22,17 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    Mount(mount::MountArgs),
+    Umount(mount::UmountArgs),
+}
 
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {}
+    match cli.command {
+        Command::Mount(a) => mount::run_mount(a, cli.verbose),
+        Command::Umount(a) => mount::run_umount(a),
+    }
 }
 
 /// Exit code for an error: 2 for usage and key problems, 1 for everything else.
