@@ -39,7 +39,11 @@ impl Layer {
 
     /// The path inside this layer's container of the union path `p`.
     fn path_of(&self, p: &[u8]) -> Vec<u8> {
-        merge::join(&self.root, p)
+        if p.is_empty() {
+            self.root.clone()
+        } else {
+            merge::join(&self.root, p)
+        }
     }
 }
 
