@@ -2,3 +2,4 @@
 pub mod archive;
 pub mod bfc;
 pub mod cli;
+pub mod upper;
