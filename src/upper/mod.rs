@@ -164,7 +164,7 @@ impl UpperDir {
         };
         let mut out = Vec::new();
         let mut d = rfs::Dir::read_from(&fd).map_err(errno)?;
-        while let Some(ent) = d.next() {
+        for ent in d.by_ref() {
             let ent = ent.map_err(errno)?;
             let name = ent.file_name().to_bytes();
             if name == b"." || name == b".." {
@@ -265,7 +265,7 @@ impl UpperDir {
         .map_err(errno)?;
         let mut d = rfs::Dir::read_from(&fd).map_err(errno)?;
         let mut stale = Vec::new();
-        while let Some(ent) = d.next() {
+        for ent in d.by_ref() {
             let ent = ent.map_err(errno)?;
             let n = ent.file_name().to_bytes();
             if n.starts_with(b"#bfcfs-") {
