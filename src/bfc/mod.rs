@@ -9,9 +9,11 @@ pub mod ext;
 pub mod layout;
 pub mod map;
 pub mod reader;
+pub mod writer;
 
 pub use codec::Key;
 pub use content::EntryReader;
 pub use error::{Error, Result};
 pub use ext::Whiteout;
 pub use reader::{check_path, Child, Container, Entry, Kind};
+pub use writer::{AtomicFile, Compression, Meta, Writer, WriterOptions};
