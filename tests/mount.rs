@@ -180,6 +180,18 @@ fn every_upstream_container_mounts_and_matches_its_manifest() {
 }
 
 #[test]
+fn uid_and_gid_options_own_entries_that_record_no_owner() {
+    let m = mount(
+        &fixtures().join("plain.bfc"),
+        &["-o", "uid=4242", "-o", "gid=4343"],
+    );
+    for p in ["tree", "tree/bin/tool", "tree/docs/link-rel"] {
+        let md = fs::symlink_metadata(m.path().join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4242, 4343), "{p}");
+    }
+}
+
+#[test]
 fn subdir_mounts_one_directory_as_the_root() {
     let m = mount(&fixtures().join("plain.bfc"), &["--subdir", "tree/docs"]);
     let names: Vec<String> = fs::read_dir(m.path())
@@ -516,4 +528,195 @@ fn bad_options_fail_before_mounting() {
     assert!(!is_mounted(m.path()));
     let e = fs::read_dir(m.path()).map(|d| d.count());
     assert!(matches!(e, Ok(0)) || e.as_ref().is_err_and(|e| e.kind() == ErrorKind::NotFound));
+}
+
+fn meta(
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    xattrs: &[(&str, &[u8])],
+) -> bfcfs::bfc::writer::Meta {
+    bfcfs::bfc::writer::Meta {
+        mode,
+        mtime_ns: 1_700_000_000_123_456_789,
+        uid: owner.map(|o| o.0),
+        gid: owner.map(|o| o.1),
+        xattrs: xattrs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+            .collect(),
+    }
+}
+
+/// A container with what upstream BFC cannot say: owners, xattrs, hardlinks, devices, fifos, a
+/// whiteout, implicit parents, and a large zstd file in chunks.
+fn write_rich_container(path: &Path, compression: bfcfs::bfc::writer::Compression) -> Vec<u8> {
+    use bfcfs::bfc::writer::{Writer, WriterOptions};
+    let opts = WriterOptions {
+        compression,
+        ..WriterOptions::default()
+    };
+    let mut w = Writer::new(fs::File::create(path).unwrap(), opts, path).unwrap();
+    let owned = Some((1234, 5678));
+    w.add_dir(b"etc", &meta(0o755, Some((0, 0)), &[("user.dir", b"d")]))
+        .unwrap();
+    w.add_file(
+        b"etc/passwd",
+        &meta(
+            0o644,
+            owned,
+            &[("user.a", b"1"), ("trusted.b", b"\x00\xff")],
+        ),
+        &mut &b"root:x:0:0\n"[..],
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x3f)
+        .collect();
+    w.add_file(
+        b"usr/lib/big.bin",
+        &meta(0o644, None, &[]),
+        &mut big.as_slice(),
+    )
+    .unwrap();
+    w.add_file(
+        b"usr/bin/tool",
+        &meta(0o4755, owned, &[]),
+        &mut &b"#!/bin/sh\n"[..],
+    )
+    .unwrap();
+    w.add_hardlink(b"usr/bin/tool-link", b"usr/bin/tool")
+        .unwrap();
+    w.add_hardlink(b"etc/tool-link", b"usr/bin/tool").unwrap();
+    w.add_dir(b"dev", &meta(0o755, None, &[])).unwrap();
+    w.add_special(
+        b"dev/null",
+        Kind::CharDev,
+        &meta(0o666, Some((0, 0)), &[]),
+        (1, 3),
+    )
+    .unwrap();
+    w.add_special(
+        b"dev/sda1",
+        Kind::BlockDev,
+        &meta(0o660, Some((0, 6)), &[]),
+        (8, 1),
+    )
+    .unwrap();
+    w.add_special(b"dev/fifo", Kind::Fifo, &meta(0o600, None, &[]), (0, 0))
+        .unwrap();
+    w.add_symlink(b"dev/stdin", &meta(0o777, None, &[]), b"/proc/self/fd/0")
+        .unwrap();
+    w.add_whiteout(b"etc/.wh.gone", &meta(0o644, None, &[]))
+        .unwrap();
+    w.finish().unwrap();
+    big
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+fn xattr_names(path: &Path) -> Vec<String> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: valid C string and a buffer of the given length.
+    let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0);
+    let mut v: Vec<String> = buf[..r as usize]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn owners_xattrs_hardlinks_devices_and_fifos_show_through_the_kernel() {
+    use bfcfs::bfc::writer::Compression;
+    for compression in [Compression::None, Compression::Zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("rich.bfc");
+        let big = write_rich_container(&file, compression);
+        let m = mount(&file, &["-o", "uid=4242,gid=4343"]);
+        let r = m.path();
+        // Ownership recorded: -o uid=,gid= change nothing.
+        assert_eq!(fs::metadata(r.join("etc")).unwrap().uid(), 0);
+
+        let tool = fs::symlink_metadata(r.join("usr/bin/tool")).unwrap();
+        assert_eq!(
+            (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+            (1234, 5678, 0o4755)
+        );
+        assert_eq!(tool.nlink(), 3);
+        for other in ["usr/bin/tool-link", "etc/tool-link"] {
+            let md = fs::symlink_metadata(r.join(other)).unwrap();
+            assert_eq!(md.ino(), tool.ino(), "{other} shares the inode");
+            assert_eq!(md.nlink(), 3);
+        }
+        assert_eq!(fs::read(r.join("etc/tool-link")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(tool.mtime(), 1_700_000_000);
+        assert_eq!(tool.mtime_nsec(), 123_456_789);
+
+        assert!(fs::read(r.join("usr/lib/big.bin")).unwrap() == big);
+
+        use std::os::unix::fs::FileTypeExt;
+        let null = fs::symlink_metadata(r.join("dev/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
+        let sda = fs::symlink_metadata(r.join("dev/sda1")).unwrap();
+        assert!(sda.file_type().is_block_device());
+        assert_eq!(
+            (libc::major(sda.rdev()), libc::minor(sda.rdev()), sda.gid()),
+            (8, 1, 6)
+        );
+        assert!(fs::symlink_metadata(r.join("dev/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert_eq!(
+            fs::read_link(r.join("dev/stdin")).unwrap(),
+            Path::new("/proc/self/fd/0")
+        );
+
+        assert_eq!(
+            xattr(&r.join("etc/passwd"), "user.a").as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            xattr(&r.join("etc/passwd"), "trusted.b").as_deref(),
+            Some(&b"\x00\xff"[..])
+        );
+        assert_eq!(xattr(&r.join("etc/passwd"), "user.none"), None);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENODATA)
+        );
+        assert_eq!(xattr_names(&r.join("etc/passwd")), ["trusted.b", "user.a"]);
+        assert_eq!(
+            xattr(&r.join("etc"), "user.dir").as_deref(),
+            Some(&b"d"[..])
+        );
+
+        // Implicit parents are directories; the whiteout marker never shows.
+        let usr = fs::metadata(r.join("usr")).unwrap();
+        assert!(usr.is_dir());
+        assert_eq!(usr.nlink(), 4, "usr: 2 + bin + lib");
+        let mut etc: Vec<String> = fs::read_dir(r.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        etc.sort();
+        assert_eq!(etc, ["passwd", "tool-link"]);
+        let root: Vec<String> = fs::read_dir(r)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(root.len(), 3, "{root:?}");
+    }
 }
