@@ -376,3 +376,158 @@ impl Union {
         self.nodes.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bfc::writer::{Meta, Writer, WriterOptions};
+
+    enum Op<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Whiteout(&'a str),
+    }
+
+    fn layer(name: &str, ops: &[Op<'_>]) -> Layer {
+        let meta = Meta {
+            mode: 0o755,
+            mtime_ns: 0,
+            uid: None,
+            gid: None,
+            xattrs: Vec::new(),
+        };
+        let out = std::io::Cursor::new(Vec::new());
+        let mut w = Writer::new(out, WriterOptions::default(), std::path::Path::new(name)).unwrap();
+        for op in ops {
+            match op {
+                Op::Dir(p) => w.add_dir(p.as_bytes(), &meta).unwrap(),
+                Op::File(p, c) => drop(w.add_file(p.as_bytes(), &meta, &mut &c[..]).unwrap()),
+                Op::Whiteout(p) => w.add_whiteout(p.as_bytes(), &meta).unwrap(),
+            }
+        }
+        let bytes = w.finish().unwrap().into_inner();
+        Layer::new(Arc::new(Container::from_bytes(name, bytes).unwrap()))
+    }
+
+    fn names(u: &Union, dir: NodeId) -> Vec<String> {
+        u.readdir(dir)
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    fn walk(u: &Union, path: &str) -> Result<NodeId, Error> {
+        path.split('/')
+            .filter(|c| !c.is_empty())
+            .try_fold(ROOT, |n, c| u.lookup(n, c.as_bytes()))
+    }
+
+    /// Three layers exercising every OCI rule; lookups and listings must agree.
+    fn stack() -> Union {
+        use Op::*;
+        let bottom = layer(
+            "bottom",
+            &[
+                File("a/x", b"x"),
+                File("a/y", b"y"),
+                File("b/z", b"z"),
+                File("c", b"file c"),
+                File("d/deep/f", b"f"),
+                File("keep", b"k"),
+                File("top-only-hides/x", b"x"),
+            ],
+        );
+        let middle = layer(
+            "middle",
+            &[
+                Whiteout("a/.wh.x"),
+                Whiteout("b/.wh..wh..opq"),
+                File("b/new", b"n"),
+                Dir("c"),
+                File("c/in", b"i"),
+            ],
+        );
+        let top = layer(
+            "top",
+            &[
+                File("d", b"file d"),
+                Dir("e"),
+                Whiteout("e/.wh.nothing"),
+                Whiteout(".wh.top-only-hides"),
+            ],
+        );
+        Union::new(vec![top, middle, bottom], WhiteoutSpec::Oci).unwrap()
+    }
+
+    #[test]
+    fn oci_rules_apply_top_down() {
+        let u = stack();
+        assert_eq!(names(&u, ROOT), ["a", "b", "c", "d", "e", "keep"]);
+        let a = walk(&u, "a").unwrap();
+        assert_eq!(names(&u, a), ["y"], "whiteout hides a/x");
+        assert_eq!(
+            names(&u, walk(&u, "b").unwrap()),
+            ["new"],
+            "opaque dir hides b/z"
+        );
+        assert_eq!(
+            names(&u, walk(&u, "c").unwrap()),
+            ["in"],
+            "dir above a file replaces it"
+        );
+        assert_eq!(
+            u.attr(walk(&u, "d").unwrap()).unwrap().kind,
+            Kind::File,
+            "file above a dir hides it"
+        );
+        assert!(
+            names(&u, walk(&u, "e").unwrap()).is_empty(),
+            "markers never show"
+        );
+        assert_eq!(&*u.read(walk(&u, "keep").unwrap(), 0, 10).unwrap(), b"k");
+        assert_eq!(&*u.read(walk(&u, "d").unwrap(), 0, 100).unwrap(), b"file d");
+    }
+
+    #[test]
+    fn lookups_agree_with_listings_without_one() {
+        let u = stack();
+        for hidden in [
+            "a/x",
+            "b/z",
+            "d/deep",
+            "top-only-hides",
+            "e/.wh.nothing",
+            "a/.wh.x",
+            "c/missing",
+        ] {
+            assert!(walk(&u, hidden).is_err(), "{hidden} must not resolve");
+        }
+        // Before any listing exists, and after: the same inode numbers.
+        let before: Vec<NodeId> = ["a/y", "b/new", "c/in", "keep"]
+            .iter()
+            .map(|p| walk(&u, p).unwrap())
+            .collect();
+        names(&u, ROOT);
+        let after: Vec<NodeId> = ["a/y", "b/new", "c/in", "keep"]
+            .iter()
+            .map(|p| walk(&u, p).unwrap())
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(u.lookup(walk(&u, "a").unwrap(), b"..").unwrap(), ROOT);
+    }
+
+    #[test]
+    fn directory_link_count_is_two_plus_subdirectories() {
+        let u = stack();
+        assert_eq!(u.attr(ROOT).unwrap().nlink, 2 + 4, "a b c e");
+        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 2);
+    }
+
+    #[test]
+    fn typed_spec_shows_plain_wh_files() {
+        let l = layer("plain", &[Op::File(".wh.not-a-marker", b"data")]);
+        let u = Union::new(vec![l], WhiteoutSpec::Typed).unwrap();
+        assert_eq!(names(&u, ROOT), [".wh.not-a-marker"]);
+    }
+}
