@@ -55,9 +55,7 @@ pub fn run_mount(args: MountArgs, verbose: u8) -> anyhow::Result<i32> {
         let key = super::keys::key_for_encrypted(&args.key, &file)?;
         container.set_key(&key)?;
     }
-    if let Some(bytes) = opts.cache_size {
-        container.set_cache_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
-    }
+    container.set_cache_bytes(usize::try_from(opts.cache_size).unwrap_or(usize::MAX));
     let mut layer = Layer::new(Arc::new(container));
     if let Some(sub) = &args.subdir {
         let sub = sub.trim_matches('/');

@@ -16,6 +16,11 @@ use std::process::Command;
 
 use fuser::{Config, Filesystem, MountOption, Session, SessionACL};
 
+/// Default bound of the decoded-chunk cache of a mount. The kernel keeps decoded pages in its page
+/// cache (FOPEN_KEEP_CACHE), so this only has to hold the chunks that partial reads and readahead
+/// windows are still working through; small keeps the server's memory small.
+pub const DEFAULT_CACHE_SIZE: u64 = 16 << 20;
+
 /// Options given with `-o` (comma lists, repeatable). `ro`, `nosuid`, `nodev` and `default_permissions`
 /// are the defaults; `ro` and `default_permissions` cannot be turned off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub struct MountOptions {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Bound in bytes of the decoded-chunk cache (compressed and encrypted content).
-    pub cache_size: Option<u64>,
+    pub cache_size: u64,
     /// FUSE request threads.
     pub threads: Option<usize>,
 }
@@ -42,7 +47,7 @@ impl Default for MountOptions {
             exec: true,
             uid: None,
             gid: None,
-            cache_size: None,
+            cache_size: DEFAULT_CACHE_SIZE,
             threads: None,
         }
     }
@@ -81,7 +86,7 @@ impl MountOptions {
                 ("noexec", None) => o.exec = false,
                 ("uid", Some(v)) => o.uid = Some(parse_num(opt, v)?),
                 ("gid", Some(v)) => o.gid = Some(parse_num(opt, v)?),
-                ("cache_size", Some(v)) => o.cache_size = Some(parse_size(opt, v)?),
+                ("cache_size", Some(v)) => o.cache_size = parse_size(opt, v)?,
                 ("threads", Some(v)) => {
                     let n: usize = parse_num(opt, v)?;
                     if !(1..=64).contains(&n) {
@@ -487,10 +492,7 @@ mod tests {
             MountOptions::parse(&["ro,allow_other", "suid,dev,uid=12,gid=34", "cache_size=64M"])
                 .unwrap();
         assert!(o.allow_other && o.suid && o.dev);
-        assert_eq!(
-            (o.uid, o.gid, o.cache_size),
-            (Some(12), Some(34), Some(64 << 20))
-        );
+        assert_eq!((o.uid, o.gid, o.cache_size), (Some(12), Some(34), 64 << 20));
         let c = o.fuser_config(Path::new("/x.bfc"));
         assert!(c.mount_options.contains(&MountOption::Suid));
         assert_eq!(c.acl, SessionACL::All);
