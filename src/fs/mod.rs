@@ -97,7 +97,12 @@ impl BfcFs {
         self.union.attr(ino.0).map(drop).map_err(|e| errno(&e))
     }
 
+    /// Without any xattr in the layers, ENOSYS makes the kernel stop asking (`ls -l` asks for
+    /// every file); it then answers EOPNOTSUPP itself.
     fn getxattr_inner(&self, ino: INodeNo, name: &OsStr, size: u32) -> Result<Xattr<'_>, Errno> {
+        if !self.union.has_xattrs() {
+            return Err(Errno::ENOSYS);
+        }
         let v = self
             .union
             .xattr(ino.0, name.as_bytes())
@@ -107,6 +112,9 @@ impl BfcFs {
 
     /// NUL-terminated names, as listxattr(2) returns them.
     fn listxattr_inner(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        if !self.union.has_xattrs() {
+            return Err(Errno::ENOSYS);
+        }
         let mut names = Vec::new();
         for (k, _) in self.union.xattrs(ino.0).map_err(|e| errno(&e))? {
             names.extend_from_slice(k);

@@ -6,7 +6,7 @@ mod merge;
 mod node;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::bfc::{self, Container, Kind};
 pub use node::{DirEntry, NodeId, ROOT};
@@ -118,6 +118,8 @@ pub struct Union {
     nodes: NodeTable,
     /// mtime of directories no layer records (the time the union was made).
     implicit_mtime_ns: i64,
+    /// Whether any entry of any layer has extended attributes (computed on first use).
+    any_xattrs: OnceLock<bool>,
 }
 
 impl Union {
@@ -154,6 +156,7 @@ impl Union {
             spec,
             nodes: NodeTable::new(root),
             implicit_mtime_ns,
+            any_xattrs: OnceLock::new(),
         })
     }
 
@@ -347,6 +350,15 @@ impl Union {
         Ok(self
             .entry_of(&n)
             .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs))
+    }
+
+    /// Whether any node can have extended attributes (one pass over the indexes, on first call).
+    pub fn has_xattrs(&self) -> bool {
+        *self.any_xattrs.get_or_init(|| {
+            self.layers
+                .iter()
+                .any(|l| (0..l.container.len()).any(|i| !l.container.entry(i).xattrs.is_empty()))
+        })
     }
 
     /// One extended attribute's value.
