@@ -72,10 +72,9 @@ pub fn run_mount(args: MountArgs, verbose: u8) -> anyhow::Result<i32> {
         gid: opts.gid.unwrap_or(gid),
     };
     let fs = BfcFs::new(union, owner);
-    let config = opts.fuser_config(&file);
     if args.foreground {
         init_stderr_log(verbose);
-        mount::serve(fs, &mountpoint, &config, || {
+        mount::serve(fs, &file, &mountpoint, &opts, || {
             log::info!("{} mounted on {}", file.display(), mountpoint.display())
         })
         .with_context(|| format!("mounting {} on {}", file.display(), mountpoint.display()))?;
@@ -88,7 +87,7 @@ pub fn run_mount(args: MountArgs, verbose: u8) -> anyhow::Result<i32> {
         }
         Forked::Child(mut readiness) => {
             mount::init_syslog(verbose);
-            let r = mount::serve(fs, &mountpoint, &config, || readiness.ready());
+            let r = mount::serve(fs, &file, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {
                 log::error!(
                     "mounting {} on {}: {e}",
