@@ -1,3 +1,4 @@
 //! bfcfs: mount container images and BFC files as filesystems.
 pub mod bfc;
 pub mod cli;
+pub mod oci;
