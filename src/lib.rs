@@ -2,3 +2,4 @@
 pub mod bfc;
 pub mod cli;
 pub mod oci;
+pub mod store;
