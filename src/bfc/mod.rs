@@ -1,1 +1,19 @@
-//! BFC files.
+//! BFC containers: reading (memory-mapped, validated once at open) and writing (one forward pass).
+//! This module knows nothing of OCI or FUSE.
+pub mod cache;
+pub mod codec;
+pub mod content;
+pub mod cursor;
+pub mod error;
+pub mod ext;
+pub mod layout;
+pub mod map;
+pub mod reader;
+pub mod writer;
+
+pub use codec::Key;
+pub use content::EntryReader;
+pub use error::{Error, Result};
+pub use ext::Whiteout;
+pub use reader::{check_path, Child, Container, Entry, Kind};
+pub use writer::{AtomicFile, Compression, Meta, Writer, WriterOptions};

@@ -3,7 +3,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "bfcfs", version, about = "Mount container images and BFC files as filesystems")]
+#[command(
+    name = "bfcfs",
+    version,
+    about = "Mount container images and BFC files as filesystems"
+)]
 pub struct Cli {
     /// Store root (default: $BFCFS_ROOT, /var/lib/bfcfs for root, $XDG_DATA_HOME/bfcfs otherwise)
     #[arg(long, global = true)]

@@ -1,0 +1,597 @@
+//! File content: a plain slice of the mapping, zstd frames, or ChaCha20-Poly1305, always checked.
+//! No byte is handed out before its check passed: a chunk's checksum (chunk tables), the whole
+//! file's checksum (upstream files, checked once per open container), and the AEAD tag of the
+//! whole payload (checked once before any plaintext is released).
+use super::codec::{self, ContentKey, NONCE_SIZE, TAG_SIZE};
+use super::error::{show, Error, Result};
+use super::layout::*;
+use super::reader::{Container, Kind};
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Granule in which content without a chunk table is cached after a whole-file decode.
+const VIRTUAL_CHUNK: u64 = 128 << 10;
+
+const GOOD: u8 = 1;
+const BAD: u8 = 2;
+
+/// Where an entry's stored bytes are, from its object header.
+pub(crate) struct Payload<'a> {
+    /// Path stored in the object: the AEAD associated data.
+    pub name: &'a [u8],
+    /// Stored payload bytes (for encrypted entries: nonce ‖ ciphertext ‖ tag).
+    pub data: &'a [u8],
+    /// Absolute offset of `data`.
+    pub offset: u64,
+    pub stored_size: u64,
+}
+
+impl<'a> Payload<'a> {
+    fn nonce(&self) -> [u8; NONCE_SIZE] {
+        let mut n = [0u8; NONCE_SIZE];
+        n.copy_from_slice(&self.data[..NONCE_SIZE]);
+        n
+    }
+    fn ciphertext(&self) -> &'a [u8] {
+        &self.data[NONCE_SIZE..self.data.len() - TAG_SIZE]
+    }
+    fn tag(&self) -> &'a [u8] {
+        &self.data[self.data.len() - TAG_SIZE..]
+    }
+}
+
+impl Container {
+    fn corrupt(&self, offset: u64, what: String) -> Error {
+        Error::Corrupt {
+            file: self.file.clone(),
+            offset,
+            what,
+        }
+    }
+
+    /// Parses and checks entry `i`'s object header and locates its payload.
+    pub(crate) fn payload(&self, i: usize) -> Result<Payload<'_>> {
+        let e = &self.entries[i];
+        let data = self.data();
+        // Validated at open: the object lies inside the object area.
+        let obj = &data[e.obj_offset as usize..(e.obj_offset + e.obj_size) as usize];
+        let mut c = super::cursor::Cursor::new(&self.file, obj, e.obj_offset);
+        let h = ObjHeader::decode(&mut c)?;
+        let p = show(&e.path);
+        if u32::from(h.comp) != u32::from(e.comp) || h.enc != e.enc || h.orig_size != e.size {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!("object header of {p} disagrees with its index entry (compression, encryption or size)"),
+            ));
+        }
+        let name = c.bytes(h.name_len as usize, "object name")?;
+        let start = payload_offset(h.name_len as usize) as u64;
+        let end = start
+            .checked_add(h.stored_size)
+            .filter(|end| *end <= e.obj_size);
+        let Some(end) = end else {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!(
+                    "payload of {p} ({} bytes) overruns its object ({} bytes)",
+                    h.stored_size, e.obj_size
+                ),
+            ));
+        };
+        let plain = e.comp == COMP_NONE && e.enc == ENC_NONE;
+        if plain && h.stored_size != e.size && e.kind == Kind::File {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!(
+                    "{p} is stored raw but its stored size {} is not its size {}",
+                    h.stored_size, e.size
+                ),
+            ));
+        }
+        if e.enc != ENC_NONE && h.stored_size < (NONCE_SIZE + TAG_SIZE) as u64 {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!("encrypted payload of {p} is too short"),
+            ));
+        }
+        Ok(Payload {
+            name,
+            data: &obj[start as usize..end as usize],
+            offset: e.obj_offset + start,
+            stored_size: h.stored_size,
+        })
+    }
+
+    fn key_for(&self, i: usize) -> Result<&ContentKey> {
+        self.key.as_ref().ok_or_else(|| Error::KeyRequired {
+            file: self.file.clone(),
+            path: show(&self.entries[i].path),
+        })
+    }
+
+    /// The target of symlink `i`, checked against its checksum.
+    pub fn symlink_target(&self, i: usize) -> Result<&[u8]> {
+        let e = &self.entries[i];
+        if e.kind != Kind::Symlink {
+            return Err(self.corrupt(e.obj_offset, format!("{} is not a symlink", show(&e.path))));
+        }
+        let p = self.payload(i)?;
+        let t = p.data.get(..e.size as usize).ok_or_else(|| {
+            self.corrupt(
+                p.offset,
+                format!("symlink target of {} is cut short", show(&e.path)),
+            )
+        })?;
+        let computed = codec::bfc_crc(t);
+        if computed != e.crc {
+            return Err(self.bad_checksum(i, p.offset, computed));
+        }
+        Ok(t)
+    }
+
+    fn bad_checksum(&self, i: usize, offset: u64, computed: u32) -> Error {
+        Error::BadChecksum {
+            file: self.file.clone(),
+            what: format!("content of {}", show(&self.entries[i].path)),
+            offset,
+            stored: self.entries[i].crc,
+            computed,
+        }
+    }
+
+    /// Checks the AEAD tag of entry `i` with `key` (used to test a key). Ok(false): tag fails.
+    pub(crate) fn check_tag_with(&self, i: usize, key: &ContentKey) -> Result<bool> {
+        let p = self.payload(i)?;
+        let mut s = codec::AeadStream::new(key, &p.nonce(), p.name);
+        s.authenticate(p.ciphertext());
+        Ok(s.verify(p.tag()))
+    }
+
+    /// Runs `check` once for entry `i` and remembers the outcome for this open container.
+    fn once(&self, i: usize, check: impl FnOnce() -> Result<()>) -> Result<()> {
+        match self.checked[i].load(Ordering::Acquire) {
+            GOOD => return Ok(()),
+            BAD => {
+                // Re-run to produce the detailed error again (cheap compared with a failure).
+            }
+            _ => {}
+        }
+        match check() {
+            Ok(()) => {
+                self.checked[i].store(GOOD, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_corruption() || matches!(e, Error::WrongKey { .. }) {
+                    self.checked[i].store(BAD, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn ensure_tag(&self, i: usize, p: &Payload<'_>) -> Result<()> {
+        let key = self.key_for(i)?;
+        self.once(i, || {
+            let mut s = codec::AeadStream::new(key, &p.nonce(), p.name);
+            s.authenticate(p.ciphertext());
+            if s.verify(p.tag()) {
+                Ok(())
+            } else {
+                Err(Error::BadChecksum {
+                    file: self.file.clone(),
+                    what: format!(
+                        "authentication tag of {} (damaged content: the key itself was checked)",
+                        show(&self.entries[i].path)
+                    ),
+                    offset: p.offset + p.stored_size - TAG_SIZE as u64,
+                    stored: 0,
+                    computed: 0,
+                })
+            }
+        })
+    }
+
+    /// Reads up to `buf.len()` bytes of file `i` at `offset`. Returns 0 at or past the end.
+    pub fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let e = &self.entries[i];
+        if e.kind != Kind::File {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!("{} is not a regular file", show(&e.path)),
+            ));
+        }
+        if offset >= e.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (e.size - offset).min(buf.len() as u64) as usize;
+        let buf = &mut buf[..want];
+        let p = self.payload(i)?;
+        if e.comp == COMP_NONE && e.enc == ENC_NONE {
+            let src = &p.data[offset as usize..offset as usize + want];
+            match &e.chunks {
+                Some(ch) => {
+                    let cs = u64::from(ch.table.chunk_size);
+                    let first = offset / cs;
+                    let last = (offset + want as u64 - 1) / cs;
+                    for k in first..=last {
+                        let lo = k * cs;
+                        let hi = (lo + cs).min(e.size);
+                        let computed = codec::bfc_crc(&p.data[lo as usize..hi as usize]);
+                        if computed != ch.table.crcs[k as usize] {
+                            return Err(Error::BadChecksum {
+                                file: self.file.clone(),
+                                what: format!("chunk {k} of {}", show(&e.path)),
+                                offset: p.offset + lo,
+                                stored: ch.table.crcs[k as usize],
+                                computed,
+                            });
+                        }
+                    }
+                }
+                None => self.once(i, || {
+                    let computed = codec::bfc_crc(p.data);
+                    if computed == e.crc {
+                        Ok(())
+                    } else {
+                        Err(self.bad_checksum(i, p.offset, computed))
+                    }
+                })?,
+            }
+            buf.copy_from_slice(src);
+            return Ok(want);
+        }
+        if e.enc != ENC_NONE {
+            self.ensure_tag(i, &p)?;
+        }
+        let gran = match &e.chunks {
+            Some(ch) => u64::from(ch.table.chunk_size),
+            None => VIRTUAL_CHUNK,
+        };
+        let first = offset / gran;
+        let last = (offset + want as u64 - 1) / gran;
+        let mut done = 0usize;
+        for k in first..=last {
+            let chunk = match self.cache.get((i as u32, k as u32)) {
+                Some(c) => c,
+                None => match e.chunks {
+                    Some(_) => {
+                        let c = self.decode_chunk(i, &p, k as usize)?;
+                        self.cache.insert((i as u32, k as u32), c.clone());
+                        c
+                    }
+                    None => self.decode_upto(i, k)?,
+                },
+            };
+            let chunk_start = k * gran;
+            let from = (offset + done as u64 - chunk_start) as usize;
+            let n = (chunk.len().saturating_sub(from)).min(want - done);
+            if n == 0 {
+                return Err(self.corrupt(
+                    p.offset,
+                    format!("{} decodes short of its size", show(&e.path)),
+                ));
+            }
+            buf[done..done + n].copy_from_slice(&chunk[from..from + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Decodes chunk `k` of a chunked entry and checks its checksum.
+    fn decode_chunk(&self, i: usize, p: &Payload<'_>, k: usize) -> Result<Arc<[u8]>> {
+        let e = &self.entries[i];
+        let Some(ch) = &e.chunks else {
+            return Err(self.corrupt(e.obj_offset, "no chunk table".into()));
+        };
+        let cs = u64::from(ch.table.chunk_size);
+        let len = (e.size - k as u64 * cs).min(cs) as usize;
+        let (lo, hi) = (ch.offsets[k], ch.offsets[k + 1]);
+        let body_len = if e.enc != ENC_NONE {
+            p.stored_size - (NONCE_SIZE + TAG_SIZE) as u64
+        } else {
+            p.stored_size
+        };
+        if hi > body_len {
+            return Err(self.corrupt(
+                p.offset,
+                format!(
+                    "chunk table of {} points past its payload ({hi} > {body_len})",
+                    show(&e.path)
+                ),
+            ));
+        }
+        let stored: std::borrow::Cow<'_, [u8]> = if e.enc != ENC_NONE {
+            let key = self.key_for(i)?;
+            let mut v = p.ciphertext()[lo as usize..hi as usize].to_vec();
+            codec::decrypt_range(key, &p.nonce(), lo, &mut v);
+            v.into()
+        } else {
+            (&p.data[lo as usize..hi as usize]).into()
+        };
+        let out: Vec<u8> = if e.comp == COMP_ZSTD {
+            let mut out = vec![0u8; len];
+            let n = zstd::bulk::decompress_to_buffer(&stored, &mut out).map_err(|err| {
+                self.corrupt(
+                    p.offset + lo,
+                    format!("zstd chunk {k} of {}: {err}", show(&e.path)),
+                )
+            })?;
+            if n != len {
+                return Err(self.corrupt(
+                    p.offset + lo,
+                    format!(
+                        "zstd chunk {k} of {} decodes to {n} bytes, expected {len}",
+                        show(&e.path)
+                    ),
+                ));
+            }
+            out
+        } else {
+            if stored.len() != len {
+                return Err(self.corrupt(
+                    p.offset + lo,
+                    format!("raw chunk {k} of {} has the wrong size", show(&e.path)),
+                ));
+            }
+            stored.into_owned()
+        };
+        let computed = codec::bfc_crc(&out);
+        if computed != ch.table.crcs[k] {
+            return Err(Error::BadChecksum {
+                file: self.file.clone(),
+                what: format!("chunk {k} of {}", show(&e.path)),
+                offset: p.offset + lo,
+                stored: ch.table.crcs[k],
+                computed,
+            });
+        }
+        Ok(out.into())
+    }
+
+    /// For content without a chunk table: checks the whole file once, then decodes from the
+    /// start up to granule `k`, caching every granule on the way.
+    fn decode_upto(&self, i: usize, k: u64) -> Result<Arc<[u8]>> {
+        self.once(i, || {
+            self.open_reader(i)?.copy_to(&mut io::sink()).map(|_| ())
+        })?;
+        let mut r = self.open_reader(i)?;
+        let mut n = 0u64;
+        loop {
+            let mut v = Vec::with_capacity(VIRTUAL_CHUNK as usize);
+            (&mut r)
+                .take(VIRTUAL_CHUNK)
+                .read_to_end(&mut v)
+                .map_err(|err| self.unwrap_io(err))?;
+            if v.is_empty() {
+                return Err(self.corrupt(
+                    self.entries[i].obj_offset,
+                    format!("{} decodes short of its size", show(&self.entries[i].path)),
+                ));
+            }
+            let c: Arc<[u8]> = v.into();
+            self.cache.insert((i as u32, n as u32), c.clone());
+            if n == k {
+                return Ok(c);
+            }
+            n += 1;
+        }
+    }
+
+    fn unwrap_io(&self, err: io::Error) -> Error {
+        unwrap_io(&self.file, err)
+    }
+
+    /// Streams the whole content of file `i`, checking size and checksum at the end (and the
+    /// AEAD tag before the first byte).
+    pub fn open_reader(&self, i: usize) -> Result<EntryReader<'_>> {
+        let e = &self.entries[i];
+        if e.kind != Kind::File {
+            return Err(self.corrupt(
+                e.obj_offset,
+                format!("{} is not a regular file", show(&e.path)),
+            ));
+        }
+        let p = self.payload(i)?;
+        let source: Box<dyn io::BufRead + Send + '_> = if e.enc != ENC_NONE {
+            self.ensure_tag(i, &p)?;
+            let key = self.key_for(i)?.clone();
+            Box::new(io::BufReader::with_capacity(
+                64 << 10,
+                Decrypt::new(key, p.nonce(), p.ciphertext()),
+            ))
+        } else {
+            Box::new(p.data)
+        };
+        let inner: Box<dyn Read + Send + '_> = if e.comp == COMP_ZSTD {
+            let d = zstd::stream::read::Decoder::with_buffer(source)
+                .map_err(|err| Error::io(&self.file, err))?;
+            Box::new(d)
+        } else {
+            Box::new(source)
+        };
+        Ok(EntryReader {
+            inner,
+            file: self.file.clone(),
+            path: e.path.clone(),
+            offset: p.offset,
+            size: e.size,
+            crc_expected: e.crc,
+            crc: 0,
+            done: 0,
+        })
+    }
+
+    /// Decodes all of entry `i` and checks every checksum (and the tag when encrypted).
+    /// Directories have nothing to check; symlink targets are checked.
+    pub fn verify_entry(&self, i: usize) -> Result<()> {
+        let e = &self.entries[i];
+        match e.kind {
+            Kind::File => {}
+            Kind::Symlink => return self.symlink_target(i).map(|_| ()),
+            _ => return Ok(()),
+        }
+        if e.chunks.is_some() {
+            let p = self.payload(i)?;
+            if e.enc != ENC_NONE {
+                self.ensure_tag(i, &p)?;
+            }
+            let n = e.chunks.as_ref().map_or(0, |c| c.table.stored.len());
+            let mut crc = 0u32;
+            for k in 0..n {
+                let c = if e.comp == COMP_NONE && e.enc == ENC_NONE {
+                    let cs = e
+                        .chunks
+                        .as_ref()
+                        .map_or(0, |c| u64::from(c.table.chunk_size));
+                    let mut buf = vec![0u8; (e.size - k as u64 * cs).min(cs) as usize];
+                    self.read_at(i, k as u64 * cs, &mut buf)?;
+                    Arc::from(buf)
+                } else {
+                    self.decode_chunk(i, &p, k)?
+                };
+                crc = codec::bfc_crc_append(crc, &c);
+            }
+            if crc != e.crc {
+                return Err(self.bad_checksum(i, p.offset, crc));
+            }
+            return Ok(());
+        }
+        self.open_reader(i)?.copy_to(&mut io::sink()).map(|_| ())
+    }
+}
+
+/// Recovers a BFC error carried through `io::Error` by the reader pipeline.
+pub(crate) fn unwrap_io(file: &std::path::Path, err: io::Error) -> Error {
+    if err.get_ref().is_some_and(|e| e.is::<Error>()) {
+        if let Some(Ok(e)) = err.into_inner().map(|b| b.downcast::<Error>()) {
+            return *e;
+        }
+        return Error::Usage {
+            what: "internal error while decoding".into(),
+        };
+    }
+    Error::io(file, err)
+}
+
+/// Decrypts a tag-checked ciphertext sequentially.
+struct Decrypt<'a> {
+    cipher: chacha20::ChaCha20,
+    data: &'a [u8],
+    _key: ContentKey,
+}
+
+impl<'a> Decrypt<'a> {
+    fn new(key: ContentKey, nonce: [u8; NONCE_SIZE], data: &'a [u8]) -> Decrypt<'a> {
+        use chacha20::cipher::{KeyIvInit, StreamCipherSeek};
+        let mut cipher = chacha20::ChaCha20::new((&key.0).into(), (&nonce).into());
+        cipher.seek(64u64);
+        Decrypt {
+            cipher,
+            data,
+            _key: key,
+        }
+    }
+}
+
+impl Read for Decrypt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use chacha20::cipher::StreamCipher;
+        let n = buf.len().min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.cipher.apply_keystream(&mut buf[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// The whole content of one file, decoded; fails instead of returning bytes past the recorded
+/// size, and checks the checksum at the end.
+pub struct EntryReader<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    file: std::path::PathBuf,
+    path: Vec<u8>,
+    offset: u64,
+    size: u64,
+    crc_expected: u32,
+    crc: u32,
+    done: u64,
+}
+
+impl EntryReader<'_> {
+    fn fail(&self, e: Error) -> io::Error {
+        io::Error::other(e)
+    }
+
+    /// Copies everything to `out`; errors keep their BFC meaning.
+    pub fn copy_to(&mut self, out: &mut dyn Write) -> Result<u64> {
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = self.read(&mut buf).map_err(|e| unwrap_io(&self.file, e))?;
+            if n == 0 {
+                return Ok(self.done);
+            }
+            out.write_all(&buf[..n]).map_err(|e| Error::Io {
+                file: std::path::PathBuf::from("<output>"),
+                source: e,
+            })?;
+        }
+    }
+}
+
+impl Read for EntryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(err) => {
+                return Err(self.fail(Error::Corrupt {
+                    file: self.file.clone(),
+                    offset: self.offset,
+                    what: format!("content of {} does not decode: {err}", show(&self.path)),
+                }))
+            }
+        };
+        if n == 0 {
+            if self.done != self.size {
+                return Err(self.fail(Error::Corrupt {
+                    file: self.file.clone(),
+                    offset: self.offset,
+                    what: format!(
+                        "content of {} decodes to {} bytes, expected {}",
+                        show(&self.path),
+                        self.done,
+                        self.size
+                    ),
+                }));
+            }
+            if self.crc != self.crc_expected {
+                return Err(self.fail(Error::BadChecksum {
+                    file: self.file.clone(),
+                    what: format!("content of {}", show(&self.path)),
+                    offset: self.offset,
+                    stored: self.crc_expected,
+                    computed: self.crc,
+                }));
+            }
+            return Ok(0);
+        }
+        if self.done + n as u64 > self.size {
+            return Err(self.fail(Error::Corrupt {
+                file: self.file.clone(),
+                offset: self.offset,
+                what: format!(
+                    "content of {} decodes to more than its size {}",
+                    show(&self.path),
+                    self.size
+                ),
+            }));
+        }
+        self.crc = codec::bfc_crc_append(self.crc, &buf[..n]);
+        self.done += n as u64;
+        Ok(n)
+    }
+}

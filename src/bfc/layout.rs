@@ -1,0 +1,178 @@
+//! The bytes of BFC v1 as the upstream tool writes them (see docs/FORMAT.md): constants and the
+//! fixed structures. Each field's comment gives its offset. All integers are little-endian.
+
+/// `BFCFv1\0\0` at offset 0.
+pub const MAGIC: &[u8; 8] = b"BFCFv1\0\0";
+pub const HEADER_SIZE: usize = 4096;
+pub const FOOTER_SIZE: usize = 56;
+pub const OBJ_HEADER_SIZE: usize = 40;
+pub const ALIGN: usize = 16;
+pub const FOOTER_IDX_TAG: &[u8; 8] = b"BFCFIDX\0";
+pub const FOOTER_END_TAG: &[u8; 8] = b"BFCFEND\0";
+pub const INDEX_VERSION: u32 = 1;
+/// Fixed part of an index entry (without the path bytes).
+pub const INDEX_ENTRY_FIXED: usize = 52;
+
+pub const TYPE_FILE: u8 = 1;
+pub const TYPE_DIR: u8 = 2;
+pub const TYPE_SYMLINK: u8 = 3;
+/// Object type used by bfcfs for devices, fifos and sockets (upstream accepts any type byte).
+pub const TYPE_SPECIAL: u8 = 4;
+
+pub const COMP_NONE: u8 = 0;
+pub const COMP_ZSTD: u8 = 1;
+pub const ENC_NONE: u8 = 0;
+pub const ENC_CHACHA20_POLY1305: u8 = 1;
+
+pub const FEATURE_ZSTD: u64 = 1 << 0;
+pub const FEATURE_AEAD: u64 = 1 << 1;
+/// bfcfs extension section present after the index entries (docs/FORMAT.md).
+pub const FEATURE_BFCFS_EXT: u64 = 1 << 16;
+
+/// Upstream stores content this small raw even when compression was asked for.
+pub const MIN_COMPRESS_SIZE: u64 = 64;
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+
+/// Bytes of padding that make `len` a multiple of 16.
+pub fn pad16(len: usize) -> usize {
+    (ALIGN - len % ALIGN) % ALIGN
+}
+
+/// Offset of an object's payload relative to the object start.
+pub fn payload_offset(name_len: usize) -> usize {
+    OBJ_HEADER_SIZE + name_len + pad16(OBJ_HEADER_SIZE + name_len)
+}
+
+/// The 4096-byte header. Offsets: 0 magic, 8 checksum of bytes 12..4096, 12 block size,
+/// 16 feature bits, 24 UUID, 40 salt (16 bytes used of 32), 72 reserved.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub block_size: u32,
+    pub features: u64,
+    pub uuid: [u8; 16],
+    pub salt: [u8; 32],
+}
+
+impl Header {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(MAGIC);
+        b[12..16].copy_from_slice(&self.block_size.to_le_bytes());
+        b[16..24].copy_from_slice(&self.features.to_le_bytes());
+        b[24..40].copy_from_slice(&self.uuid);
+        b[40..72].copy_from_slice(&self.salt);
+        let crc = super::codec::bfc_crc(&b[12..]);
+        b[8..12].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+}
+
+/// The 40-byte object header. Offsets: 0 type, 1 compression, 2 encryption, 3 reserved,
+/// 4 name length, 6 padding, 8 mode, 12 mtime ns, 20 original size, 28 stored size, 36 checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjHeader {
+    pub obj_type: u8,
+    pub comp: u8,
+    pub enc: u8,
+    pub name_len: u16,
+    pub mode: u32,
+    pub mtime_ns: u64,
+    pub orig_size: u64,
+    pub stored_size: u64,
+    pub crc: u32,
+}
+
+impl ObjHeader {
+    pub fn encode(&self) -> [u8; OBJ_HEADER_SIZE] {
+        let mut b = [0u8; OBJ_HEADER_SIZE];
+        b[0] = self.obj_type;
+        b[1] = self.comp;
+        b[2] = self.enc;
+        b[4..6].copy_from_slice(&self.name_len.to_le_bytes());
+        b[8..12].copy_from_slice(&self.mode.to_le_bytes());
+        b[12..20].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b[20..28].copy_from_slice(&self.orig_size.to_le_bytes());
+        b[28..36].copy_from_slice(&self.stored_size.to_le_bytes());
+        b[36..40].copy_from_slice(&self.crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(c: &mut super::cursor::Cursor<'_>) -> super::error::Result<ObjHeader> {
+        let obj_type = c.u8("object type")?;
+        let comp = c.u8("object compression")?;
+        let enc = c.u8("object encryption")?;
+        let _reserved = c.u8("object reserved byte")?;
+        let name_len = c.u16("object name length")?;
+        let _padding = c.u16("object padding")?;
+        Ok(ObjHeader {
+            obj_type,
+            comp,
+            enc,
+            name_len,
+            mode: c.u32("object mode")?,
+            mtime_ns: c.u64("object mtime")?,
+            orig_size: c.u64("object original size")?,
+            stored_size: c.u64("object stored size")?,
+            crc: c.u32("object checksum")?,
+        })
+    }
+}
+
+/// One index record as stored: `path_len u32, path, obj_offset u64, obj_size u64, mode u32,
+/// mtime_ns u64, comp u32, enc u32, orig_size u64, crc u32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub path: Vec<u8>,
+    pub obj_offset: u64,
+    pub obj_size: u64,
+    pub mode: u32,
+    pub mtime_ns: u64,
+    pub comp: u32,
+    pub enc: u32,
+    pub orig_size: u64,
+    pub crc: u32,
+}
+
+impl IndexRecord {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.path.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.path);
+        out.extend_from_slice(&self.obj_offset.to_le_bytes());
+        out.extend_from_slice(&self.obj_size.to_le_bytes());
+        out.extend_from_slice(&self.mode.to_le_bytes());
+        out.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.comp.to_le_bytes());
+        out.extend_from_slice(&self.enc.to_le_bytes());
+        out.extend_from_slice(&self.orig_size.to_le_bytes());
+        out.extend_from_slice(&self.crc.to_le_bytes());
+    }
+}
+
+/// The 56-byte footer at EOF-56. Offsets: 0 `BFCFIDX\0`, 8 index size, 16 index checksum,
+/// 20 index offset, 28 container checksum (never checked), 32 reserved, 48 `BFCFEND\0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Footer {
+    pub index_size: u64,
+    pub index_crc: u32,
+    pub index_offset: u64,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_SIZE] {
+        let mut b = [0u8; FOOTER_SIZE];
+        b[0..8].copy_from_slice(FOOTER_IDX_TAG);
+        b[8..16].copy_from_slice(&self.index_size.to_le_bytes());
+        b[16..20].copy_from_slice(&self.index_crc.to_le_bytes());
+        b[20..28].copy_from_slice(&self.index_offset.to_le_bytes());
+        b[48..56].copy_from_slice(FOOTER_END_TAG);
+        b
+    }
+}

@@ -1,0 +1,736 @@
+//! Writes a container in one forward pass. Content streams through in chunks, so memory stays
+//! bounded whatever the file size; only the (small) object header of a large file is patched
+//! once its sizes and checksum are known. The index and the extension are written by `finish`.
+use super::codec::{self, AeadStream, ContentKey, Key, NONCE_SIZE, TAG_SIZE};
+use super::error::{show, Error, Result};
+use super::ext::{self, ChunkTable, Ext, Whiteout};
+use super::layout::*;
+use super::reader::{check_path, Kind};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// How content is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored raw.
+    None,
+    /// zstd for every file of at least `min_size` bytes (at least 64, as upstream) that shrinks.
+    Zstd,
+    /// zstd only for files of at least `min_size` bytes whose first chunk shrinks by 10% or
+    /// more: already-compressed data (images, archives) is stored raw and reads faster.
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    /// zstd level (1..=22).
+    pub level: i32,
+    /// Files smaller than this are stored raw.
+    pub min_size: u64,
+    /// Written into the header (upstream never uses it).
+    pub block_size: u32,
+    pub key: Option<Key>,
+    /// Input bytes per independent chunk of large files.
+    pub chunk_size: u32,
+}
+
+pub const DEFAULT_CHUNK_SIZE: u32 = 128 << 10;
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            compression: Compression::None,
+            level: 3,
+            min_size: MIN_COMPRESS_SIZE,
+            block_size: 4096,
+            key: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// Metadata of an entry being added.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Permission bits including setuid/setgid/sticky (type bits are ignored).
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An index record plus what the extension says about it.
+#[derive(Debug, Clone)]
+struct Rec {
+    idx: IndexRecord,
+    kind: Kind,
+    owner: Option<(u32, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    device: Option<(u32, u32)>,
+    whiteout: Whiteout,
+    chunks: Option<ChunkTable>,
+}
+
+/// Streaming, append-only BFC writer. The last add of a path wins (its earlier object stays in
+/// the file, unreferenced, which the format allows).
+pub struct Writer<W: Write + Seek> {
+    out: W,
+    pos: u64,
+    opts: WriterOptions,
+    header: Header,
+    key: Option<ContentKey>,
+    recs: BTreeMap<Vec<u8>, Rec>,
+    blobs: Vec<(String, Vec<u8>)>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    used_zstd: bool,
+    /// Where messages say the output goes.
+    name: PathBuf,
+}
+
+impl<W: Write + Seek> Writer<W> {
+    /// Starts a container: writes the header. `name` is used in error messages.
+    pub fn new(mut out: W, opts: WriterOptions, name: &Path) -> Result<Self> {
+        let mut salt = [0u8; 32];
+        let key = match &opts.key {
+            Some(k) => {
+                if matches!(k, Key::Password(_)) {
+                    salt[..16].copy_from_slice(&codec::random::<16>());
+                }
+                let mut s16 = [0u8; 16];
+                s16.copy_from_slice(&salt[..16]);
+                Some(k.derive(&s16).map_err(|what| Error::Usage { what })?)
+            }
+            None => None,
+        };
+        if opts.chunk_size == 0 || opts.chunk_size > ext::MAX_CHUNK_SIZE {
+            return Err(Error::Usage {
+                what: format!("chunk size {} out of range", opts.chunk_size),
+            });
+        }
+        let mut features = 0;
+        if opts.compression != Compression::None {
+            features |= FEATURE_ZSTD;
+        }
+        if key.is_some() {
+            features |= FEATURE_AEAD;
+        }
+        let header = Header {
+            block_size: opts.block_size,
+            features,
+            uuid: codec::random::<16>(),
+            salt,
+        };
+        out.write_all(&header.encode())
+            .map_err(|e| Error::io(name, e))?;
+        let zstd = if opts.compression == Compression::None {
+            None
+        } else {
+            Some(
+                zstd::bulk::Compressor::new(opts.level).map_err(|e| Error::Usage {
+                    what: format!("zstd level {}: {e}", opts.level),
+                })?,
+            )
+        };
+        Ok(Writer {
+            out,
+            pos: HEADER_SIZE as u64,
+            opts,
+            header,
+            key,
+            recs: BTreeMap::new(),
+            blobs: Vec::new(),
+            zstd,
+            used_zstd: false,
+            name: name.to_path_buf(),
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> Error {
+        Error::io(&self.name, e)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        self.out
+            .write_all(b)
+            .map_err(|e| Error::io(&self.name, e))?;
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+
+    fn checked(path: &[u8]) -> Result<()> {
+        check_path(path).map_err(|why| Error::InvalidPath {
+            path: show(path),
+            why,
+        })
+    }
+
+    /// Writes an object header + name + padding; returns the object's start.
+    fn begin_object(&mut self, h: &ObjHeader, path: &[u8]) -> Result<u64> {
+        let start = self.pos;
+        self.write(&h.encode())?;
+        self.write(path)?;
+        let pad = pad16(OBJ_HEADER_SIZE + path.len());
+        self.write(&[0u8; ALIGN][..pad])?;
+        Ok(start)
+    }
+
+    fn insert(&mut self, path: &[u8], rec: Rec) {
+        self.recs.insert(path.to_vec(), rec);
+    }
+
+    fn rec(idx: IndexRecord, kind: Kind, meta: &Meta) -> Rec {
+        Rec {
+            idx,
+            kind,
+            owner: match (meta.uid, meta.gid) {
+                (None, None) => None,
+                (u, g) => Some((u.unwrap_or(0), g.unwrap_or(0))),
+            },
+            xattrs: meta.xattrs.clone(),
+            device: None,
+            whiteout: Whiteout::None,
+            chunks: None,
+        }
+    }
+
+    /// Removes `path` and everything below it from the index (a later layer entry replacing a
+    /// directory, for instance).
+    pub fn remove_tree(&mut self, path: &[u8]) {
+        self.recs.remove(path);
+        let mut lo = path.to_vec();
+        lo.push(b'/');
+        let mut hi = path.to_vec();
+        hi.push(b'/' + 1);
+        let doomed: Vec<Vec<u8>> = self.recs.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.recs.remove(&k);
+        }
+    }
+
+    /// True when `path` is in the index.
+    pub fn contains(&self, path: &[u8]) -> bool {
+        self.recs.contains_key(path)
+    }
+
+    /// Kind of the indexed entry at `path`.
+    pub fn kind_of(&self, path: &[u8]) -> Option<Kind> {
+        self.recs.get(path).map(|r| r.kind)
+    }
+
+    pub fn add_dir(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
+        Self::checked(path)?;
+        let mode = (meta.mode & 0o7777) | S_IFDIR;
+        let h = ObjHeader {
+            obj_type: TYPE_DIR,
+            comp: COMP_NONE,
+            enc: ENC_NONE,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            orig_size: 0,
+            stored_size: 0,
+            crc: 0,
+        };
+        let start = self.begin_object(&h, path)?;
+        let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
+        self.insert(path, Self::rec(idx, Kind::Dir, meta));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn index_record(
+        &self,
+        path: &[u8],
+        start: u64,
+        mode: u32,
+        meta: &Meta,
+        comp: u8,
+        enc: u8,
+        size: u64,
+        crc: u32,
+    ) -> IndexRecord {
+        IndexRecord {
+            path: path.to_vec(),
+            obj_offset: start,
+            obj_size: self.pos - start,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            comp: u32::from(comp),
+            enc: u32::from(enc),
+            orig_size: size,
+            crc,
+        }
+    }
+
+    pub fn add_symlink(&mut self, path: &[u8], meta: &Meta, target: &[u8]) -> Result<()> {
+        Self::checked(path)?;
+        if target.is_empty() || target.len() > 65535 || target.contains(&0) {
+            return Err(Error::InvalidPath {
+                path: show(path),
+                why: "symlink target is empty, holds NUL or is over 65535 bytes",
+            });
+        }
+        let mode = (meta.mode & 0o7777) | S_IFLNK;
+        let crc = codec::bfc_crc(target);
+        let h = ObjHeader {
+            obj_type: TYPE_SYMLINK,
+            comp: COMP_NONE,
+            enc: ENC_NONE,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            orig_size: target.len() as u64,
+            stored_size: target.len() as u64,
+            crc,
+        };
+        let start = self.begin_object(&h, path)?;
+        self.write(target)?;
+        self.write(&[0u8; ALIGN][..pad16(target.len())])?;
+        let idx = self.index_record(
+            path,
+            start,
+            mode,
+            meta,
+            COMP_NONE,
+            ENC_NONE,
+            target.len() as u64,
+            crc,
+        );
+        self.insert(path, Self::rec(idx, Kind::Symlink, meta));
+        Ok(())
+    }
+
+    /// Character or block device, fifo or socket. `rdev` is the (major, minor) of devices.
+    pub fn add_special(
+        &mut self,
+        path: &[u8],
+        kind: Kind,
+        meta: &Meta,
+        rdev: (u32, u32),
+    ) -> Result<()> {
+        Self::checked(path)?;
+        if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
+            return Err(Error::Usage {
+                what: format!("add_special called for a {}", kind.name()),
+            });
+        }
+        let mode = (meta.mode & 0o7777) | kind.ifmt();
+        let h = ObjHeader {
+            obj_type: TYPE_SPECIAL,
+            comp: COMP_NONE,
+            enc: ENC_NONE,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            orig_size: 0,
+            stored_size: 0,
+            crc: 0,
+        };
+        let start = self.begin_object(&h, path)?;
+        let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
+        let mut rec = Self::rec(idx, kind, meta);
+        if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+            rec.device = Some(rdev);
+        }
+        self.insert(path, rec);
+        Ok(())
+    }
+
+    /// An OCI whiteout marker: `path` ends in `.wh.NAME` or is `.wh..wh..opq`. Stored as an
+    /// empty regular file (which upstream extracts as such) and marked in the extension.
+    pub fn add_whiteout(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
+        let name = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
+        let w = if name == b".wh..wh..opq" {
+            Whiteout::Opaque
+        } else if name.starts_with(b".wh.") && name.len() > 4 {
+            Whiteout::Whiteout
+        } else {
+            return Err(Error::InvalidPath {
+                path: show(path),
+                why: "a whiteout's name starts with .wh.",
+            });
+        };
+        self.add_file(path, meta, &mut std::io::empty())?;
+        if let Some(r) = self.recs.get_mut(path) {
+            r.whiteout = w;
+        }
+        Ok(())
+    }
+
+    /// Another name for the regular file already added at `target`.
+    pub fn add_hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
+        Self::checked(path)?;
+        let Some(t) = self.recs.get(target) else {
+            return Err(Error::InvalidPath {
+                path: show(path),
+                why: "hardlink target is not (yet) in the container",
+            });
+        };
+        if t.kind != Kind::File || t.whiteout != Whiteout::None {
+            return Err(Error::InvalidPath {
+                path: show(path),
+                why: "hardlink target is not a regular file",
+            });
+        }
+        let mut rec = t.clone();
+        rec.idx.path = path.to_vec();
+        self.insert(path, rec);
+        Ok(())
+    }
+
+    /// A named blob carried in the extension (an image's manifest or config).
+    pub fn add_image_blob(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.blobs.retain(|(n, _)| n != name);
+        self.blobs.push((name.to_string(), bytes.to_vec()));
+        Ok(())
+    }
+
+    /// Adds a regular file, streaming `content` to its end. Returns the bytes read.
+    pub fn add_file(&mut self, path: &[u8], meta: &Meta, content: &mut dyn Read) -> Result<u64> {
+        Self::checked(path)?;
+        let cs = self.opts.chunk_size as usize;
+        // Read one byte more than a chunk to learn whether the file is a single chunk.
+        let mut buf = vec![0u8; cs + 1];
+        let n = read_full(content, &mut buf).map_err(|e| self.io_in(path, e))?;
+        let mode = (meta.mode & 0o7777) | S_IFREG;
+        if n <= cs {
+            buf.truncate(n);
+            return self.add_small(path, meta, mode, buf);
+        }
+        let mut carry = Some(buf[cs]);
+        buf.truncate(cs);
+        // Decide from the first chunk whether this file compresses.
+        let first_frame = match self.wants_zstd(u64::MAX) {
+            true => self.compress_if_smaller(&buf)?,
+            false => None,
+        };
+        let comp = if first_frame.is_some() {
+            COMP_ZSTD
+        } else {
+            COMP_NONE
+        };
+        let enc = if self.key.is_some() {
+            ENC_CHACHA20_POLY1305
+        } else {
+            ENC_NONE
+        };
+        let placeholder = ObjHeader {
+            obj_type: TYPE_FILE,
+            comp,
+            enc,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            orig_size: 0,
+            stored_size: 0,
+            crc: 0,
+        };
+        let start = self.begin_object(&placeholder, path)?;
+        let payload_start = self.pos;
+        let mut aead = match &self.key {
+            Some(k) => {
+                let nonce = codec::random::<NONCE_SIZE>();
+                let s = AeadStream::new(k, &nonce, path);
+                self.write(&nonce)?;
+                Some(s)
+            }
+            None => None,
+        };
+        let mut table = ChunkTable {
+            chunk_size: cs as u32,
+            stored: Vec::new(),
+            crcs: Vec::new(),
+        };
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        let mut frame = first_frame;
+        let mut chunk = buf;
+        loop {
+            let ccrc = codec::bfc_crc(&chunk);
+            crc = codec::bfc_crc_append(crc, &chunk);
+            size += chunk.len() as u64;
+            let mut stored = match (comp, frame.take()) {
+                (COMP_ZSTD, Some(f)) => f,
+                (COMP_ZSTD, None) => self.compress(&chunk)?,
+                _ => std::mem::take(&mut chunk),
+            };
+            if let Some(a) = aead.as_mut() {
+                a.encrypt(&mut stored);
+            }
+            table.stored.push(stored.len() as u32);
+            table.crcs.push(ccrc);
+            self.write(&stored)?;
+            // Next chunk: the byte read ahead (first round only), then the input.
+            let mut next = Vec::with_capacity(cs);
+            next.extend(carry.take());
+            let filled = next.len();
+            next.resize(cs, 0);
+            let got = read_full(content, &mut next[filled..]).map_err(|e| self.io_in(path, e))?;
+            next.truncate(filled + got);
+            if next.is_empty() {
+                break;
+            }
+            chunk = next;
+        }
+        if let Some(a) = aead.take() {
+            let tag = a.tag();
+            self.write(&tag)?;
+        }
+        let stored_size = self.pos - payload_start;
+        let h = ObjHeader {
+            orig_size: size,
+            stored_size,
+            crc,
+            ..placeholder
+        };
+        let end = self.pos;
+        self.out
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| self.io(e))?;
+        self.out.write_all(&h.encode()).map_err(|e| self.io(e))?;
+        self.out
+            .seek(SeekFrom::Start(end))
+            .map_err(|e| self.io(e))?;
+        if comp == COMP_ZSTD {
+            self.used_zstd = true;
+        }
+        let idx = self.index_record(path, start, mode, meta, comp, enc, size, crc);
+        let mut rec = Self::rec(idx, Kind::File, meta);
+        rec.chunks = Some(table);
+        self.insert(path, rec);
+        Ok(size)
+    }
+
+    fn io_in(&self, path: &[u8], e: std::io::Error) -> Error {
+        Error::Io {
+            file: PathBuf::from(show(path)),
+            source: e,
+        }
+    }
+
+    fn wants_zstd(&self, size: u64) -> bool {
+        match self.opts.compression {
+            Compression::None => false,
+            Compression::Zstd | Compression::Auto => {
+                size >= self.opts.min_size.max(MIN_COMPRESS_SIZE)
+            }
+        }
+    }
+
+    fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let z = self.zstd.as_mut().ok_or_else(|| Error::Usage {
+            what: "compression is off".into(),
+        })?;
+        z.compress(data).map_err(|e| Error::Io {
+            file: self.name.clone(),
+            source: e,
+        })
+    }
+
+    /// The zstd frame of `data` if it is worth keeping (smaller; 10% smaller in auto mode).
+    fn compress_if_smaller(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>> {
+        let f = self.compress(data)?;
+        let limit = match self.opts.compression {
+            Compression::Auto => data.len() / 10 * 9,
+            _ => data.len(),
+        };
+        Ok((f.len() < limit).then_some(f))
+    }
+
+    /// A file of at most one chunk: everything is known before the header is written.
+    fn add_small(&mut self, path: &[u8], meta: &Meta, mode: u32, data: Vec<u8>) -> Result<u64> {
+        let size = data.len() as u64;
+        let crc = codec::bfc_crc(&data);
+        let mut comp = COMP_NONE;
+        let mut payload = data;
+        if self.wants_zstd(size) {
+            if let Some(f) = self.compress_if_smaller(&payload)? {
+                payload = f;
+                comp = COMP_ZSTD;
+                self.used_zstd = true;
+            }
+        }
+        let mut enc = ENC_NONE;
+        if let Some(k) = &self.key {
+            enc = ENC_CHACHA20_POLY1305;
+            let nonce = codec::random::<NONCE_SIZE>();
+            let mut s = AeadStream::new(k, &nonce, path);
+            s.encrypt(&mut payload);
+            let mut full = Vec::with_capacity(NONCE_SIZE + payload.len() + TAG_SIZE);
+            full.extend_from_slice(&nonce);
+            full.extend_from_slice(&payload);
+            full.extend_from_slice(&s.tag());
+            payload = full;
+        }
+        let h = ObjHeader {
+            obj_type: TYPE_FILE,
+            comp,
+            enc,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: meta.mtime_ns as u64,
+            orig_size: size,
+            stored_size: payload.len() as u64,
+            crc,
+        };
+        let start = self.begin_object(&h, path)?;
+        self.write(&payload)?;
+        let idx = self.index_record(path, start, mode, meta, comp, enc, size, crc);
+        self.insert(path, Self::rec(idx, Kind::File, meta));
+        Ok(size)
+    }
+
+    /// Writes the index, the extension and the footer; returns the output.
+    pub fn finish(mut self) -> Result<W> {
+        let recs: Vec<Rec> = std::mem::take(&mut self.recs).into_values().collect();
+        if recs.len() > u32::MAX as usize {
+            return Err(Error::Usage {
+                what: "too many entries".into(),
+            });
+        }
+        let mut ext = Ext::default();
+        if recs.iter().any(|r| r.owner.is_some()) {
+            ext.owners = recs.iter().map(|r| r.owner.unwrap_or((0, 0))).collect();
+        }
+        // Hardlink groups: regular files sharing one object.
+        let mut first_of: BTreeMap<u64, u32> = BTreeMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            if r.kind == Kind::File {
+                first_of.entry(r.idx.obj_offset).or_insert(i as u32);
+            }
+        }
+        let mut shared: BTreeMap<u64, u32> = BTreeMap::new();
+        for r in recs.iter().filter(|r| r.kind == Kind::File) {
+            *shared.entry(r.idx.obj_offset).or_default() += 1;
+        }
+        for (i, r) in recs.iter().enumerate() {
+            let i = i as u32;
+            if let Some((ma, mi)) = r.device {
+                ext.devices.push((i, ma, mi));
+            }
+            for (n, v) in &r.xattrs {
+                ext.xattrs.push((i, n.clone(), v.clone()));
+            }
+            if r.kind == Kind::File && shared.get(&r.idx.obj_offset).copied().unwrap_or(0) > 1 {
+                if let Some(&f) = first_of.get(&r.idx.obj_offset) {
+                    if f != i {
+                        ext.hardlinks.push((i, f));
+                    }
+                }
+            }
+            if r.whiteout != Whiteout::None {
+                ext.whiteouts.push((i, r.whiteout));
+            }
+            if let Some(t) = &r.chunks {
+                ext.chunks.push((i, t.clone()));
+            }
+        }
+        ext.blobs = std::mem::take(&mut self.blobs);
+        if let Some(k) = &self.key {
+            let nonce = codec::random::<NONCE_SIZE>();
+            let tag = AeadStream::new(k, &nonce, ext::KEYCHECK_AD).tag();
+            let mut kc = [0u8; 28];
+            kc[..12].copy_from_slice(&nonce);
+            kc[12..].copy_from_slice(&tag);
+            ext.keycheck = Some(kc);
+        }
+        let mut index = Vec::new();
+        index.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        index.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+        for r in &recs {
+            r.idx.encode_into(&mut index);
+        }
+        if !ext.is_empty() {
+            index.extend_from_slice(&ext.encode());
+            self.header.features |= FEATURE_BFCFS_EXT;
+        }
+        let footer = Footer {
+            index_size: index.len() as u64,
+            index_crc: codec::bfc_crc(&index),
+            index_offset: self.pos,
+        };
+        self.write(&index)?;
+        self.write(&footer.encode())?;
+        let header = self.header.encode();
+        self.out.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        self.out.write_all(&header).map_err(|e| self.io(e))?;
+        self.out
+            .seek(SeekFrom::Start(self.pos))
+            .map_err(|e| self.io(e))?;
+        self.out.flush().map_err(|e| self.io(e))?;
+        Ok(self.out)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A file that appears under its final name only when complete: written in the destination's
+/// directory under a temporary name, then fsync, rename, fsync of the directory. Dropped
+/// without `commit`, the temporary file is removed.
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(dest, e))?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    pub fn commit(self) -> Result<()> {
+        let dest = self.dest.clone();
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io(&dest, e))?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| Error::io(&dest, e.error))?;
+        if let Some(dir) = dest.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}

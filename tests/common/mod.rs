@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// `../shared/fixtures/upstream-bfc` beside the repository.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream-bfc")
+}
+
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("MANIFEST.json")).expect("MANIFEST.json");
+    serde_json::from_str(&text).expect("MANIFEST.json parses")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(data);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The secret a fixture container needs, from its manifest record.
+pub fn fixture_key(c: &serde_json::Value) -> Option<bfcfs::bfc::Key> {
+    if let Some(p) = c.get("password").and_then(|v| v.as_str()) {
+        return Some(bfcfs::bfc::Key::Password(p.as_bytes().to_vec()));
+    }
+    if let Some(k) = c.get("keyfile").and_then(|v| v.as_str()) {
+        return Some(bfcfs::bfc::Key::from_keyfile(&fixtures().join(k)).expect("keyfile"));
+    }
+    None
+}
+
+/// Path to the built `bfcfs` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bfcfs"))
+}
+
+/// Runs bfcfs with `args`; returns (exit code, stdout, stderr).
+pub fn bfcfs(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run bfcfs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
