@@ -3,3 +3,5 @@ pub mod bfc;
 pub mod cli;
 pub mod oci;
 pub mod store;
+pub mod convert;
+pub mod image;
