@@ -1,4 +1,5 @@
 //! bfcfs: mount container images and BFC files as filesystems.
+pub mod archive;
 pub mod bfc;
 pub mod cli;
 pub mod oci;

@@ -423,6 +423,11 @@ impl Container {
         })
     }
 
+    /// Checks entry `i`'s object header against its index entry without decoding content.
+    pub fn check_object(&self, i: usize) -> Result<()> {
+        self.payload(i).map(|_| ())
+    }
+
     /// Decodes all of entry `i` and checks every checksum (and the tag when encrypted).
     /// Directories have nothing to check; symlink targets are checked.
     pub fn verify_entry(&self, i: usize) -> Result<()> {
@@ -463,7 +468,7 @@ impl Container {
 }
 
 /// Recovers a BFC error carried through `io::Error` by the reader pipeline.
-pub(crate) fn unwrap_io(file: &std::path::Path, err: io::Error) -> Error {
+pub fn unwrap_io(file: &std::path::Path, err: io::Error) -> Error {
     if err.get_ref().is_some_and(|e| e.is::<Error>()) {
         if let Some(Ok(e)) = err.into_inner().map(|b| b.downcast::<Error>()) {
             return *e;

@@ -398,6 +398,11 @@ impl Container {
         self.cache = ChunkCache::new(bytes);
     }
 
+    /// True once `set_key` accepted a key.
+    pub fn key_is_set(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// True when any entry is encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.entries.iter().any(|e| e.enc != ENC_NONE)

@@ -714,6 +714,12 @@ impl AtomicFile {
 
     pub fn commit(self) -> Result<()> {
         let dest = self.dest.clone();
+        // tempfile creates 0600; a container is an ordinary file.
+        use std::os::unix::fs::PermissionsExt;
+        self.tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(&dest, e))?;
         self.tmp
             .as_file()
             .sync_all()

@@ -1,6 +1,10 @@
 //! Command-line interface: clap structs (raw args) and dispatch to one module per command.
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+pub mod archive;
+pub mod keys;
+pub mod progress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,15 +24,75 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Pack files and directories into a BFC container
+    Create(archive::CreateArgs),
+    /// List the entries of a container
+    List(archive::ListArgs),
+    /// Extract entries (never writes outside the target directory)
+    Extract(archive::ExtractArgs),
+    /// Check a container's structure, and with --deep every byte of content
+    Verify(archive::VerifyArgs),
+    /// Show a summary of a container, or the details of one entry
+    Info(archive::InfoArgs),
+}
+
+/// Key options of commands that read encrypted containers (upstream's letters).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReadKeyArgs {
+    /// Password (visible in the process list: prefer --password-file)
+    #[arg(short = 'p', long = "password", conflicts_with_all = ["password_file", "keyfile"])]
+    pub password: Option<String>,
+    /// Read the password from the first line of a file ("-" for stdin)
+    #[arg(long = "password-file", conflicts_with = "keyfile")]
+    pub password_file: Option<PathBuf>,
+    /// Raw 32-byte key file
+    #[arg(short = 'K', long = "keyfile")]
+    pub keyfile: Option<PathBuf>,
+}
 
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {}
+    init_log(cli.verbose);
+    match cli.command {
+        Command::Create(a) => archive::create(a),
+        Command::List(a) => archive::list(a),
+        Command::Extract(a) => archive::extract(a),
+        Command::Verify(a) => archive::verify(a),
+        Command::Info(a) => archive::info(a),
+    }
+}
+
+fn init_log(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .try_init();
 }
 
 /// Exit code for an error: 2 for usage and key problems, 1 for everything else.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let _ = err;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::bfc::Error>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::archive::Error>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<UsageError>() {
+            let _ = e;
+            return 2;
+        }
+    }
     1
 }
+
+/// A mistake in what the user asked for (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
