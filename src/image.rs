@@ -103,7 +103,12 @@ enum Fetcher {
 }
 
 impl Fetcher {
-    fn fetch(&self, desc: &Descriptor, sink: &mut dyn BlobSink, progress: &dyn Fn(u64)) -> oci::Result<()> {
+    fn fetch(
+        &self,
+        desc: &Descriptor,
+        sink: &mut dyn BlobSink,
+        progress: &dyn Fn(u64),
+    ) -> oci::Result<()> {
         match self {
             Fetcher::Registry(r) => r.fetch_blob(desc, sink, progress),
             Fetcher::Local(l) => l.fetch_blob(desc, sink, progress),
@@ -128,7 +133,9 @@ fn resolve(store: &Store, source: &Source, opts: &PullOptions) -> Result<(Fetche
     Ok(match source {
         Source::Registry(image) => {
             let reg = Registry::connect(image, &opts.registry)?;
-            let resolved = reg.resolve(image, &opts.platform)?;
+            let cached =
+                |d: &oci_spec::image::Digest| store.read_blob(d.as_ref(), oci::MAX_DOCUMENT).ok();
+            let resolved = reg.resolve(image, &opts.platform, &cached)?;
             (Fetcher::Registry(Box::new(reg)), resolved)
         }
         Source::OciDir { path, tag } => {
@@ -137,7 +144,12 @@ fn resolve(store: &Store, source: &Source, opts: &PullOptions) -> Result<(Fetche
             (Fetcher::Local(Box::new(l)), r)
         }
         Source::OciArchive { path, tag } => {
-            let l = oci::source::Local::oci_archive(path, tag.as_deref(), &opts.platform, &store.tmp_dir())?;
+            let l = oci::source::Local::oci_archive(
+                path,
+                tag.as_deref(),
+                &opts.platform,
+                &store.tmp_dir(),
+            )?;
             let r = l.resolved().clone();
             (Fetcher::Local(Box::new(l)), r)
         }
@@ -150,7 +162,12 @@ fn resolve(store: &Store, source: &Source, opts: &PullOptions) -> Result<(Fetche
 }
 
 /// Pulls `source` into `store` (or into one file with `opts.output`).
-pub fn pull(store: &Store, source: &Source, opts: &PullOptions, progress: &dyn Progress) -> Result<Pulled> {
+pub fn pull(
+    store: &Store,
+    source: &Source,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
     let _shared = store.lock_shared()?;
     let (fetcher, resolved) = resolve(store, source, opts)?;
     let manifest_digest = resolved.manifest_digest.to_string();
@@ -164,9 +181,13 @@ pub fn pull(store: &Store, source: &Source, opts: &PullOptions, progress: &dyn P
         });
     }
     store.put_blob(&manifest_digest, &resolved.manifest_bytes)?;
-    store.put_blob(resolved.manifest.config().digest().as_ref(), &resolved.config_bytes)?;
+    store.put_blob(
+        resolved.manifest.config().digest().as_ref(),
+        &resolved.config_bytes,
+    )?;
 
-    let layers: Vec<(&Descriptor, &String)> = resolved.layers().iter().zip(resolved.diff_ids()).collect();
+    let layers: Vec<(&Descriptor, &String)> =
+        resolved.layers().iter().zip(resolved.diff_ids()).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let fetched = AtomicUsize::new(0);
@@ -241,7 +262,11 @@ fn pull_layer(
     })?;
     let mut out = AtomicFile::create(&dest)?;
     {
-        let mut w = Writer::new(BufWriter::with_capacity(1 << 20, out.file()), wopts.clone(), &dest)?;
+        let mut w = Writer::new(
+            BufWriter::with_capacity(1 << 20, out.file()),
+            wopts.clone(),
+            &dest,
+        )?;
         let stats = convert::convert_layer(f, &mut w, b"", &digest, Limits::for_blob(desc.size()))?;
         convert::check_diff_id(&digest, &stats, diff_id)?;
         let mut bw = w.finish()?;
@@ -258,7 +283,12 @@ fn pull_layer(
 }
 
 /// Gets blob `desc` into the store (verified) and returns its path.
-fn fetch_blob(store: &Store, fetcher: &Fetcher, desc: &Descriptor, progress: &dyn Progress) -> Result<PathBuf> {
+fn fetch_blob(
+    store: &Store,
+    fetcher: &Fetcher,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
     let digest = desc.digest().to_string();
     let path = store.blob_path(&digest)?;
     if path.exists() {
@@ -286,7 +316,11 @@ fn write_single_file(
     let mut file = AtomicFile::create(out)?;
     let mut layers_json = Vec::new();
     {
-        let mut w = Writer::new(BufWriter::with_capacity(1 << 20, file.file()), opts.writer.clone(), out)?;
+        let mut w = Writer::new(
+            BufWriter::with_capacity(1 << 20, file.file()),
+            opts.writer.clone(),
+            out,
+        )?;
         let dir_meta = bfc::Meta {
             mode: 0o755,
             ..Default::default()
@@ -303,7 +337,13 @@ fn write_single_file(
                 path: blob.clone(),
                 source,
             })?;
-            let stats = convert::convert_layer(f, &mut w, prefix.as_bytes(), &digest, Limits::for_blob(desc.size()))?;
+            let stats = convert::convert_layer(
+                f,
+                &mut w,
+                prefix.as_bytes(),
+                &digest,
+                Limits::for_blob(desc.size()),
+            )?;
             convert::check_diff_id(&digest, &stats, diff_id)?;
             if !had {
                 let _ = std::fs::remove_file(&blob);
@@ -361,16 +401,18 @@ pub struct LayerInfo {
 
 fn load_image(store: &Store, entry: &RefEntry) -> Result<ImageInfo> {
     let manifest_bytes = store.read_blob(&entry.digest, oci::MAX_DOCUMENT)?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| Error::BadImage {
-        path: store.blob_path(&entry.digest).unwrap_or_default(),
-        why: format!("bad manifest: {e}"),
-    })?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| Error::BadImage {
+            path: store.blob_path(&entry.digest).unwrap_or_default(),
+            why: format!("bad manifest: {e}"),
+        })?;
     let config_digest = manifest.config().digest().to_string();
     let config_bytes = store.read_blob(&config_digest, oci::MAX_DOCUMENT)?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| Error::BadImage {
-        path: store.blob_path(&config_digest).unwrap_or_default(),
-        why: format!("bad config: {e}"),
-    })?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| Error::BadImage {
+            path: store.blob_path(&config_digest).unwrap_or_default(),
+            why: format!("bad config: {e}"),
+        })?;
     let layers = layer_infos(&manifest, &config, |diff_id| store.layer_path(diff_id).ok());
     Ok(ImageInfo {
         repository: entry.name.clone(),
@@ -395,7 +437,10 @@ fn layer_infos(
         .zip(config.rootfs().diff_ids())
         .map(|(d, diff_id)| {
             let bfc = path_of(diff_id).filter(|p| p.exists());
-            let bfc_size = bfc.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+            let bfc_size = bfc
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len());
             LayerInfo {
                 digest: d.digest().to_string(),
                 media_type: d.media_type().to_string(),
@@ -411,7 +456,10 @@ fn layer_infos(
 /// Every image in the store, in name order.
 pub fn list(store: &Store) -> Result<Vec<ImageInfo>> {
     let refs = Refs::load(store)?;
-    refs.entries().iter().map(|e| load_image(store, e)).collect()
+    refs.entries()
+        .iter()
+        .map(|e| load_image(store, e))
+        .collect()
 }
 
 /// The reference entries a user's IMAGE argument names: `name[:tag]`, `name@digest`, a
@@ -422,7 +470,11 @@ fn matches(refs: &Refs, query: &str) -> Vec<RefEntry> {
     if hex_prefix.len() >= 4 && hex_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         let found: Vec<RefEntry> = entries
             .iter()
-            .filter(|e| e.digest.trim_start_matches("sha256:").starts_with(hex_prefix))
+            .filter(|e| {
+                e.digest
+                    .trim_start_matches("sha256:")
+                    .starts_with(hex_prefix)
+            })
             .cloned()
             .collect();
         if !found.is_empty() {
@@ -461,7 +513,11 @@ fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {
         (Some(e), 1) => Ok(e.clone()),
         _ => Err(Error::Ambiguous {
             query: query.into(),
-            names: found.iter().map(|e| e.display()).collect::<Vec<_>>().join(", "),
+            names: found
+                .iter()
+                .map(|e| e.display())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -512,7 +568,10 @@ pub fn inspect_file(path: &Path) -> Result<ImageInfo> {
     for l in &mut layers {
         let prefix = format!("layers/{}", l.diff_id.trim_start_matches("sha256:"));
         if !c.is_dir(prefix.as_bytes()) {
-            return Err(bad(format!("layer {} has no {prefix}/ directory", l.digest)));
+            return Err(bad(format!(
+                "layer {} has no {prefix}/ directory",
+                l.digest
+            )));
         }
     }
     if layers.len() != config.rootfs().diff_ids().len() {
@@ -581,7 +640,7 @@ fn live_set(store: &Store) -> Result<(HashSet<String>, HashSet<String>)> {
     let mut live_layers = HashSet::new();
     // A container's state file names its image by digest or by name; every sha256 digest in it,
     // and every recorded name it mentions, keeps that image alive.
-    for text in container_state_strings(store) {
+    for text in container_state_strings(store)? {
         if let Ok(hex) = store::sha256_hex(&text) {
             live_layers.insert(hex.to_string());
             live_blobs.insert(hex.to_string());
@@ -591,9 +650,13 @@ fn live_set(store: &Store) -> Result<(HashSet<String>, HashSet<String>)> {
         }
     }
     for root in roots {
-        let Ok(hex) = store::sha256_hex(&root) else { continue };
+        let Ok(hex) = store::sha256_hex(&root) else {
+            continue;
+        };
         live_blobs.insert(hex.to_string());
-        let Ok(bytes) = store.read_blob(&root, oci::MAX_DOCUMENT) else { continue };
+        let Ok(bytes) = store.read_blob(&root, oci::MAX_DOCUMENT) else {
+            continue;
+        };
         let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
             continue;
         };
@@ -615,7 +678,7 @@ fn live_set(store: &Store) -> Result<(HashSet<String>, HashSet<String>)> {
 }
 
 /// All JSON strings in `containers/*/*.json` (state files of the container module).
-fn container_state_strings(store: &Store) -> Vec<String> {
+fn container_state_strings(store: &Store) -> Result<Vec<String>> {
     fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::String(s) => out.push(s.clone()),
@@ -626,20 +689,30 @@ fn container_state_strings(store: &Store) -> Vec<String> {
     }
     let mut out = Vec::new();
     let Ok(dirs) = std::fs::read_dir(store.containers_dir()) else {
-        return out;
+        return Ok(out);
     };
     for d in dirs.flatten() {
-        let Ok(files) = std::fs::read_dir(d.path()) else { continue };
+        let Ok(files) = std::fs::read_dir(d.path()) else {
+            continue;
+        };
         for f in files.flatten() {
             let p = f.path();
             if p.extension().is_some_and(|e| e == "json") {
-                if let Ok(v) = std::fs::read(&p).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
-                    if let Ok(v) = v {
-                        walk(&v, &mut out);
+                let parsed = std::fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                match parsed {
+                    Some(v) => walk(&v, &mut out),
+                    // It could name any image: refuse to guess what is garbage.
+                    None => {
+                        return Err(Error::BadImage {
+                            path: p,
+                            why: "unreadable container state; nothing was removed".into(),
+                        })
                     }
                 }
             }
         }
     }
-    out
+    Ok(out)
 }

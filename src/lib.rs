@@ -2,7 +2,7 @@
 pub mod archive;
 pub mod bfc;
 pub mod cli;
-pub mod oci;
-pub mod store;
 pub mod convert;
 pub mod image;
+pub mod oci;
+pub mod store;

@@ -26,7 +26,9 @@ pub enum Error {
     },
     #[error("layer {layer}: {why}")]
     Stream { layer: String, why: String },
-    #[error("layer {layer}: diff_id mismatch: the image config says {expected}, the content is {found}")]
+    #[error(
+        "layer {layer}: diff_id mismatch: the image config says {expected}, the content is {found}"
+    )]
     DiffId {
         layer: String,
         expected: String,
@@ -254,10 +256,7 @@ impl<W: Write + Seek> Converter<'_, W> {
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.replace(&full, false);
-                let got = self
-                    .writer
-                    .add_file(&full, &meta, entry)
-                    .map_err(bfc_err)?;
+                let got = self.writer.add_file(&full, &meta, entry).map_err(bfc_err)?;
                 // GNU sparse members expand beyond their stored size.
                 if got != size && kind != T::GNUSparse {
                     return Err(self.member_err(
@@ -366,7 +365,8 @@ impl<W: Write + Seek> Converter<'_, W> {
             }
         }
         let id = |v: u64, what: &str| {
-            u32::try_from(v).map_err(|_| self.member_err(member, format!("{what} {v} is over 2^32")))
+            u32::try_from(v)
+                .map_err(|_| self.member_err(member, format!("{what} {v} is over 2^32")))
         };
         Ok(Meta {
             mode,
@@ -419,7 +419,10 @@ mod tests {
     fn pax_times() {
         assert_eq!(parse_pax_time(b"1.5"), Some(1_500_000_000));
         assert_eq!(parse_pax_time(b"-2.25"), Some(-2_250_000_000));
-        assert_eq!(parse_pax_time(b"1700000000.123456789123"), Some(1_700_000_000_123_456_789));
+        assert_eq!(
+            parse_pax_time(b"1700000000.123456789123"),
+            Some(1_700_000_000_123_456_789)
+        );
         assert_eq!(parse_pax_time(b"x"), None);
     }
 

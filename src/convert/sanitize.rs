@@ -119,7 +119,9 @@ mod tests {
         }
         assert!(clean_name(b"a\0b").unwrap_err().contains("NUL"));
         assert!(c(&"x".repeat(256)).unwrap_err().contains("component"));
-        assert!(c(&["y"; 2100].join("/")).unwrap_err().contains("limit 4095"));
+        assert!(c(&["y"; 2100].join("/"))
+            .unwrap_err()
+            .contains("limit 4095"));
     }
 
     #[test]

@@ -376,8 +376,15 @@ impl Registry {
         })
     }
 
-    /// Resolves `image` to one platform manifest and its config.
-    pub fn resolve(&self, image: &ImageRef, platform: &PlatformSpec) -> Result<Resolved> {
+    /// Resolves `image` to one platform manifest and its config. `cached` may supply the config
+    /// from a local store (it is checked against the digest all the same), so that pulling an
+    /// image already present costs only the manifest requests.
+    pub fn resolve(
+        &self,
+        image: &ImageRef,
+        platform: &PlatformSpec,
+        cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+    ) -> Result<Resolved> {
         let url = format!(
             "{}/v2/{}/manifests/{}",
             self.base,
@@ -432,8 +439,13 @@ impl Registry {
             });
         }
         let config_url = self.blob_url(cfg.digest());
-        let (config_bytes, _, _) =
-            self.fetch_document(&config_url, None, "image config", Some(cfg.digest()))?;
+        let config_bytes = match cached(cfg.digest()) {
+            Some(b) if sha256_digest(&b) == cfg.digest().as_ref() => b,
+            _ => {
+                self.fetch_document(&config_url, None, "image config", Some(cfg.digest()))?
+                    .0
+            }
+        };
         let config = check_image(&url, &manifest, &config_bytes)?;
         let manifest_digest = digest.parse().map_err(|e| Error::BadDocument {
             url: url.clone(),
