@@ -339,8 +339,18 @@ impl<W: Write + Seek> Converter<'_, W> {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| self.member_err(member, format!("bad {what}: {e}"));
         let mode = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let mut uid = h.uid().map_err(|e| bad("uid", e))?;
-        let mut gid = h.gid().map_err(|e| bad("gid", e))?;
+        // Some writers leave uid/gid blank; that means 0, not a broken archive.
+        let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
+        let mut uid = if blank(&h.as_old().uid) {
+            0
+        } else {
+            h.uid().map_err(|e| bad("uid", e))?
+        };
+        let mut gid = if blank(&h.as_old().gid) {
+            0
+        } else {
+            h.gid().map_err(|e| bad("gid", e))?
+        };
         let mut mtime_ns = i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?)
             .unwrap_or(i64::MAX / 1_000_000_000)
             .saturating_mul(1_000_000_000);
