@@ -34,7 +34,7 @@ fn convert(blob: &[u8], limits: Limits) -> (tempfile::TempDir, Result<Container,
             w.finish().unwrap();
             Ok(Container::open(&out).unwrap())
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(bfcfs::oci::chain(&e)),
     };
     (dir, r)
 }

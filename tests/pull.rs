@@ -589,6 +589,22 @@ fn single_file_image_is_written_and_inspected() {
     .unwrap();
     assert_eq!(v["layers"][1]["diff_id"], l2.diff_id());
     assert_eq!(v["config"]["config"]["WorkingDir"], "/w");
+    // The upstream tool sees a plain, valid container.
+    let upstream = std::env::var_os("BFCFS_UPSTREAM_BFC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/upstream-bfc/bin/bfc".into());
+    if upstream.exists() {
+        let o = Command::new(&upstream)
+            .args(["verify", "--deep"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "upstream verify: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
     // Nothing was recorded in the store.
     assert_eq!(run_ok(bfcfs(&root).args(["images", "--json"])).trim(), "[]");
 }

@@ -34,7 +34,7 @@ pub enum Error {
         expected: String,
         found: String,
     },
-    #[error("layer {layer}: member {member:?}: {source}")]
+    #[error("layer {layer}: member {member:?}")]
     Bfc {
         layer: String,
         member: String,

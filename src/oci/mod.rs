@@ -31,7 +31,7 @@ pub enum Error {
     },
     #[error("invalid image source {input:?}: {why}")]
     Source { input: String, why: String },
-    #[error("{url}: {source}")]
+    #[error("{url}")]
     Http {
         url: String,
         #[source]
@@ -82,13 +82,13 @@ pub enum Error {
     },
     #[error("invalid platform {input:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
     Platform { input: String },
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{url}: writing blob {digest}: {source}")]
+    #[error("{url}: writing blob {digest}")]
     Sink {
         url: String,
         digest: String,
@@ -133,6 +133,18 @@ impl Resolved {
     pub fn diff_ids(&self) -> &[String] {
         self.config.rootfs().diff_ids()
     }
+}
+
+/// `err` and its causes on one line, for log messages (error output prints the chain itself).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// sha256 of `bytes` as a `sha256:<hex>` string.

@@ -173,7 +173,7 @@ impl Registry {
         loop {
             match f() {
                 Err(e) if transient(&e) && attempt < self.retries => {
-                    log::warn!("{e}; retrying in {delay:?}");
+                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                     attempt += 1;
@@ -552,7 +552,7 @@ impl Registry {
                     if sink.offset() <= from {
                         failures += 1;
                     }
-                    log::warn!("{e}; retrying in {delay:?}");
+                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Io {
         path: PathBuf,
         #[source]
