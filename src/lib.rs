@@ -6,3 +6,4 @@ pub mod convert;
 pub mod image;
 pub mod oci;
 pub mod store;
+pub mod upper;
