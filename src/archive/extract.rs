@@ -99,8 +99,9 @@ pub fn extract(
             }
             Err(err @ Error::Refused { .. }) => return Err(err),
             Err(err) => {
-                eprintln!("bfcfs: {err}");
-                x.stats.failed.push(format!("{}: {err}", show(&e.path)));
+                let msg = bfc::error::chain(&err);
+                eprintln!("bfcfs: {msg}");
+                x.stats.failed.push(format!("{}: {msg}", show(&e.path)));
             }
         }
     }

@@ -135,17 +135,7 @@ impl Resolved {
     }
 }
 
-/// `err` and its causes on one line, for log messages (error output prints the chain itself).
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::bfc::error::chain;
 
 /// sha256 of `bytes` as a `sha256:<hex>` string.
 pub fn sha256_digest(bytes: &[u8]) -> String {
