@@ -7,3 +7,4 @@ pub mod image;
 pub mod oci;
 pub mod store;
 pub mod upper;
+pub mod bundle;
