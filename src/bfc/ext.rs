@@ -186,12 +186,12 @@ impl Ext {
     /// Parses the extension. `entries` is the index entry count: every entry number is checked
     /// against it, and counts are checked against the bytes present before anything is allocated.
     pub fn decode(c: &mut Cursor<'_>, entries: u32) -> Result<Ext> {
-        let magic = c.bytes(4, "extension magic")?;
-        if magic != MAGIC {
+        if c.rest().get(..4) != Some(&MAGIC[..]) {
             return Err(
                 c.corrupt("feature bit 16 is set but no BFCX extension follows the index entries")
             );
         }
+        c.bytes(4, "extension magic")?;
         let version = c.u32("extension version")?;
         if version != VERSION {
             return Err(c.corrupt(format!(
