@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum Compression {
     /// Stored raw.
     None,
-    /// zstd for every file of at least `min_size` bytes (at least 64, as upstream) that shrinks.
+    /// zstd for every file of at least `min_size` bytes (at least 64, as upstream): a file of
+    /// one chunk only when it shrinks (as upstream), a larger file always, chunk by chunk.
     Zstd,
     /// zstd only for files of at least `min_size` bytes whose first chunk shrinks by 10% or
     /// more: already-compressed data (images, archives) is stored raw and reads faster.
@@ -402,10 +403,14 @@ impl<W: Write + Seek> Writer<W> {
         }
         let mut carry = Some(buf[cs]);
         buf.truncate(cs);
-        // Decide from the first chunk whether this file compresses.
-        let first_frame = match self.wants_zstd(u64::MAX) {
-            true => self.compress_if_smaller(&buf)?,
-            false => None,
+        // zstd: every chunk is a frame, whatever the first chunk does. An incompressible chunk
+        // costs a few bytes (zstd stores it as raw blocks), while a file whose start does not
+        // compress (noise, then a sparse or text body) still shrinks. auto: decide from the
+        // first chunk.
+        let first_frame = match (self.opts.compression, self.wants_zstd(u64::MAX)) {
+            (_, false) | (Compression::None, _) => None,
+            (Compression::Zstd, true) => Some(self.compress(&buf)?),
+            (Compression::Auto, true) => self.compress_if_smaller(&buf)?,
         };
         let comp = if first_frame.is_some() {
             COMP_ZSTD
