@@ -33,8 +33,12 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>> {
         path: format!("{}/{rel}", rootfs.display()),
         source: e,
     };
-    let root = rustix::fs::open(rootfs, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| io(e.into()))?;
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
     let fd = match openat2(
         &root,
         rel,
@@ -80,15 +84,26 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32, Vec<u32>)> {
     let group = read_in_root(rootfs, "etc/group")?.unwrap_or_default();
     let (uid, name, primary) = match u.parse::<u32>() {
         Ok(uid) => {
-            let rec = records(&passwd).find(|r| r.get(2).and_then(|x| x.parse::<u32>().ok()) == Some(uid));
-            let primary = rec.as_ref().and_then(|r| r.get(3)).and_then(|x| x.parse().ok());
-            (uid, rec.and_then(|r| r.first().map(|s| s.to_string())), primary)
+            let rec = records(&passwd)
+                .find(|r| r.get(2).and_then(|x| x.parse::<u32>().ok()) == Some(uid));
+            let primary = rec
+                .as_ref()
+                .and_then(|r| r.get(3))
+                .and_then(|x| x.parse().ok());
+            (
+                uid,
+                rec.and_then(|r| r.first().map(|s| s.to_string())),
+                primary,
+            )
         }
         Err(_) => {
             let r = records(&passwd)
                 .find(|r| r.first() == Some(&u))
                 .ok_or_else(|| bad(format!("no user {u} in the image's /etc/passwd")))?;
-            let uid = r.get(2).and_then(|x| x.parse().ok()).ok_or_else(|| bad("malformed passwd line".into()))?;
+            let uid = r
+                .get(2)
+                .and_then(|x| x.parse().ok())
+                .ok_or_else(|| bad("malformed passwd line".into()))?;
             let gid = r.get(3).and_then(|x| x.parse().ok());
             (uid, Some(u.to_string()), gid)
         }
@@ -132,7 +147,11 @@ pub fn runtime_spec(config: &ImageConfiguration, rootfs: &Path, hostname: &str) 
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    let cwd = c.working_dir().clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    let cwd = c
+        .working_dir()
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
     let (uid, gid, extra) = resolve_user(c.user().as_deref().unwrap_or(""), rootfs)?;
     let mut user = UserBuilder::default().uid(uid).gid(gid);
     if !extra.is_empty() {
@@ -145,13 +164,28 @@ pub fn runtime_spec(config: &ImageConfiguration, rootfs: &Path, hostname: &str) 
         .args(args)
         .env(env)
         .cwd(cwd)
-        .capabilities(base.process().as_ref().and_then(|p| p.capabilities().clone()).unwrap_or_default())
-        .rlimits(base.process().as_ref().and_then(|p| p.rlimits().clone()).unwrap_or_default())
+        .capabilities(
+            base.process()
+                .as_ref()
+                .and_then(|p| p.capabilities().clone())
+                .unwrap_or_default(),
+        )
+        .rlimits(
+            base.process()
+                .as_ref()
+                .and_then(|p| p.rlimits().clone())
+                .unwrap_or_default(),
+        )
         .no_new_privileges(true)
         .build()?;
     let mut spec = base;
     spec.set_process(Some(process));
-    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(false)
+            .build()?,
+    ));
     spec.set_hostname(Some(hostname.to_string()));
     Ok(spec)
 }

@@ -6,7 +6,7 @@ use super::{Error, Progress, Result};
 use crate::bfc::{self, error::show, Container, Kind};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -277,17 +277,29 @@ impl Extractor<'_> {
             let mut r = self.c.open_reader(i)?;
             let mut w = std::io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
             let mut buf = vec![0u8; 256 << 10];
+            let mut total = 0u64;
             loop {
-                let n = std::io::Read::read(&mut r, &mut buf)
+                let n = bfc::writer::read_full(&mut r, &mut buf)
                     .map_err(|err| bfc::content::unwrap_io(self.c.file_name(), err))?;
                 if n == 0 {
                     break;
                 }
-                w.write_all(&buf[..n]).map_err(|err| Error::io(p, err))?;
+                // Whole blocks of zeros become holes: a sparse image stays sparse on disk.
+                if n == buf.len() && buf.iter().all(|b| *b == 0) {
+                    w.seek(SeekFrom::Current(n as i64))
+                        .map_err(|err| Error::io(p, err))?;
+                } else {
+                    w.write_all(&buf[..n]).map_err(|err| Error::io(p, err))?;
+                }
+                total += n as u64;
                 (self.progress)(n as u64);
                 self.stats.bytes += n as u64;
             }
             w.flush().map_err(|err| Error::io(p, err))?;
+            drop(w);
+            tmp.as_file()
+                .set_len(total)
+                .map_err(|err| Error::io(p, err))?;
         }
         let f = tmp.as_file();
         if self.opts.restore_owner {

@@ -391,6 +391,18 @@ impl<W: Write + Seek> Writer<W> {
 
     /// Adds a regular file, streaming `content` to its end. Returns the bytes read.
     pub fn add_file(&mut self, path: &[u8], meta: &Meta, content: &mut dyn Read) -> Result<u64> {
+        self.add_file_sized(path, meta, content, None)
+    }
+
+    /// `add_file` for content whose size is known in advance (a local file), so the `-t`
+    /// threshold applies to large files too.
+    pub fn add_file_sized(
+        &mut self,
+        path: &[u8],
+        meta: &Meta,
+        content: &mut dyn Read,
+        size: Option<u64>,
+    ) -> Result<u64> {
         Self::checked(path)?;
         let cs = self.opts.chunk_size as usize;
         // Read one byte more than a chunk to learn whether the file is a single chunk.
@@ -407,7 +419,10 @@ impl<W: Write + Seek> Writer<W> {
         // costs a few bytes (zstd stores it as raw blocks), while a file whose start does not
         // compress (noise, then a sparse or text body) still shrinks. auto: decide from the
         // first chunk.
-        let first_frame = match (self.opts.compression, self.wants_zstd(u64::MAX)) {
+        let first_frame = match (
+            self.opts.compression,
+            self.wants_zstd(size.unwrap_or(u64::MAX)),
+        ) {
             (_, false) | (Compression::None, _) => None,
             (Compression::Zstd, true) => Some(self.compress(&buf)?),
             (Compression::Auto, true) => self.compress_if_smaller(&buf)?,
