@@ -168,6 +168,28 @@ impl<W: Write + Seek> Writer<W> {
         })
     }
 
+    /// Refuses extended attributes the reader would refuse: an empty name or one holding NUL
+    /// (not a valid xattr name on Linux either), or a name or value over 4 GiB.
+    fn checked_meta(path: &[u8], meta: &Meta) -> Result<()> {
+        for (name, value) in &meta.xattrs {
+            if name.is_empty() || name.contains(&0) {
+                return Err(Error::Usage {
+                    what: format!(
+                        "extended attribute name {:?} of {} is empty or holds NUL",
+                        show(name),
+                        show(path)
+                    ),
+                });
+            }
+            if u32::try_from(name.len()).is_err() || u32::try_from(value.len()).is_err() {
+                return Err(Error::Usage {
+                    what: format!("extended attribute of {} is over 4 GiB", show(path)),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes an object header + name + padding; returns the object's start.
     fn begin_object(&mut self, h: &ObjHeader, path: &[u8]) -> Result<u64> {
         let start = self.pos;
@@ -223,6 +245,7 @@ impl<W: Write + Seek> Writer<W> {
 
     pub fn add_dir(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         let mode = (meta.mode & 0o7777) | S_IFDIR;
         let h = ObjHeader {
             obj_type: TYPE_DIR,
@@ -268,6 +291,7 @@ impl<W: Write + Seek> Writer<W> {
 
     pub fn add_symlink(&mut self, path: &[u8], meta: &Meta, target: &[u8]) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         if target.is_empty() || target.len() > 65535 || target.contains(&0) {
             return Err(Error::InvalidPath {
                 path: show(path),
@@ -313,6 +337,7 @@ impl<W: Write + Seek> Writer<W> {
         rdev: (u32, u32),
     ) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
             return Err(Error::Usage {
                 what: format!("add_special called for a {}", kind.name()),
@@ -404,6 +429,7 @@ impl<W: Write + Seek> Writer<W> {
         size: Option<u64>,
     ) -> Result<u64> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         let cs = self.opts.chunk_size as usize;
         // Read one byte more than a chunk to learn whether the file is a single chunk.
         let mut buf = vec![0u8; cs + 1];
