@@ -600,3 +600,49 @@ impl Read for EntryReader<'_> {
         Ok(n)
     }
 }
+
+impl Container {
+    /// The bytes of stored (uncompressed, unencrypted) file `i` in `[offset, offset + len)`, as a
+    /// slice of the mapping, after the same checks as `read_at` (each chunk touched, or the whole
+    /// file once). `None` when the content is compressed or encrypted: use `read_at` then.
+    /// Lets the FUSE adapter hand mapped bytes to the kernel without a copy.
+    pub fn stored_slice(&self, i: usize, offset: u64, len: usize) -> Result<Option<&[u8]>> {
+        let e = &self.entries[i];
+        if e.kind != Kind::File || e.comp != COMP_NONE || e.enc != ENC_NONE {
+            return Ok(None);
+        }
+        if offset >= e.size || len == 0 {
+            return Ok(Some(&[]));
+        }
+        let want = (e.size - offset).min(len as u64) as usize;
+        let p = self.payload(i)?;
+        match &e.chunks {
+            Some(ch) => {
+                let cs = u64::from(ch.table.chunk_size);
+                for k in offset / cs..=(offset + want as u64 - 1) / cs {
+                    let lo = k * cs;
+                    let hi = (lo + cs).min(e.size);
+                    let computed = codec::bfc_crc(&p.data[lo as usize..hi as usize]);
+                    if computed != ch.table.crcs[k as usize] {
+                        return Err(Error::BadChecksum {
+                            file: self.file.clone(),
+                            what: format!("chunk {k} of {}", show(&e.path)),
+                            offset: p.offset + lo,
+                            stored: ch.table.crcs[k as usize],
+                            computed,
+                        });
+                    }
+                }
+            }
+            None => self.once(i, || {
+                let computed = codec::bfc_crc(p.data);
+                if computed == e.crc {
+                    Ok(())
+                } else {
+                    Err(self.bad_checksum(i, p.offset, computed))
+                }
+            })?,
+        }
+        Ok(Some(&p.data[offset as usize..offset as usize + want]))
+    }
+}

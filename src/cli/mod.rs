@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub mod archive;
 pub mod images;
 pub mod keys;
+pub mod mount;
 pub mod progress;
 pub mod pull;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    Mount(mount::MountArgs),
+    Umount(mount::UmountArgs),
     /// Pack files and directories into a BFC container
     Create(archive::CreateArgs),
     /// List the entries of a container
@@ -65,8 +68,13 @@ pub struct ReadKeyArgs {
 
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    init_log(cli.verbose);
+    // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
+    if !matches!(cli.command, Command::Mount(_)) {
+        init_log(cli.verbose);
+    }
     match cli.command {
+        Command::Mount(a) => mount::run_mount(a, cli.verbose),
+        Command::Umount(a) => mount::run_umount(a),
         Command::Create(a) => archive::create(a),
         Command::List(a) => archive::list(a),
         Command::Extract(a) => archive::extract(a),

@@ -1,0 +1,215 @@
+//! Merging layers: resolving one name in a directory, and the merged listing of a directory.
+//!
+//! OCI image layer changeset rules (image-spec `layer.md`, "Whiteouts"), applied top-down:
+//! - `DIR/.wh.NAME` hides `DIR/NAME` in every layer below its own;
+//! - `DIR/.wh..wh..opq` (opaque whiteout) hides every entry of `DIR` in the layers below;
+//! - whiteout entries themselves never show;
+//! - the topmost entry for a path wins; a non-directory hides everything below it; a directory
+//!   merges with the directories below it until a non-directory, an opaque marker or a whiteout.
+//!
+//! Names are compared as bytes (a non-UTF-8 `.wh.` name is still a whiteout).
+//! Resolving a name costs a few binary searches per contributing layer; the listing calls the same
+//! resolver for every name, so lookups and listings always agree.
+use std::collections::BTreeSet;
+
+use super::node::{Resolved, Source};
+use super::{Layer, WhiteoutSpec};
+use crate::bfc::{Child, Container, Kind, Whiteout};
+
+pub(crate) const WH_PREFIX: &[u8] = b".wh.";
+pub(crate) const WH_OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// What one layer holds at one path.
+enum Probe {
+    Missing,
+    Entry(usize),
+    /// No entry, but deeper paths exist: a directory the index does not record.
+    Implicit,
+}
+
+/// `a/b` from `a` and `b` (`b` alone when `a` is the root "").
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if !dir.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// The last component of a path.
+pub(crate) fn basename(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// First index whose path is >= `key` (entries are sorted by path bytes).
+fn lower_bound(c: &Container, key: &[u8]) -> usize {
+    let (mut lo, mut hi) = (0, c.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if c.entry(mid).path.as_slice() < key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+fn probe(c: &Container, path: &[u8]) -> Probe {
+    if path.is_empty() {
+        return if !c.is_empty() {
+            Probe::Implicit
+        } else {
+            Probe::Missing
+        };
+    }
+    if let Some(i) = c.find(path) {
+        return Probe::Entry(i);
+    }
+    let mut prefix = path.to_vec();
+    prefix.push(b'/');
+    let i = lower_bound(c, &prefix);
+    if i < c.len() && c.entry(i).path.starts_with(&prefix) {
+        Probe::Implicit
+    } else {
+        Probe::Missing
+    }
+}
+
+impl WhiteoutSpec {
+    /// Whether the entry at `idx` is a whiteout marker of the given type (typed by the writer, or,
+    /// under the OCI spec, recognised by its name).
+    fn is_marker(self, c: &Container, idx: usize, want: Whiteout) -> bool {
+        let e = c.entry(idx);
+        if e.whiteout == want {
+            return true;
+        }
+        self == WhiteoutSpec::Oci
+            && e.whiteout == Whiteout::None
+            && match want {
+                Whiteout::Opaque => basename(&e.path) == WH_OPAQUE,
+                Whiteout::Whiteout => basename(&e.path).starts_with(WH_PREFIX),
+                Whiteout::None => false,
+            }
+    }
+
+    /// Whether a listed entry is a whiteout marker (never shown).
+    fn hides_entry(self, c: &Container, idx: usize) -> bool {
+        c.entry(idx).whiteout != Whiteout::None
+            || (self == WhiteoutSpec::Oci && basename(&c.entry(idx).path).starts_with(WH_PREFIX))
+    }
+
+    /// Whether a name may show at all.
+    pub(crate) fn name_visible(self, name: &[u8]) -> bool {
+        !(self == WhiteoutSpec::Oci && name.starts_with(WH_PREFIX))
+    }
+}
+
+fn has_marker(l: &Layer, spec: WhiteoutSpec, path: &[u8], want: Whiteout) -> bool {
+    l.container
+        .find(path)
+        .is_some_and(|i| spec.is_marker(&l.container, i, want))
+}
+
+/// Resolves the union path `path` given the layers (top first) that may hold it: the layers of
+/// its parent directory, or every layer for the root.
+pub(crate) fn resolve(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    candidates: &[usize],
+    path: &[u8],
+) -> Option<Resolved> {
+    let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    };
+    let mut found: Option<Resolved> = None;
+    for &li in candidates {
+        let Some(l) = layers.get(li) else { continue };
+        let lp = l.path_of(path);
+        let hit = match probe(&l.container, &lp) {
+            Probe::Missing => None,
+            Probe::Entry(i) if l.container.entry(i).whiteout != Whiteout::None => None,
+            Probe::Entry(i) => Some((
+                l.container.entry(i).kind,
+                Source::Entry { layer: li, idx: i },
+            )),
+            Probe::Implicit => Some((Kind::Dir, Source::Implicit)),
+        };
+        if let Some((kind, source)) = hit {
+            match (&mut found, kind) {
+                (None, Kind::Dir) => {
+                    found = Some(Resolved {
+                        kind,
+                        source,
+                        layers: vec![li],
+                        link: None,
+                    });
+                }
+                (Some(r), Kind::Dir) => {
+                    r.layers.push(li);
+                    // An implicit directory above takes the metadata of a recorded one below.
+                    if r.source == Source::Implicit {
+                        r.source = source;
+                    }
+                }
+                (None, _) => {
+                    let link = match source {
+                        Source::Entry { idx, .. } => {
+                            l.container.entry(idx).link_group.map(|g| (li, g))
+                        }
+                        Source::Implicit => None,
+                    };
+                    return Some(Resolved {
+                        kind,
+                        source,
+                        layers: Vec::new(),
+                        link,
+                    });
+                }
+                // A non-directory below a directory: the directory replaces it and hides the rest.
+                (Some(_), _) => break,
+            }
+            if has_marker(l, spec, &join(&lp, WH_OPAQUE), Whiteout::Opaque) {
+                break;
+            }
+        }
+        if !path.is_empty() {
+            let mut wh = WH_PREFIX.to_vec();
+            wh.extend_from_slice(name);
+            if has_marker(l, spec, &l.path_of(&join(dir, &wh)), Whiteout::Whiteout) {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Every name that shows in the directory at union path `dir` with contributing `layers`, sorted.
+pub(crate) fn child_names(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    dir_layers: &[usize],
+    dir: &[u8],
+) -> BTreeSet<Vec<u8>> {
+    let mut names = BTreeSet::new();
+    for &li in dir_layers {
+        let Some(l) = layers.get(li) else { continue };
+        for child in l.container.children(&l.path_of(dir)) {
+            let name = match child {
+                Child::Entry(i) if spec.hides_entry(&l.container, i) => continue,
+                Child::Entry(i) => basename(&l.container.entry(i).path).to_vec(),
+                Child::Implicit(n) => n,
+            };
+            if spec.name_visible(&name) {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}

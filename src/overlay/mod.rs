@@ -1,0 +1,533 @@
+//! The union view: a stack of read-only BFC layers (one for a `.bfc` file, N for an image) seen as
+//! one tree. Lookups, listings, attributes and content by `NodeId`; no FUSE types here, so the FUSE
+//! adapter stays a thin translation and a later writable upper directory can slot in beside the
+//! layers (a `Source` variant and a first look in the upper dir in `lookup`).
+mod merge;
+mod node;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::bfc::{self, Container, Kind};
+pub use node::{DirEntry, NodeId, ROOT};
+use node::{Node, NodeTable, Resolved, Source};
+
+/// One layer of the stack: a container and the directory inside it that is the union's root
+/// ("" for the whole container, `dir` for `--subdir dir`).
+#[derive(Clone)]
+pub struct Layer {
+    pub container: Arc<Container>,
+    pub root: Vec<u8>,
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer")
+            .field("file", &self.container.file_name())
+            .field("root", &String::from_utf8_lossy(&self.root))
+            .finish()
+    }
+}
+
+impl Layer {
+    pub fn new(container: Arc<Container>) -> Layer {
+        Layer {
+            container,
+            root: Vec::new(),
+        }
+    }
+
+    /// The path inside this layer's container of the union path `p`.
+    fn path_of(&self, p: &[u8]) -> Vec<u8> {
+        if p.is_empty() {
+            self.root.clone()
+        } else {
+            merge::join(&self.root, p)
+        }
+    }
+}
+
+/// Which whiteout markers the layers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutSpec {
+    /// Image layers: entries typed as whiteouts by the writer, and any entry named `.wh.*`.
+    Oci,
+    /// Plain archives: only entries the writer typed as whiteouts; a file named `.wh.x` is a file.
+    Typed,
+}
+
+/// Metadata of a node, before the FUSE adapter adds defaults (owner) and TTLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: NodeId,
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (no `S_IFMT`).
+    pub perm: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub rdev: u64,
+    pub nlink: u32,
+}
+
+/// Why a union operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a symbolic link")]
+    NotSymlink,
+    #[error("no such extended attribute")]
+    NoXattr,
+    #[error("unknown inode {0}")]
+    BadInode(NodeId),
+    #[error("--subdir {path}: no such directory in {file}")]
+    NoSubdir { path: String, file: String },
+    /// The layer's error names the container file and offset.
+    #[error("{op} {path}")]
+    Layer {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: Box<bfc::Error>,
+    },
+}
+
+/// An extended attribute: (name, value).
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// Totals for statfs.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    /// Bytes of all layer files.
+    pub bytes: u64,
+    /// Index entries in all layers.
+    pub entries: u64,
+}
+
+/// The read-only union of a layer stack.
+#[derive(Debug)]
+pub struct Union {
+    layers: Vec<Layer>,
+    spec: WhiteoutSpec,
+    nodes: NodeTable,
+    /// mtime of directories no layer records (the time the union was made).
+    implicit_mtime_ns: i64,
+}
+
+impl Union {
+    /// A union of `layers`, top first. Fails when a layer root (`--subdir`) is missing everywhere
+    /// or is not a directory.
+    pub fn new(layers: Vec<Layer>, spec: WhiteoutSpec) -> Result<Union, Error> {
+        let all: Vec<usize> = (0..layers.len()).collect();
+        let root = match merge::resolve(&layers, spec, &all, b"") {
+            Some(r) if r.kind == Kind::Dir => r,
+            Some(_) | None if layers.iter().any(|l| !l.root.is_empty()) => {
+                let l = layers.iter().find(|l| !l.root.is_empty());
+                return Err(Error::NoSubdir {
+                    path: l
+                        .map(|l| String::from_utf8_lossy(&l.root).into_owned())
+                        .unwrap_or_default(),
+                    file: l
+                        .map(|l| l.container.file_name().display().to_string())
+                        .unwrap_or_default(),
+                });
+            }
+            _ => Resolved {
+                kind: Kind::Dir,
+                source: Source::Implicit,
+                layers: all,
+                link: None,
+            },
+        };
+        let implicit_mtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Ok(Union {
+            layers,
+            spec,
+            nodes: NodeTable::new(root),
+            implicit_mtime_ns,
+        })
+    }
+
+    fn node(&self, id: NodeId) -> Result<Arc<Node>, Error> {
+        self.nodes.get(id).ok_or(Error::BadInode(id))
+    }
+
+    fn dir(&self, id: NodeId) -> Result<Arc<Node>, Error> {
+        let n = self.node(id)?;
+        if n.kind == Kind::Dir {
+            Ok(n)
+        } else {
+            Err(Error::NotDir)
+        }
+    }
+
+    /// The node for `name` in directory `parent`: O(log n) per contributing layer, or a binary
+    /// search in the merged listing once that exists.
+    pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, Error> {
+        let dir = self.dir(parent)?;
+        if name == b"." {
+            return Ok(parent);
+        }
+        if name == b".." {
+            return Ok(dir.parent);
+        }
+        if let Some(listing) = dir.listing.get() {
+            return listing
+                .binary_search_by(|e| (*e.name).cmp(name))
+                .map(|i| listing[i].ino)
+                .map_err(|_| Error::NotFound);
+        }
+        if name.is_empty() || name.contains(&b'/') || !self.spec.name_visible(name) {
+            return Err(Error::NotFound);
+        }
+        let path = merge::join(&dir.path, name);
+        if let Some(id) = self.nodes.find_path(&path) {
+            return Ok(id);
+        }
+        let r =
+            merge::resolve(&self.layers, self.spec, &dir.layers, &path).ok_or(Error::NotFound)?;
+        Ok(self.nodes.insert(path, parent, r))
+    }
+
+    /// The merged listing of a directory, sorted by name; built once, on first use.
+    pub fn readdir(&self, id: NodeId) -> Result<Arc<[DirEntry]>, Error> {
+        let dir = self.dir(id)?;
+        Ok(dir
+            .listing
+            .get_or_init(|| self.build_listing(id, &dir))
+            .clone())
+    }
+
+    fn build_listing(&self, id: NodeId, dir: &Node) -> Arc<[DirEntry]> {
+        let names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let path = merge::join(&dir.path, &name);
+            let ino = match self.nodes.find_path(&path) {
+                Some(ino) => ino,
+                None => match merge::resolve(&self.layers, self.spec, &dir.layers, &path) {
+                    Some(r) => self.nodes.insert(path, id, r),
+                    None => continue,
+                },
+            };
+            let kind = self.nodes.get(ino).map_or(Kind::File, |n| n.kind);
+            out.push(DirEntry {
+                name: name.into(),
+                ino,
+                kind,
+            });
+        }
+        out.into()
+    }
+
+    /// The parent directory (the root is its own parent).
+    pub fn parent(&self, id: NodeId) -> Result<NodeId, Error> {
+        Ok(self.node(id)?.parent)
+    }
+
+    /// Metadata. A directory's link count is 2 + its subdirectories, so this builds its listing.
+    pub fn attr(&self, id: NodeId) -> Result<Attr, Error> {
+        let n = self.node(id)?;
+        let mut a = match n.source {
+            Source::Entry { layer, idx } => {
+                let e = self.layers[layer].container.entry(idx);
+                Attr {
+                    ino: id,
+                    kind: e.kind,
+                    perm: e.mode & 0o7777,
+                    size: if e.kind == Kind::Dir { 0 } else { e.size },
+                    mtime_ns: e.mtime_ns,
+                    uid: e.uid,
+                    gid: e.gid,
+                    rdev: e.rdev,
+                    nlink: e.nlink.max(1),
+                }
+            }
+            Source::Implicit => Attr {
+                ino: id,
+                kind: Kind::Dir,
+                perm: 0o755,
+                size: 0,
+                mtime_ns: self.implicit_mtime_ns,
+                uid: None,
+                gid: None,
+                rdev: 0,
+                nlink: 2,
+            },
+        };
+        if n.kind == Kind::Dir {
+            let subdirs = self
+                .readdir(id)?
+                .iter()
+                .filter(|e| e.kind == Kind::Dir)
+                .count();
+            a.nlink = u32::try_from(subdirs)
+                .unwrap_or(u32::MAX - 2)
+                .saturating_add(2);
+        }
+        Ok(a)
+    }
+
+    /// (layer, entry) of a node recorded in the index.
+    fn entry_of(&self, n: &Node) -> Option<(&Layer, usize)> {
+        match n.source {
+            Source::Entry { layer, idx } => self.layers.get(layer).map(|l| (l, idx)),
+            Source::Implicit => None,
+        }
+    }
+
+    fn layer_error(&self, op: &'static str, n: &Node, source: bfc::Error) -> Error {
+        Error::Layer {
+            op,
+            path: String::from_utf8_lossy(&n.path).into_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset` of a regular file: fewer only at end of file. Content
+    /// that fails its checksum or tag is an error, never returned. Stored content is borrowed
+    /// from the mapping; compressed or encrypted content is decoded (through the chunk cache).
+    pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
+        let n = self.node(id)?;
+        match n.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(Error::IsDir),
+            _ => return Err(Error::NotFound),
+        }
+        let (l, idx) = self.entry_of(&n).ok_or(Error::NotFound)?;
+        let c = &l.container;
+        let len = c
+            .entry(idx)
+            .size
+            .saturating_sub(offset)
+            .min(u64::from(size));
+        let len = usize::try_from(len).unwrap_or(0);
+        match c.stored_slice(idx, offset, len) {
+            Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
+            Ok(None) => {}
+            Err(e) => return Err(self.layer_error("reading", &n, e)),
+        }
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < buf.len() {
+            match c.read_at(idx, offset + done as u64, &mut buf[done..]) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) => return Err(self.layer_error("reading", &n, e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(Cow::Owned(buf))
+    }
+
+    /// The target of a symbolic link.
+    pub fn readlink(&self, id: NodeId) -> Result<&[u8], Error> {
+        let n = self.node(id)?;
+        if n.kind != Kind::Symlink {
+            return Err(Error::NotSymlink);
+        }
+        let (l, idx) = self.entry_of(&n).ok_or(Error::NotSymlink)?;
+        l.container
+            .symlink_target(idx)
+            .map_err(|e| self.layer_error("reading the link target of", &n, e))
+    }
+
+    /// Extended attributes (name, value) of a node; none for implicit directories.
+    pub fn xattrs(&self, id: NodeId) -> Result<&[Xattr], Error> {
+        let n = self.node(id)?;
+        Ok(self
+            .entry_of(&n)
+            .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs))
+    }
+
+    /// One extended attribute's value.
+    pub fn xattr(&self, id: NodeId, name: &[u8]) -> Result<&[u8], Error> {
+        self.xattrs(id)?
+            .iter()
+            .find(|(k, _)| k.as_slice() == name)
+            .map(|(_, v)| v.as_slice())
+            .ok_or(Error::NoXattr)
+    }
+
+    /// Sizes for statfs.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            bytes: 0,
+            entries: 0,
+        };
+        for l in &self.layers {
+            t.entries += l.container.len() as u64;
+            t.bytes += l.container.file_size();
+        }
+        t
+    }
+
+    /// How many nodes have been handed out so far.
+    pub fn known_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bfc::writer::{Meta, Writer, WriterOptions};
+
+    enum Op<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Whiteout(&'a str),
+    }
+
+    fn layer(name: &str, ops: &[Op<'_>]) -> Layer {
+        let meta = Meta {
+            mode: 0o755,
+            mtime_ns: 0,
+            uid: None,
+            gid: None,
+            xattrs: Vec::new(),
+        };
+        let out = std::io::Cursor::new(Vec::new());
+        let mut w = Writer::new(out, WriterOptions::default(), std::path::Path::new(name)).unwrap();
+        for op in ops {
+            match op {
+                Op::Dir(p) => w.add_dir(p.as_bytes(), &meta).unwrap(),
+                Op::File(p, c) => drop(w.add_file(p.as_bytes(), &meta, &mut &c[..]).unwrap()),
+                Op::Whiteout(p) => w.add_whiteout(p.as_bytes(), &meta).unwrap(),
+            }
+        }
+        let bytes = w.finish().unwrap().into_inner();
+        Layer::new(Arc::new(Container::from_bytes(name, bytes).unwrap()))
+    }
+
+    fn names(u: &Union, dir: NodeId) -> Vec<String> {
+        u.readdir(dir)
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    fn walk(u: &Union, path: &str) -> Result<NodeId, Error> {
+        path.split('/')
+            .filter(|c| !c.is_empty())
+            .try_fold(ROOT, |n, c| u.lookup(n, c.as_bytes()))
+    }
+
+    /// Three layers exercising every OCI rule; lookups and listings must agree.
+    fn stack() -> Union {
+        use Op::*;
+        let bottom = layer(
+            "bottom",
+            &[
+                File("a/x", b"x"),
+                File("a/y", b"y"),
+                File("b/z", b"z"),
+                File("c", b"file c"),
+                File("d/deep/f", b"f"),
+                File("keep", b"k"),
+                File("top-only-hides/x", b"x"),
+            ],
+        );
+        let middle = layer(
+            "middle",
+            &[
+                Whiteout("a/.wh.x"),
+                Whiteout("b/.wh..wh..opq"),
+                File("b/new", b"n"),
+                Dir("c"),
+                File("c/in", b"i"),
+            ],
+        );
+        let top = layer(
+            "top",
+            &[
+                File("d", b"file d"),
+                Dir("e"),
+                Whiteout("e/.wh.nothing"),
+                Whiteout(".wh.top-only-hides"),
+            ],
+        );
+        Union::new(vec![top, middle, bottom], WhiteoutSpec::Oci).unwrap()
+    }
+
+    #[test]
+    fn oci_rules_apply_top_down() {
+        let u = stack();
+        assert_eq!(names(&u, ROOT), ["a", "b", "c", "d", "e", "keep"]);
+        let a = walk(&u, "a").unwrap();
+        assert_eq!(names(&u, a), ["y"], "whiteout hides a/x");
+        assert_eq!(
+            names(&u, walk(&u, "b").unwrap()),
+            ["new"],
+            "opaque dir hides b/z"
+        );
+        assert_eq!(
+            names(&u, walk(&u, "c").unwrap()),
+            ["in"],
+            "dir above a file replaces it"
+        );
+        assert_eq!(
+            u.attr(walk(&u, "d").unwrap()).unwrap().kind,
+            Kind::File,
+            "file above a dir hides it"
+        );
+        assert!(
+            names(&u, walk(&u, "e").unwrap()).is_empty(),
+            "markers never show"
+        );
+        assert_eq!(&*u.read(walk(&u, "keep").unwrap(), 0, 10).unwrap(), b"k");
+        assert_eq!(&*u.read(walk(&u, "d").unwrap(), 0, 100).unwrap(), b"file d");
+    }
+
+    #[test]
+    fn lookups_agree_with_listings_without_one() {
+        let u = stack();
+        for hidden in [
+            "a/x",
+            "b/z",
+            "d/deep",
+            "top-only-hides",
+            "e/.wh.nothing",
+            "a/.wh.x",
+            "c/missing",
+        ] {
+            assert!(walk(&u, hidden).is_err(), "{hidden} must not resolve");
+        }
+        // Before any listing exists, and after: the same inode numbers.
+        let before: Vec<NodeId> = ["a/y", "b/new", "c/in", "keep"]
+            .iter()
+            .map(|p| walk(&u, p).unwrap())
+            .collect();
+        names(&u, ROOT);
+        let after: Vec<NodeId> = ["a/y", "b/new", "c/in", "keep"]
+            .iter()
+            .map(|p| walk(&u, p).unwrap())
+            .collect();
+        assert_eq!(before, after);
+        assert_eq!(u.lookup(walk(&u, "a").unwrap(), b"..").unwrap(), ROOT);
+    }
+
+    #[test]
+    fn directory_link_count_is_two_plus_subdirectories() {
+        let u = stack();
+        assert_eq!(u.attr(ROOT).unwrap().nlink, 2 + 4, "a b c e");
+        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 2);
+    }
+
+    #[test]
+    fn typed_spec_shows_plain_wh_files() {
+        let l = layer("plain", &[Op::File(".wh.not-a-marker", b"data")]);
+        let u = Union::new(vec![l], WhiteoutSpec::Typed).unwrap();
+        assert_eq!(names(&u, ROOT), [".wh.not-a-marker"]);
+    }
+}
