@@ -1,7 +1,26 @@
 //! bfcfs: mount container images and BFC files as filesystems.
+//!
+//! Data moves down this list; no module imports one above it.
+//! ```text
+//! oci        registry client, references, local sources   (reference → manifest → blobs)
+//! store      content-addressed blobs, layer files, refs, locks, gc
+//! convert    layer tar / tar+gzip / tar+zstd → one BFC file per layer
+//! bfc        BFC containers: validated mmap reader, streaming writer, extension
+//! archive    local trees ⇄ BFC files (create, extract)
+//! overlay    union of layer containers (OCI whiteouts), inode numbers, merged listings
+//! upper      writable upper dir in the kernel overlayfs format
+//! fs         FUSE adapter (fuser): replies only, policy lives below
+//! image      joins the steps for one image reference; bundle: runtime spec for runc
+//! cli        clap commands on top
+//! ```
 pub mod archive;
 pub mod bfc;
+pub mod bundle;
 pub mod cli;
+pub mod convert;
 pub mod fs;
+pub mod image;
+pub mod oci;
 pub mod overlay;
+pub mod store;
 pub mod upper;

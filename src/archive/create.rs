@@ -182,7 +182,9 @@ impl<W: Write + Seek> Walk<'_, W> {
                 inner: std::io::BufReader::with_capacity(256 << 10, f),
                 progress: self.progress,
             };
-            let n = self.w.add_file(&name, &meta, &mut r)?;
+            let n = self
+                .w
+                .add_file_sized(&name, &meta, &mut r, Some(md.len()))?;
             self.stats.bytes += n;
         } else if ft.is_symlink() {
             let t = fs::read_link(path).map_err(|e| Error::io(path, e))?;

@@ -6,7 +6,7 @@ use super::{Error, Progress, Result};
 use crate::bfc::{self, error::show, Container, Kind};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +65,9 @@ struct Extractor<'a> {
     links: HashMap<u32, PathBuf>,
     stats: Stats,
     progress: Progress<'a>,
+    /// Copy buffer shared by every file: allocating it per file made glibc grow and trim the
+    /// heap for each one (thousands of brk calls and page faults per rootfs).
+    buf: Vec<u8>,
 }
 
 /// Extracts `c` under `dest` (created if missing).
@@ -83,6 +86,7 @@ pub fn extract(
         links: HashMap::new(),
         stats: Stats::default(),
         progress,
+        buf: vec![0u8; 256 << 10],
     };
     let mut dir_meta = Vec::new();
     for i in 0..c.len() {
@@ -99,8 +103,9 @@ pub fn extract(
             }
             Err(err @ Error::Refused { .. }) => return Err(err),
             Err(err) => {
-                eprintln!("bfcfs: {err}");
-                x.stats.failed.push(format!("{}: {err}", show(&e.path)));
+                let msg = bfc::error::chain(&err);
+                eprintln!("bfcfs: {msg}");
+                x.stats.failed.push(format!("{}: {msg}", show(&e.path)));
             }
         }
     }
@@ -274,19 +279,28 @@ impl Extractor<'_> {
             .map_err(|err| Error::io(dir, err))?;
         {
             let mut r = self.c.open_reader(i)?;
-            let mut w = std::io::BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
-            let mut buf = vec![0u8; 256 << 10];
+            // Reads fill the shared buffer, so each write is already large: no BufWriter.
+            let w = tmp.as_file_mut();
+            let mut total = 0u64;
             loop {
-                let n = std::io::Read::read(&mut r, &mut buf)
+                let n = bfc::writer::read_full(&mut r, &mut self.buf)
                     .map_err(|err| bfc::content::unwrap_io(self.c.file_name(), err))?;
                 if n == 0 {
                     break;
                 }
-                w.write_all(&buf[..n]).map_err(|err| Error::io(p, err))?;
+                // Whole blocks of zeros become holes: a sparse image stays sparse on disk.
+                if n == self.buf.len() && self.buf.iter().all(|b| *b == 0) {
+                    w.seek(SeekFrom::Current(n as i64))
+                        .map_err(|err| Error::io(p, err))?;
+                } else {
+                    w.write_all(&self.buf[..n])
+                        .map_err(|err| Error::io(p, err))?;
+                }
+                total += n as u64;
                 (self.progress)(n as u64);
                 self.stats.bytes += n as u64;
             }
-            w.flush().map_err(|err| Error::io(p, err))?;
+            w.set_len(total).map_err(|err| Error::io(p, err))?;
         }
         let f = tmp.as_file();
         if self.opts.restore_owner {

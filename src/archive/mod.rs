@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Bfc(#[from] bfc::Error),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

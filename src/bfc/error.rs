@@ -8,7 +8,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// What went wrong while reading or writing a BFC container.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{file}: {source}")]
+    #[error("{file}")]
     Io {
         file: PathBuf,
         #[source]
@@ -83,4 +83,17 @@ impl Error {
 /// Shows a path from the container for messages (lossy: paths are bytes).
 pub fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
+}
+
+/// `err` and its causes on one line, for messages printed while work goes on (the final error
+/// output prints the chain itself).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -186,12 +186,12 @@ impl Ext {
     /// Parses the extension. `entries` is the index entry count: every entry number is checked
     /// against it, and counts are checked against the bytes present before anything is allocated.
     pub fn decode(c: &mut Cursor<'_>, entries: u32) -> Result<Ext> {
-        let magic = c.bytes(4, "extension magic")?;
-        if magic != MAGIC {
+        if c.rest().get(..4) != Some(&MAGIC[..]) {
             return Err(
                 c.corrupt("feature bit 16 is set but no BFCX extension follows the index entries")
             );
         }
+        c.bytes(4, "extension magic")?;
         let version = c.u32("extension version")?;
         if version != VERSION {
             return Err(c.corrupt(format!(
@@ -212,107 +212,143 @@ impl Ext {
             let start = c.offset();
             let body = c.bytes(len, "extension section")?;
             let mut s = Cursor::new(c_file(c), body, start);
-            match tag {
-                TAG_OWNERS => {
-                    let k = count(&mut s, 8, "owner records")?;
-                    if k != entries {
-                        return Err(s.corrupt(format!("{k} owner records for {entries} entries")));
-                    }
-                    for _ in 0..k {
-                        ext.owners.push((s.u32("uid")?, s.u32("gid")?));
-                    }
-                }
-                TAG_DEVICES => {
-                    let k = count(&mut s, 12, "device records")?;
-                    for _ in 0..k {
-                        let e = entry(&mut s, entries)?;
-                        ext.devices.push((e, s.u32("major")?, s.u32("minor")?));
-                    }
-                }
-                TAG_XATTRS => {
-                    let k = count(&mut s, 12, "xattr records")?;
-                    for _ in 0..k {
-                        let e = entry(&mut s, entries)?;
-                        let nl = s.u32("xattr name length")? as usize;
-                        let vl = s.u32("xattr value length")? as usize;
-                        let name = s.bytes(nl, "xattr name")?.to_vec();
-                        let value = s.bytes(vl, "xattr value")?.to_vec();
-                        if name.is_empty() || name.contains(&0) {
-                            return Err(s.corrupt("xattr name is empty or holds NUL"));
+            // Errors inside a section say which section they are in.
+            let mut section = || -> Result<()> {
+                match tag {
+                    TAG_OWNERS => {
+                        let k = count(&mut s, 8, "owner records")?;
+                        if k != entries {
+                            return Err(
+                                s.corrupt(format!("{k} owner records for {entries} entries"))
+                            );
                         }
-                        ext.xattrs.push((e, name, value));
-                    }
-                }
-                TAG_HARDLINKS => {
-                    let k = count(&mut s, 8, "hardlink records")?;
-                    for _ in 0..k {
-                        let e = entry(&mut s, entries)?;
-                        let t = entry(&mut s, entries)?;
-                        ext.hardlinks.push((e, t));
-                    }
-                }
-                TAG_WHITEOUTS => {
-                    let k = count(&mut s, 5, "whiteout records")?;
-                    for _ in 0..k {
-                        let e = entry(&mut s, entries)?;
-                        let w = match s.u8("whiteout kind")? {
-                            1 => Whiteout::Whiteout,
-                            2 => Whiteout::Opaque,
-                            other => return Err(s.corrupt(format!("whiteout kind {other}"))),
-                        };
-                        ext.whiteouts.push((e, w));
-                    }
-                }
-                TAG_CHUNKS => {
-                    let k = count(&mut s, 12, "chunk tables")?;
-                    for _ in 0..k {
-                        let e = entry(&mut s, entries)?;
-                        let chunk_size = s.u32("chunk size")?;
-                        if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
-                            return Err(s.corrupt(format!("chunk size {chunk_size}")));
+                        for _ in 0..k {
+                            ext.owners.push((s.u32("uid")?, s.u32("gid")?));
                         }
-                        let m = count(&mut s, 8, "chunks")? as usize;
-                        let mut stored = Vec::with_capacity(m);
-                        let mut crcs = Vec::with_capacity(m);
-                        for _ in 0..m {
-                            stored.push(s.u32("chunk stored size")?);
-                            crcs.push(s.u32("chunk checksum")?);
+                    }
+                    TAG_DEVICES => {
+                        let k = count(&mut s, 12, "device records")?;
+                        for _ in 0..k {
+                            let e = entry(&mut s, entries)?;
+                            ext.devices.push((e, s.u32("major")?, s.u32("minor")?));
                         }
-                        ext.chunks.push((
-                            e,
-                            ChunkTable {
-                                chunk_size,
-                                stored,
-                                crcs,
-                            },
-                        ));
                     }
-                }
-                TAG_BLOBS => {
-                    let k = count(&mut s, 12, "blobs")?;
-                    for _ in 0..k {
-                        let nl = s.u32("blob name length")? as usize;
-                        let name = s.bytes(nl, "blob name")?;
-                        let name = String::from_utf8(name.to_vec())
-                            .map_err(|_| s.corrupt("blob name is not UTF-8"))?;
-                        let dl = s.u64("blob length")?;
-                        let dl = usize::try_from(dl).map_err(|_| s.corrupt("blob length"))?;
-                        ext.blobs.push((name, s.bytes(dl, "blob")?.to_vec()));
+                    TAG_XATTRS => {
+                        let k = count(&mut s, 12, "xattr records")?;
+                        for _ in 0..k {
+                            let e = entry(&mut s, entries)?;
+                            let nl = s.u32("xattr name length")? as usize;
+                            let vl = s.u32("xattr value length")? as usize;
+                            let name = s.bytes(nl, "xattr name")?.to_vec();
+                            let value = s.bytes(vl, "xattr value")?.to_vec();
+                            if name.is_empty() || name.contains(&0) {
+                                return Err(s.corrupt("xattr name is empty or holds NUL"));
+                            }
+                            ext.xattrs.push((e, name, value));
+                        }
                     }
+                    TAG_HARDLINKS => {
+                        let k = count(&mut s, 8, "hardlink records")?;
+                        for _ in 0..k {
+                            let e = entry(&mut s, entries)?;
+                            let t = entry(&mut s, entries)?;
+                            ext.hardlinks.push((e, t));
+                        }
+                    }
+                    TAG_WHITEOUTS => {
+                        let k = count(&mut s, 5, "whiteout records")?;
+                        for _ in 0..k {
+                            let e = entry(&mut s, entries)?;
+                            let w = match s.u8("whiteout kind")? {
+                                1 => Whiteout::Whiteout,
+                                2 => Whiteout::Opaque,
+                                other => return Err(s.corrupt(format!("whiteout kind {other}"))),
+                            };
+                            ext.whiteouts.push((e, w));
+                        }
+                    }
+                    TAG_CHUNKS => {
+                        let k = count(&mut s, 12, "chunk tables")?;
+                        for _ in 0..k {
+                            let e = entry(&mut s, entries)?;
+                            let chunk_size = s.u32("chunk size")?;
+                            if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+                                return Err(s.corrupt(format!("chunk size {chunk_size}")));
+                            }
+                            let m = count(&mut s, 8, "chunks")? as usize;
+                            let mut stored = Vec::with_capacity(m);
+                            let mut crcs = Vec::with_capacity(m);
+                            for _ in 0..m {
+                                stored.push(s.u32("chunk stored size")?);
+                                crcs.push(s.u32("chunk checksum")?);
+                            }
+                            ext.chunks.push((
+                                e,
+                                ChunkTable {
+                                    chunk_size,
+                                    stored,
+                                    crcs,
+                                },
+                            ));
+                        }
+                    }
+                    TAG_BLOBS => {
+                        let k = count(&mut s, 12, "blobs")?;
+                        for _ in 0..k {
+                            let nl = s.u32("blob name length")? as usize;
+                            let name = s.bytes(nl, "blob name")?;
+                            let name = String::from_utf8(name.to_vec())
+                                .map_err(|_| s.corrupt("blob name is not UTF-8"))?;
+                            let dl = s.u64("blob length")?;
+                            let dl = usize::try_from(dl).map_err(|_| s.corrupt("blob length"))?;
+                            ext.blobs.push((name, s.bytes(dl, "blob")?.to_vec()));
+                        }
+                    }
+                    TAG_KEYCHECK => {
+                        ext.keycheck = Some(s.array::<28>("key check")?);
+                    }
+                    t if t & CRITICAL != 0 => {
+                        return Err(super::error::Error::Unsupported {
+                            file: c_file(c).to_path_buf(),
+                            what: format!("extension section {t:#x} (made by a newer bfcfs?)"),
+                        })
+                    }
+                    _ => {}
                 }
-                TAG_KEYCHECK => {
-                    ext.keycheck = Some(s.array::<28>("key check")?);
-                }
-                t if t & CRITICAL != 0 => {
-                    return Err(super::error::Error::Unsupported {
-                        file: c_file(c).to_path_buf(),
-                        what: format!("extension section {t:#x} (made by a newer bfcfs?)"),
-                    })
-                }
-                _ => {}
-            }
+                Ok(())
+            };
+            section().map_err(|e| in_section(e, tag))?;
         }
         Ok(ext)
+    }
+}
+
+/// Prefixes a parse error with the name of the extension section it happened in.
+fn in_section(e: super::error::Error, tag: u32) -> super::error::Error {
+    use super::error::Error;
+    let name = match tag {
+        TAG_OWNERS => "owners",
+        TAG_DEVICES => "devices",
+        TAG_XATTRS => "xattrs",
+        TAG_HARDLINKS => "hardlinks",
+        TAG_WHITEOUTS => "whiteouts",
+        TAG_CHUNKS => "chunks",
+        TAG_BLOBS => "blobs",
+        TAG_KEYCHECK => "key check",
+        _ => "unknown",
+    };
+    match e {
+        Error::Corrupt { file, offset, what } => Error::Corrupt {
+            file,
+            offset,
+            what: format!("extension section {name}: {what}"),
+        },
+        Error::Truncated { file, offset, what } => Error::Truncated {
+            file,
+            offset,
+            what: format!("extension section {name}: {what}"),
+        },
+        other => other,
     }
 }
 

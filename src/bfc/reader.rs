@@ -657,6 +657,18 @@ fn apply_ext(file: &Path, entries: &mut [Entry], ext: Ext, index_offset: u64) ->
                 en.size
             )));
         }
+        // Raw chunks are read by position: their stored sizes must be their lengths.
+        if en.comp == COMP_NONE {
+            if let Some(k) = (0..table.stored.len())
+                .find(|&k| u64::from(table.stored[k]) != (en.size - k as u64 * cs).min(cs))
+            {
+                return Err(bad(format!(
+                    "chunk table of {}: raw chunk {k} claims {} stored bytes",
+                    show(&en.path),
+                    table.stored[k]
+                )));
+            }
+        }
         let offsets = table.offsets();
         en.chunks = Some(Box::new(Chunks { table, offsets }));
     }

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum Compression {
     /// Stored raw.
     None,
-    /// zstd for every file of at least `min_size` bytes (at least 64, as upstream) that shrinks.
+    /// zstd for every file of at least `min_size` bytes (at least 64, as upstream): a file of
+    /// one chunk only when it shrinks (as upstream), a larger file always, chunk by chunk.
     Zstd,
     /// zstd only for files of at least `min_size` bytes whose first chunk shrinks by 10% or
     /// more: already-compressed data (images, archives) is stored raw and reads faster.
@@ -167,6 +168,28 @@ impl<W: Write + Seek> Writer<W> {
         })
     }
 
+    /// Refuses extended attributes the reader would refuse: an empty name or one holding NUL
+    /// (not a valid xattr name on Linux either), or a name or value over 4 GiB.
+    fn checked_meta(path: &[u8], meta: &Meta) -> Result<()> {
+        for (name, value) in &meta.xattrs {
+            if name.is_empty() || name.contains(&0) {
+                return Err(Error::Usage {
+                    what: format!(
+                        "extended attribute name {:?} of {} is empty or holds NUL",
+                        show(name),
+                        show(path)
+                    ),
+                });
+            }
+            if u32::try_from(name.len()).is_err() || u32::try_from(value.len()).is_err() {
+                return Err(Error::Usage {
+                    what: format!("extended attribute of {} is over 4 GiB", show(path)),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes an object header + name + padding; returns the object's start.
     fn begin_object(&mut self, h: &ObjHeader, path: &[u8]) -> Result<u64> {
         let start = self.pos;
@@ -222,6 +245,7 @@ impl<W: Write + Seek> Writer<W> {
 
     pub fn add_dir(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         let mode = (meta.mode & 0o7777) | S_IFDIR;
         let h = ObjHeader {
             obj_type: TYPE_DIR,
@@ -267,6 +291,7 @@ impl<W: Write + Seek> Writer<W> {
 
     pub fn add_symlink(&mut self, path: &[u8], meta: &Meta, target: &[u8]) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         if target.is_empty() || target.len() > 65535 || target.contains(&0) {
             return Err(Error::InvalidPath {
                 path: show(path),
@@ -312,6 +337,7 @@ impl<W: Write + Seek> Writer<W> {
         rdev: (u32, u32),
     ) -> Result<()> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         if matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
             return Err(Error::Usage {
                 what: format!("add_special called for a {}", kind.name()),
@@ -390,7 +416,20 @@ impl<W: Write + Seek> Writer<W> {
 
     /// Adds a regular file, streaming `content` to its end. Returns the bytes read.
     pub fn add_file(&mut self, path: &[u8], meta: &Meta, content: &mut dyn Read) -> Result<u64> {
+        self.add_file_sized(path, meta, content, None)
+    }
+
+    /// `add_file` for content whose size is known in advance (a local file), so the `-t`
+    /// threshold applies to large files too.
+    pub fn add_file_sized(
+        &mut self,
+        path: &[u8],
+        meta: &Meta,
+        content: &mut dyn Read,
+        size: Option<u64>,
+    ) -> Result<u64> {
         Self::checked(path)?;
+        Self::checked_meta(path, meta)?;
         let cs = self.opts.chunk_size as usize;
         // Read one byte more than a chunk to learn whether the file is a single chunk.
         let mut buf = vec![0u8; cs + 1];
@@ -402,10 +441,17 @@ impl<W: Write + Seek> Writer<W> {
         }
         let mut carry = Some(buf[cs]);
         buf.truncate(cs);
-        // Decide from the first chunk whether this file compresses.
-        let first_frame = match self.wants_zstd(u64::MAX) {
-            true => self.compress_if_smaller(&buf)?,
-            false => None,
+        // zstd: every chunk is a frame, whatever the first chunk does. An incompressible chunk
+        // costs a few bytes (zstd stores it as raw blocks), while a file whose start does not
+        // compress (noise, then a sparse or text body) still shrinks. auto: decide from the
+        // first chunk.
+        let first_frame = match (
+            self.opts.compression,
+            self.wants_zstd(size.unwrap_or(u64::MAX)),
+        ) {
+            (_, false) | (Compression::None, _) => None,
+            (Compression::Zstd, true) => Some(self.compress(&buf)?),
+            (Compression::Auto, true) => self.compress_if_smaller(&buf)?,
         };
         let comp = if first_frame.is_some() {
             COMP_ZSTD

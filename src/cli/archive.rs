@@ -428,7 +428,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         };
         bar.inc(e.size);
         if let Err(err) = r {
-            bar.suspend(|| eprintln!("bfcfs: {err}"));
+            bar.suspend(|| eprintln!("bfcfs: {}", bfc::error::chain(&err)));
             bad += 1;
         }
     }

@@ -3,9 +3,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod archive;
+pub mod images;
 pub mod keys;
 pub mod mount;
 pub mod progress;
+pub mod pull;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +40,16 @@ pub enum Command {
     Verify(archive::VerifyArgs),
     /// Show a summary of a container, or the details of one entry
     Info(archive::InfoArgs),
+    /// Pull an image into the store (or into one BFC file with -o)
+    Pull(pull::PullArgs),
+    /// List the images in the store
+    Images(images::ImagesArgs),
+    /// Show an image's manifest, config and layers
+    Inspect(images::InspectArgs),
+    /// Untag images and free what nothing else uses
+    Rm(images::RmArgs),
+    /// Remove blobs and layers that no image or container references
+    Prune,
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -68,6 +80,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Extract(a) => archive::extract(a),
         Command::Verify(a) => archive::verify(a),
         Command::Info(a) => archive::info(a),
+        Command::Pull(a) => pull::run(cli.root.as_deref(), a),
+        Command::Images(a) => images::images(cli.root.as_deref(), a),
+        Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
+        Command::Rm(a) => images::rm(cli.root.as_deref(), a),
+        Command::Prune => images::prune(cli.root.as_deref()),
     }
 }
 

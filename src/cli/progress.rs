@@ -23,3 +23,80 @@ pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
+
+/// Pull progress: a bar per layer on a TTY, one line per finished layer otherwise, nothing when
+/// quiet.
+pub struct PullProgress {
+    mode: PullMode,
+    bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>,
+    multi: indicatif::MultiProgress,
+}
+
+enum PullMode {
+    Quiet,
+    Lines,
+    Bars,
+}
+
+impl PullProgress {
+    pub fn new(quiet: bool) -> PullProgress {
+        let mode = if quiet {
+            PullMode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            PullMode::Bars
+        } else {
+            PullMode::Lines
+        };
+        PullProgress {
+            mode,
+            bars: Default::default(),
+            multi: indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+        }
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+impl crate::image::Progress for PullProgress {
+    fn start(&self, layer: &str, size: u64) {
+        if let PullMode::Bars = self.mode {
+            let pb = self.multi.add(ProgressBar::new(size));
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ) {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb.set_message(short(layer).to_string());
+            if let Ok(mut bars) = self.bars.lock() {
+                bars.insert(layer.to_string(), pb);
+            }
+        }
+    }
+
+    fn bytes(&self, layer: &str, done: u64) {
+        if let Ok(bars) = self.bars.lock() {
+            if let Some(pb) = bars.get(layer) {
+                pb.set_position(done);
+            }
+        }
+    }
+
+    fn finish(&self, layer: &str, how: &str) {
+        match self.mode {
+            PullMode::Quiet => {}
+            PullMode::Lines => eprintln!("{}: {how}", short(layer)),
+            PullMode::Bars => {
+                let pb = self.bars.lock().ok().and_then(|mut b| b.remove(layer));
+                match pb {
+                    Some(pb) => pb.finish_with_message(format!("{} {how}", short(layer))),
+                    None => {
+                        let _ = self.multi.println(format!("{}: {how}", short(layer)));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -47,3 +47,7 @@ pub fn bfcfs(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+pub mod cli;
+pub mod raw;
+pub mod tree;

@@ -1,0 +1,175 @@
+//! `bfcfs images`, `inspect`, `rm`, `prune`: what the store holds, and removing it.
+use super::progress::print_json;
+use crate::image::{self, ImageInfo};
+use crate::store::Store;
+use clap::Args;
+use indicatif::HumanBytes;
+use serde_json::json;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// NAME[:TAG], NAME@DIGEST, a digest prefix, or a single-file IMAGE.bfc
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Images to untag (NAME[:TAG], NAME@DIGEST or a digest prefix)
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+fn store(root: Option<&Path>) -> anyhow::Result<Store> {
+    Ok(Store::open(&Store::default_root(root)?)?)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn created(c: &Option<String>) -> String {
+    c.as_deref()
+        .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn summary(i: &ImageInfo) -> serde_json::Value {
+    json!({"repository": i.repository, "tag": i.tag, "digest": i.digest, "size": i.size, "created": i.created})
+}
+
+pub fn images(root: Option<&Path>, a: ImagesArgs) -> anyhow::Result<i32> {
+    let list = image::list(&store(root)?)?;
+    if a.json {
+        print_json(&json!(list.iter().map(summary).collect::<Vec<_>>()))?;
+        return Ok(0);
+    }
+    let w = list
+        .iter()
+        .map(|i| i.repository.len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    println!(
+        "{:w$}  {:16}  {:12}  {:>10}  CREATED",
+        "REPOSITORY", "TAG", "DIGEST", "SIZE"
+    );
+    for i in &list {
+        println!(
+            "{:w$}  {:16}  {:12}  {:>10}  {}",
+            i.repository,
+            i.tag.as_deref().unwrap_or("<none>"),
+            short(&i.digest),
+            HumanBytes(i.size).to_string(),
+            created(&i.created)
+        );
+    }
+    Ok(0)
+}
+
+pub fn inspect(root: Option<&Path>, a: InspectArgs) -> anyhow::Result<i32> {
+    let looks_like_file = a.image.ends_with(".bfc") && Path::new(&a.image).is_file();
+    let st = if looks_like_file {
+        None
+    } else {
+        Some(store(root)?)
+    };
+    let i = image::inspect(st.as_ref(), &a.image)?;
+    let config = i.config.as_ref().and_then(|c| serde_json::to_value(c).ok());
+    if a.json {
+        let mut v = summary(&i);
+        v["manifest"] = i
+            .manifest
+            .as_ref()
+            .and_then(|m| serde_json::to_value(m).ok())
+            .unwrap_or_default();
+        v["config"] = config.unwrap_or_default();
+        v["layers"] = serde_json::to_value(&i.layers)?;
+        print_json(&v)?;
+        return Ok(0);
+    }
+    let name = match &i.tag {
+        Some(t) => format!("{}:{t}", i.repository),
+        None => i.repository.clone(),
+    };
+    println!("Name:        {name}");
+    println!("Digest:      {}", i.digest);
+    if let Some(c) = &i.config {
+        println!("Platform:    {}/{}", c.os(), c.architecture());
+        println!("Created:     {}", created(&i.created));
+        if let Some(cc) = c.config() {
+            let show = |v: &Option<Vec<String>>| {
+                v.as_ref()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!("Entrypoint:  {}", show(cc.entrypoint()));
+            println!("Cmd:         {}", show(cc.cmd()));
+            println!(
+                "WorkingDir:  {}",
+                cc.working_dir().as_deref().unwrap_or("-")
+            );
+            println!("User:        {}", cc.user().as_deref().unwrap_or("-"));
+            println!("Env:");
+            for e in cc.env().iter().flatten() {
+                println!("  {e}");
+            }
+            println!("Labels:");
+            let mut labels: Vec<_> = cc.labels().iter().flatten().collect();
+            labels.sort();
+            for (k, v) in labels {
+                println!("  {k}={v}");
+            }
+        }
+    }
+    println!("Layers:");
+    for l in &i.layers {
+        let bfc = match (&l.bfc, l.bfc_size) {
+            (Some(p), Some(s)) => format!("  {} ({})", p.display(), HumanBytes(s)),
+            _ => String::new(),
+        };
+        println!(
+            "  {}  {:>10}{bfc}",
+            l.digest,
+            HumanBytes(l.size).to_string()
+        );
+    }
+    println!("Size:        {}", HumanBytes(i.size));
+    Ok(0)
+}
+
+pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
+    let r = image::remove(&store(root)?, &a.images)?;
+    for u in &r.untagged {
+        println!("Untagged: {u}");
+    }
+    println!(
+        "Freed {} ({} blobs, {} layers)",
+        HumanBytes(r.report.bytes),
+        r.report.blobs,
+        r.report.layers
+    );
+    Ok(0)
+}
+
+pub fn prune(root: Option<&Path>) -> anyhow::Result<i32> {
+    let r = image::prune(&store(root)?)?;
+    println!(
+        "Freed {} bytes ({}; {} blobs, {} layers, {} temp files)",
+        r.bytes,
+        HumanBytes(r.bytes),
+        r.blobs,
+        r.layers,
+        r.temp_files
+    );
+    Ok(0)
+}

@@ -1,0 +1,121 @@
+//! `bfcfs pull`: fetch an image into the store (or into one BFC file with `-o`).
+use super::progress::PullProgress;
+use super::UsageError;
+use crate::bfc::{self, Compression, WriterOptions};
+use crate::image::{self, PullOptions};
+use crate::oci::{auth::Credentials, PlatformSpec, Source};
+use crate::store::Store;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum LayerCompression {
+    None,
+    Zstd,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Platform to pick from a multi-arch image (default: this host)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Allow plain HTTP to this registry (repeatable); loopback hosts are always allowed
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+    /// Registry credentials (USER with --password-stdin)
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub creds: Option<String>,
+    /// Read the registry password from stdin
+    #[arg(long = "password-stdin", requires = "creds")]
+    pub password_stdin: bool,
+    /// No progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Compression of the layer BFC files
+    #[arg(short = 'c', long = "compress", value_enum, default_value = "none")]
+    pub compress: LayerCompression,
+    /// Encrypt the layer BFC files with a raw 32-byte key file
+    #[arg(long)]
+    pub keyfile: Option<PathBuf>,
+    /// Write the whole image into this one BFC file instead of the store
+    #[arg(short = 'o', long = "output", value_name = "IMAGE.bfc")]
+    pub output: Option<PathBuf>,
+    /// Layers fetched at once (1-4)
+    #[arg(short = 'j', long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub jobs: u8,
+    /// docker://NAME[:TAG|@DIGEST] (the prefix is optional), oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE
+    pub source: String,
+}
+
+fn credentials(a: &PullArgs) -> anyhow::Result<Option<Credentials>> {
+    let Some(c) = &a.creds else { return Ok(None) };
+    if a.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        let user = c.split(':').next().unwrap_or(c);
+        return Ok(Some(Credentials {
+            username: user.to_string(),
+            password: line.trim_end_matches(['\n', '\r']).to_string(),
+        }));
+    }
+    Credentials::parse(c).map(Some).ok_or_else(|| {
+        UsageError("--creds wants USER:PASS (or USER with --password-stdin)".into()).into()
+    })
+}
+
+pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
+    let source: Source = a.source.parse().map_err(|e| UsageError(format!("{e}")))?;
+    let platform = match &a.platform {
+        Some(p) => p.parse().map_err(|e| UsageError(format!("{e}")))?,
+        None => PlatformSpec::host(),
+    };
+    let key = match &a.keyfile {
+        Some(k) => Some(
+            bfc::Key::from_keyfile(k)
+                .with_context(|| format!("reading keyfile {}", k.display()))?,
+        ),
+        None => None,
+    };
+    let opts = PullOptions {
+        platform,
+        registry: crate::oci::registry::Options {
+            insecure: a.insecure.clone(),
+            creds: credentials(&a)?,
+            ..Default::default()
+        },
+        writer: WriterOptions {
+            compression: match a.compress {
+                LayerCompression::None => Compression::None,
+                LayerCompression::Zstd => Compression::Zstd,
+            },
+            key,
+            ..Default::default()
+        },
+        output: a.output.clone(),
+        jobs: usize::from(a.jobs),
+    };
+    let store = Store::open(&Store::default_root(root)?)?;
+    let progress = PullProgress::new(a.quiet);
+    let pulled = image::pull(&store, &source, &opts, &progress)
+        .with_context(|| format!("pulling {}", a.source))?;
+    if !a.quiet {
+        match &a.output {
+            Some(out) => println!(
+                "{} -> {} ({})",
+                pulled.name,
+                out.display(),
+                pulled.manifest_digest
+            ),
+            None => println!(
+                "{} {} ({} of {} layers fetched)",
+                pulled.name, pulled.manifest_digest, pulled.layers_fetched, pulled.layers_total
+            ),
+        }
+    }
+    Ok(0)
+}
