@@ -721,6 +721,9 @@ fn owners_xattrs_hardlinks_devices_and_fifos_show_through_the_kernel() {
     }
 }
 
+/// The bench-mount.sh sequence (umount, mount again at the same path, the old server exits) that
+/// lost the new mount while fuser unmounted by path at session end. Timing-dependent: it passed
+/// with that code too on this machine, so it guards the behaviour rather than reproducing the bug.
 #[test]
 fn a_server_ending_after_umount_leaves_the_next_mount_at_that_path_alone() {
     for _ in 0..3 {
