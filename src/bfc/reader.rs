@@ -251,9 +251,11 @@ impl Container {
         let mut entries: Vec<Entry> = Vec::with_capacity(count as usize);
         for k in 0..count {
             let at = c.offset();
-            let what = |w: &str| format!("{w} of index entry {k}");
-            let plen = c.u32(&what("path length"))? as usize;
-            let path = c.bytes(plen, &what("path"))?.to_vec();
+            // Field names are static strings: the entry number is added only on error, so a
+            // valid index parses without formatting anything.
+            let in_entry = |e: Error| in_entry(e, k);
+            let plen = c.u32("path length").map_err(in_entry)? as usize;
+            let path = c.bytes(plen, "path").map_err(in_entry)?.to_vec();
             if let Err(why) = check_path(&path) {
                 return Err(Error::Corrupt {
                     file: file.clone(),
@@ -274,14 +276,14 @@ impl Container {
                     });
                 }
             }
-            let obj_offset = c.u64(&what("object offset"))?;
-            let obj_size = c.u64(&what("object size"))?;
-            let mode = c.u32(&what("mode"))?;
-            let mtime = c.u64(&what("mtime"))?;
-            let comp = c.u32(&what("compression"))?;
-            let enc = c.u32(&what("encryption"))?;
-            let size = c.u64(&what("size"))?;
-            let crc = c.u32(&what("checksum"))?;
+            let obj_offset = c.u64("object offset").map_err(in_entry)?;
+            let obj_size = c.u64("object size").map_err(in_entry)?;
+            let mode = c.u32("mode").map_err(in_entry)?;
+            let mtime = c.u64("mtime").map_err(in_entry)?;
+            let comp = c.u32("compression").map_err(in_entry)?;
+            let enc = c.u32("encryption").map_err(in_entry)?;
+            let size = c.u64("size").map_err(in_entry)?;
+            let crc = c.u32("checksum").map_err(in_entry)?;
             let bad = |w: String| Error::Corrupt {
                 file: file.clone(),
                 offset: at,
@@ -555,6 +557,28 @@ impl Container {
 
     pub(crate) fn data(&self) -> &[u8] {
         self.bytes.as_slice()
+    }
+}
+
+/// Names the index entry in a truncation or corruption error raised while parsing it.
+fn in_entry(e: Error, k: u32) -> Error {
+    // "reading path (N bytes, M left)" -> "reading path of index entry k (N bytes, M left)"
+    let name = |what: String| match what.find(" (") {
+        Some(i) => format!("{} of index entry {k}{}", &what[..i], &what[i..]),
+        None => format!("{what} of index entry {k}"),
+    };
+    match e {
+        Error::Truncated { file, offset, what } => Error::Truncated {
+            file,
+            offset,
+            what: name(what),
+        },
+        Error::Corrupt { file, offset, what } => Error::Corrupt {
+            file,
+            offset,
+            what: name(what),
+        },
+        other => other,
     }
 }
 
