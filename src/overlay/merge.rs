@@ -12,7 +12,7 @@
 //! resolver for every name, so lookups and listings always agree.
 use std::collections::BTreeSet;
 
-use super::node::{Resolved, Source};
+use super::node::{LinkKey, Resolved, Source};
 use super::{Layer, WhiteoutSpec};
 use crate::bfc::{Child, Container, Kind, Whiteout};
 
@@ -160,10 +160,12 @@ pub(crate) fn resolve(
                 }
                 (None, _) => {
                     let link = match source {
-                        Source::Entry { idx, .. } => {
-                            l.container.entry(idx).link_group.map(|g| (li, g))
-                        }
-                        Source::Implicit => None,
+                        Source::Entry { idx, .. } => l
+                            .container
+                            .entry(idx)
+                            .link_group
+                            .map(|g| LinkKey::Lower(li, g)),
+                        Source::Implicit | Source::Upper => None,
                     };
                     return Some(Resolved {
                         kind,
