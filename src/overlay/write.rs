@@ -369,6 +369,8 @@ impl Union {
         let e = |op| move |e| upper_err(op, fp, e);
         if is_dir && !n.layers.is_empty() {
             self.copy_up_tree(up, id)?;
+            // Nothing below hides anything now: the kernel would list leftover whiteouts.
+            purge_whiteouts(up, &from).map_err(e("removing whiteouts below"))?;
             up.dir.set_opaque(&from).map_err(e("marking opaque"))?;
         } else {
             self.copy_up_locked(up, id, true)?;
@@ -546,6 +548,19 @@ impl Union {
         let up = self.upper.as_ref()?;
         rustix::fs::statvfs(up.dir.root_path()).ok()
     }
+}
+
+/// Removes every whiteout below upper directory `dir` (a subtree that merges no lower layer).
+fn purge_whiteouts(up: &Upper, dir: &[u8]) -> io::Result<()> {
+    for (name, st) in up.dir.list(dir)? {
+        let p = merge::join(dir, &name);
+        if is_whiteout(&st) {
+            up.dir.remove(&p, false)?;
+        } else if RFileType::from_raw_mode(st.st_mode) == RFileType::Directory {
+            purge_whiteouts(up, &p)?;
+        }
+    }
+    Ok(())
 }
 
 /// pread until `size` bytes or end of file.
