@@ -433,3 +433,147 @@ fn containers_keep_their_upper_dir_until_rm_container() {
     ok(&["--root", &fx.store, "prune"]);
     assert!(fx.layer_files.iter().all(|f| !f.exists()));
 }
+
+/// `ldd`'s absolute paths for `bins` (the loader and every library).
+fn libraries(bins: &[&str]) -> Vec<String> {
+    let out = Command::new("ldd").args(bins).output().unwrap();
+    let mut libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.ends_with(':') {
+                return None; // the "FILE:" header of each binary
+            }
+            let p = match l.split_once("=> ") {
+                Some((_, rest)) => rest,
+                None => l,
+            };
+            let p = p.split(' ').next()?;
+            p.starts_with('/').then(|| p.to_string())
+        })
+        .collect();
+    libs.sort();
+    libs.dedup();
+    libs
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A tiny two-layer rootfs from host binaries (no static busybox here): the base has sh, cat
+/// and their libraries plus /etc/base; the top adds ls and its libraries plus /etc/top.
+fn host_binary_layers() -> (Layer, Layer) {
+    let exe = |host: &str, at: &str| {
+        M::FileMode(leak(at.to_string()), fs::read(host).unwrap(), 0o755, 0, 0)
+    };
+    let mut base = vec![
+        M::Dir("etc"),
+        M::Dir("w"),
+        M::FileMode("etc/base", b"from base\n".to_vec(), 0o644, 0, 0),
+        M::FileMode(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+            0o644,
+            0,
+            0,
+        ),
+        M::Symlink("bin", "usr/bin"),
+        exe("/bin/sh", "usr/bin/sh"),
+        exe("/bin/cat", "usr/bin/cat"),
+    ];
+    let base_libs = libraries(&["/bin/sh", "/bin/cat"]);
+    base.extend(base_libs.iter().map(|l| exe(l, &l[1..])));
+    let mut top = vec![
+        M::FileMode("etc/top", b"from top\n".to_vec(), 0o644, 0, 0),
+        exe("/bin/ls", "usr/bin/ls"),
+    ];
+    top.extend(
+        libraries(&["/bin/ls"])
+            .iter()
+            .filter(|l| !base_libs.contains(l))
+            .map(|l| exe(l, &l[1..])),
+    );
+    (Layer::new(&base, Comp::Gzip), Layer::new(&top, Comp::Gzip))
+}
+
+#[test]
+fn runc_runs_on_a_bundle_and_its_write_lands_in_the_upper_dir() {
+    use pull_support::harness::{Auth, Registry};
+    let reg = Registry::start(Auth::None);
+    let (base, top) = host_binary_layers();
+    reg.push("tiny", "1", &Image::new(vec![base, top], "amd64", false));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store").display().to_string();
+    let image = format!("{}/tiny:1", reg.host());
+    ok(&[
+        "--root",
+        &store,
+        "pull",
+        "--insecure-registry",
+        &reg.host(),
+        &image,
+    ]);
+
+    let bundle = tmp.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    let out = ok(&[
+        "--root",
+        &store,
+        "bundle",
+        "--container",
+        "ctr",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(out.trim(), "ctr");
+    let m = Mnt(rootfs.clone());
+    assert!(is_mounted(&rootfs));
+    // The image's own command is /bin/sh; run a script instead (what `runc run` users do).
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    assert_eq!(cfg["process"]["args"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(cfg["process"]["cwd"], "/w");
+    cfg["process"]["args"] = serde_json::json!([
+        "/bin/sh",
+        "-c",
+        "cat /etc/base /etc/top && echo written-by-runc > /out && ls /out"
+    ]);
+    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let id = format!("bfcfs-test-{}", std::process::id());
+    let run = Command::new("runc")
+        .args(["run", "-b", bundle.to_str().unwrap(), &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("runc").args(["delete", "-f", &id]).output();
+    assert!(
+        run.status.success(),
+        "runc run failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "from base\nfrom top\n/out\n"
+    );
+    let upper = tmp.path().join("store/containers/ctr/upper");
+    assert_eq!(fs::read(upper.join("out")).unwrap(), b"written-by-runc\n");
+    umount(&m);
+
+    // Remounted, the container still has it.
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    ok(&[
+        "--root",
+        &store,
+        "mount",
+        "--container",
+        "ctr",
+        &image,
+        mnt.to_str().unwrap(),
+    ]);
+    let m = Mnt(mnt.clone());
+    assert_eq!(fs::read(mnt.join("out")).unwrap(), b"written-by-runc\n");
+    assert_eq!(fs::read(mnt.join("etc/base")).unwrap(), b"from base\n");
+    umount(&m);
+}
