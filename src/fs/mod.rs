@@ -40,6 +40,8 @@ pub struct BfcFs {
     union: Union,
     owner: Owner,
     handles: Handles,
+    /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
+    passthrough: bool,
 }
 
 impl BfcFs {
@@ -48,6 +50,7 @@ impl BfcFs {
             union,
             owner,
             handles: Handles::default(),
+            passthrough: false,
         }
     }
 
@@ -119,23 +122,42 @@ impl BfcFs {
 
     /// Lower files opened read-only get handle 0 and the layer's bytes; everything else (writes,
     /// O_TRUNC, files already in the upper dir) an upper descriptor, copied up first if needed.
-    fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<(u64, FopenFlags), Errno> {
+    fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<Option<std::fs::File>, Errno> {
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if !self.union.is_writable() {
             if writing {
                 return Err(Errno::EROFS);
             }
             self.union.attr(ino.0).map_err(|e| errno(&e))?;
-            return Ok((0, lower_open_flags()));
+            return Ok(None);
         }
         if !writing && !self.union.is_upper(ino.0).map_err(|e| errno(&e))? {
-            return Ok((0, lower_open_flags()));
+            return Ok(None);
         }
-        let f = self
-            .union
+        self.union
             .open_upper(ino.0, write::upper_flags(flags.0))
-            .map_err(|e| errno(&e))?;
-        Ok((self.handles.insert(f), FopenFlags::empty()))
+            .map(Some)
+            .map_err(|e| errno(&e))
+    }
+
+    /// The passthrough backing of upper file `ino`: the upper file opened read-write (the kernel
+    /// does every later read, write and mmap of the open on it; O_APPEND comes from the FUSE
+    /// file's own flags). None: serve this open with pread/pwrite.
+    fn backing(
+        &self,
+        ino: INodeNo,
+        open_backing: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
+    ) -> Option<std::sync::Arc<fuser::BackingId>> {
+        if !self.passthrough {
+            return None;
+        }
+        self.handles.backing(ino.0, || {
+            let f = self
+                .union
+                .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            open_backing(&f)
+        })
     }
 
     fn getxattr_inner(&self, ino: INodeNo, name: &OsStr, size: u32) -> Result<Xattr, Errno> {
@@ -211,8 +233,16 @@ fn reply_entry(reply: ReplyEntry, r: Result<fuser::FileAttr, Errno>) {
 
 impl Filesystem for BfcFs {
     /// Ask for what makes a read-only tree fast: readdirplus (names and attributes in one
-    /// round trip), cached symlink targets, parallel lookups, the largest readahead.
+    /// round trip), cached symlink targets, parallel lookups, the largest readahead; with an
+    /// upper dir, FUSE passthrough (upper files at native speed; backing files may sit on a
+    /// stacked file system, hence depth 2 — such a mount cannot itself be an overlayfs layer).
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if self.union.is_writable()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough = true;
+        }
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
@@ -254,7 +284,22 @@ impl Filesystem for BfcFs {
     /// Upper files get no FOPEN_KEEP_CACHE: they can change (see `open_inner`).
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_inner(ino, flags) {
-            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Ok(None) => {
+                if self.passthrough {
+                    self.handles.cached_open(ino.0);
+                }
+                reply.opened(FileHandle(0), lower_open_flags());
+            }
+            Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
+                Some(b) => {
+                    let fh = self.handles.insert(ino.0, file, Some(b.clone()));
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+                }
+                None => {
+                    let fh = self.handles.insert(ino.0, file, None);
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+            },
             Err(e) => reply.error(e),
         }
     }
@@ -302,14 +347,16 @@ impl Filesystem for BfcFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        if fh.0 != 0 || self.passthrough {
+            self.handles.remove(ino.0, fh.0);
+        }
         reply.ok();
     }
 
@@ -542,13 +589,17 @@ impl Filesystem for BfcFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(req, parent, name, mode, flags) {
-            Ok((a, fh)) => reply.created(
-                &ttl(&a),
-                &a,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, file)) => match self.backing(a.ino, |f| reply.open_backing(f)) {
+                Some(b) => {
+                    let fh = FileHandle(self.handles.insert(a.ino.0, file, Some(b.clone())));
+                    let f = FopenFlags::empty();
+                    reply.created_passthrough(&ttl(&a), &a, Generation(0), fh, f, &b);
+                }
+                None => {
+                    let fh = FileHandle(self.handles.insert(a.ino.0, file, None));
+                    reply.created(&ttl(&a), &a, Generation(0), fh, FopenFlags::empty());
+                }
+            },
             Err(e) => reply.error(e),
         }
     }

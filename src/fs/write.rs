@@ -125,7 +125,7 @@ impl BfcFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<(FileAttr, u64), Errno> {
+    ) -> Result<(FileAttr, std::fs::File), Errno> {
         if !self.union.is_writable() {
             return Err(Errno::EROFS);
         }
@@ -134,7 +134,7 @@ impl BfcFs {
             .union
             .open_upper(a.ino.0, upper_flags(flags))
             .map_err(|e| errno(&e))?;
-        Ok((a, self.handles.insert(f)))
+        Ok((a, f))
     }
 
     pub(super) fn remove_inner(

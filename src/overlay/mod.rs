@@ -529,6 +529,15 @@ impl Union {
 
     /// One extended attribute's value.
     pub fn xattr(&self, id: NodeId, name: &[u8]) -> Result<Vec<u8>, Error> {
+        let n = self.node(id)?;
+        if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
+            // One getxattr: the kernel asks for security.capability before every write.
+            return up
+                .dir
+                .get_xattr(&n.path, name)
+                .map_err(|e| upper_err("getxattr", &n.path, e))?
+                .ok_or(Error::NoXattr);
+        }
         self.xattrs(id)?
             .iter()
             .find(|(k, _)| k.as_slice() == name)

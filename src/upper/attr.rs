@@ -123,6 +123,26 @@ impl UpperDir {
         Ok(out)
     }
 
+    /// One extended attribute of `rel` (None: not set). overlayfs's own are never returned.
+    pub fn get_xattr(&self, rel: &[u8], name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        if is_overlay_xattr(name) {
+            return Ok(None);
+        }
+        let (_fd, p) = self.handle(rel)?;
+        let mut v = vec![0u8; 256];
+        loop {
+            match rfs::getxattr(&p, os(name), &mut v) {
+                Ok(len) => {
+                    v.truncate(len);
+                    return Ok(Some(v));
+                }
+                Err(rustix::io::Errno::RANGE) => v.resize(v.len() * 16, 0),
+                Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => return Ok(None),
+                Err(e) => return Err(errno(e)),
+            }
+        }
+    }
+
     /// setxattr(2) flags: XATTR_CREATE / XATTR_REPLACE as given.
     pub fn set_xattr(&self, rel: &[u8], name: &[u8], value: &[u8], flags: u32) -> io::Result<()> {
         let (_fd, p) = self.handle(rel)?;
