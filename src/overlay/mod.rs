@@ -248,12 +248,30 @@ impl Union {
         self.upper.is_some()
     }
 
+    /// Resolves `path`, a child of directory `dir`, in the lower layers: through the directory's
+    /// index when it merges many layers, else by probing each.
+    fn resolve_lower(&self, dir: &Node, path: &[u8]) -> Option<Resolved> {
+        if dir.layers.len() < merge::INDEX_MIN_LAYERS {
+            return merge::resolve(&self.layers, self.spec, &dir.layers, path);
+        }
+        dir.index
+            .get_or_init(|| {
+                Arc::new(merge::DirIndex::build(
+                    &self.layers,
+                    self.spec,
+                    &dir.layers,
+                    &dir.path,
+                ))
+            })
+            .resolve(&self.layers, self.spec, path)
+    }
+
     /// Resolves `path`, a child of directory `dir`: the upper dir first (a whiteout hides it, an
     /// opaque directory hides the lower layers), then the lower layers the directory merges.
     /// Directories not in the upper dir cannot have children there, so a lookup in a lower-only
     /// directory costs no system call.
     fn resolve_child(&self, dir: &Node, path: &[u8]) -> Result<Option<Resolved>, Error> {
-        let lower = || merge::resolve(&self.layers, self.spec, &dir.layers, path);
+        let lower = || self.resolve_lower(dir, path);
         let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) else {
             return Ok(lower());
         };
@@ -773,5 +791,40 @@ mod tests {
         assert_eq!(names(&again, ROOT), names(&u, ROOT));
         assert_eq!(names(&again, walk(&again, "bb").unwrap()), ["new"]);
         assert!(names(&again, walk(&again, "c").unwrap()).contains(&"k".to_string()));
+    }
+
+    #[test]
+    fn the_directory_index_resolves_like_probing_every_layer() {
+        let u = stack();
+        let all: Vec<usize> = (0..u.layers.len()).collect();
+        let names = [
+            "a",
+            "b",
+            "c",
+            "d",
+            "e",
+            "keep",
+            "top-only-hides",
+            ".wh.top-only-hides",
+            "zz",
+        ];
+        let idx = merge::DirIndex::build(&u.layers, u.spec, &all, b"");
+        for n in names {
+            let a = merge::resolve(&u.layers, u.spec, &all, n.as_bytes());
+            let b = idx.resolve(&u.layers, u.spec, n.as_bytes());
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{n}");
+        }
+        for dir in ["a", "b", "c", "d"] {
+            let Some(r) = merge::resolve(&u.layers, u.spec, &all, dir.as_bytes()) else {
+                continue;
+            };
+            let idx = merge::DirIndex::build(&u.layers, u.spec, &r.layers, dir.as_bytes());
+            for n in ["x", "y", "z", "new", "in", "deep", ".wh.x", "missing"] {
+                let p = format!("{dir}/{n}");
+                let a = merge::resolve(&u.layers, u.spec, &r.layers, p.as_bytes());
+                let b = idx.resolve(&u.layers, u.spec, p.as_bytes());
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{p}");
+            }
+        }
     }
 }

@@ -61,6 +61,9 @@ pub(crate) struct Node {
     pub layers: Box<[usize]>,
     /// The merged listing, built on first use (directories only).
     pub listing: OnceLock<Arc<[DirEntry]>>,
+    /// What the lower layers hold in this directory, built on the first lookup when it merges
+    /// many layers (see `merge::DirIndex`).
+    pub index: OnceLock<Arc<super::merge::DirIndex>>,
     /// Hardlinked files: the key every name of this file resolves to.
     pub link: Option<LinkKey>,
 }
@@ -87,6 +90,7 @@ impl NodeTable {
             source: root.source,
             layers: root.layers.into(),
             listing: OnceLock::new(),
+            index: OnceLock::new(),
             link: None,
         };
         let mut inner = Inner::default();
@@ -139,6 +143,7 @@ impl NodeTable {
             source: r.source,
             layers: r.layers.into(),
             listing: OnceLock::new(),
+            index: OnceLock::new(),
             link: r.link,
         }));
         inner.by_path.insert(path, id);
@@ -254,6 +259,7 @@ impl NodeTable {
                         n.source = Source::Upper;
                         n.layers = Box::default();
                         n.listing = OnceLock::new();
+                        n.index = OnceLock::new();
                     }
                     *slot = Arc::new(n);
                 }

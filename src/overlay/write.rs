@@ -115,7 +115,7 @@ impl Union {
     /// Whether the lower layers under directory `dir` hold `path` (removing it from the upper
     /// dir then needs a whiteout).
     fn lower_has(&self, dir: &Node, path: &[u8]) -> bool {
-        merge::resolve(&self.layers, self.spec, &dir.layers, path).is_some()
+        self.resolve_lower(dir, path).is_some()
     }
 
     /// The node of `name` in `parent`, or None.
