@@ -360,14 +360,13 @@ impl Filesystem for BfcFs {
         reply.ok();
     }
 
-    /// Read-only listings never change: let the kernel cache them (FOPEN_CACHE_DIR). With an
-    /// upper dir they can, so each opendir reads the (server-cached) listing afresh.
+    /// Let the kernel cache listings (FOPEN_CACHE_DIR, kept across opens). Read-only, they never
+    /// change; with an upper dir they change only through this mount, and the kernel drops a
+    /// directory's cached listing itself on every create, unlink, rename, link or mkdir in it
+    /// (fuse_dir_changed), and on an mtime change once the short TTL of an upper dir runs out.
+    /// (Changing the upper dir behind the mount's back is unsupported, as with overlayfs.)
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let flags = if self.union.is_writable() {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
-        };
+        let flags = FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR;
         match self.union.readdir(ino.0) {
             Ok(_) => reply.opened(FileHandle(0), flags),
             Err(e) => reply.error(errno(&e)),
