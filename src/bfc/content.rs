@@ -302,6 +302,13 @@ impl Container {
                 ),
             ));
         }
+        let body_start = if e.enc != ENC_NONE {
+            NONCE_SIZE as u64
+        } else {
+            0
+        };
+        self.bytes
+            .will_need(p.offset + body_start + lo, (hi - lo) as usize);
         let stored: std::borrow::Cow<'_, [u8]> = if e.enc != ENC_NONE {
             let key = self.key_for(i)?;
             let mut v = p.ciphertext()[lo as usize..hi as usize].to_vec();

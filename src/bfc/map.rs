@@ -36,6 +36,18 @@ impl Bytes {
         }
     }
 
+    /// Asks the kernel to read `len` bytes at `offset` in one go before they are touched, instead
+    /// of one page fault at a time (a cold chunk read is then one I/O). Advisory: errors ignored.
+    pub fn will_need(&self, offset: u64, len: usize) {
+        if let Bytes::Mapped(m) = self {
+            if let Ok(off) = usize::try_from(offset) {
+                if off.checked_add(len).is_some_and(|end| end <= m.len()) {
+                    let _ = m.advise_range(memmap2::Advice::WillNeed, off, len);
+                }
+            }
+        }
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Mapped(m) => m,

@@ -214,7 +214,6 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
         opts.writable = !plan.read_only;
     }
     let fs = BfcFs::new(union, owner);
-    let config = opts.fuser_config(&source);
     let what = format!("{} on {}", plan.image, mountpoint.display());
     let done = Mounted {
         container: container.map(|c| c.0),
@@ -223,8 +222,10 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
     };
     if plan.foreground {
         init_stderr_log(verbose);
-        mount::serve(fs, &mountpoint, &config, || log::info!("mounted {what}"))
-            .with_context(|| format!("mounting {what}"))?;
+        mount::serve(fs, &source, &mountpoint, &opts, || {
+            log::info!("mounted {what}")
+        })
+        .with_context(|| format!("mounting {what}"))?;
         return Ok(done);
     }
     match mount::fork_server()? {
@@ -234,7 +235,7 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
         }
         Forked::Child(mut readiness) => {
             mount::init_syslog(verbose);
-            let r = mount::serve(fs, &mountpoint, &config, || readiness.ready());
+            let r = mount::serve(fs, &source, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {
                 log::error!("mounting {what}: {e}");
                 readiness.failed(&format!("mounting {what}: {e}"));

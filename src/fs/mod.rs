@@ -160,7 +160,12 @@ impl BfcFs {
         })
     }
 
+    /// Without any xattr in the layers (and no upper dir), ENOSYS makes the kernel stop asking
+    /// (`ls -l` asks for every file); it then answers EOPNOTSUPP itself.
     fn getxattr_inner(&self, ino: INodeNo, name: &OsStr, size: u32) -> Result<Xattr, Errno> {
+        if !self.union.has_xattrs() {
+            return Err(Errno::ENOSYS);
+        }
         let v = self
             .union
             .xattr(ino.0, name.as_bytes())
@@ -182,6 +187,9 @@ impl BfcFs {
 
     /// NUL-terminated names, as listxattr(2) returns them.
     fn listxattr_inner(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        if !self.union.has_xattrs() {
+            return Err(Errno::ENOSYS);
+        }
         let mut names = Vec::new();
         for (k, _) in self.union.xattrs(ino.0).map_err(|e| errno(&e))?.iter() {
             names.extend_from_slice(k);

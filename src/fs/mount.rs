@@ -59,7 +59,7 @@ impl Default for MountOptions {
 /// A `-o` option that bfcfs does not accept, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionError {
-    #[error("mount option `{0}`: leave it out (a mount with --upper or --container is read-write unless --ro)")]
+    #[error("mount option `{0}`: layers are read-only; for writes give --upper DIR or --container NAME (read-write unless --ro)")]
     ReadWrite(String),
     #[error("mount option `{option}`: {why}")]
     BadValue { option: String, why: String },
@@ -177,26 +177,100 @@ fn parse_size(option: &str, v: &str) -> Result<u64, OptionError> {
         .ok_or_else(|| bad(option, "size too large"))
 }
 
-/// Mounts `fs` at `mountpoint` and serves until it is unmounted. `ready` runs once the kernel has
-/// completed the INIT handshake, i.e. once requests to the mountpoint will be answered.
+/// Mounts `fs` from `source` at `mountpoint` and serves until it is unmounted. `ready` runs once
+/// the kernel has completed the INIT handshake, i.e. once requests to the mountpoint are answered.
 /// SIGTERM, SIGINT and SIGHUP unmount (lazily if the mount is busy), which ends the serving loop.
+///
+/// As root bfcfs mounts /dev/fuse itself and hands the fd to fuser (`Session::from_fd`), so the
+/// server never unmounts by path when it ends: after an external `umount`, fuser 0.18's own
+/// end-of-session unmount would hit whatever was mounted at the same path next. Other users go
+/// through fusermount3 (fuser's `Session::new`).
 pub fn serve<FS: Filesystem>(
     fs: FS,
+    source: &Path,
     mountpoint: &Path,
-    config: &Config,
+    opts: &MountOptions,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
     // Block the signals before any thread exists, so every fuser thread inherits the mask and only
     // the waiter below receives them.
     let signals = block_signals()?;
-    let mut session = Session::new(fs, mountpoint, config)?;
-    let unmounter = session.unmount_callable();
+    let config = opts.fuser_config(source);
     let mnt = mountpoint.to_path_buf();
+    let (session, unmount) = match kernel_mount(source, mountpoint, opts) {
+        Ok(fd) => match Session::from_fd(fs, fd, config.acl, config.clone()) {
+            Ok(s) => (s, Unmount::Path),
+            Err(e) => {
+                let _ = umount2(mountpoint, libc::MNT_DETACH);
+                return Err(e);
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mut s = Session::new(fs, mountpoint, &config)?;
+            let u = s.unmount_callable();
+            (s, Unmount::Fuser(u))
+        }
+        Err(e) => return Err(e),
+    };
     std::thread::Builder::new()
         .name("bfcfs-signals".into())
-        .spawn(move || wait_and_unmount(signals, unmounter, &mnt))?;
+        .spawn(move || wait_and_unmount(signals, unmount, &mnt))?;
     ready();
     session.run()
+}
+
+/// How the signal thread unmounts.
+enum Unmount {
+    Path,
+    Fuser(fuser::SessionUnmounter),
+}
+
+/// mount(2) of a FUSE file system on an open /dev/fuse (root only: EPERM otherwise).
+fn kernel_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let dev = File::options().read(true).write(true).open("/dev/fuse")?;
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions,subtype=bfcfs",
+        dev.as_raw_fd()
+    );
+    if opts.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = if opts.writable { 0 } else { libc::MS_RDONLY };
+    if !opts.suid {
+        flags |= libc::MS_NOSUID;
+    }
+    if !opts.dev {
+        flags |= libc::MS_NODEV;
+    }
+    if !opts.exec {
+        flags |= libc::MS_NOEXEC;
+    }
+    let cstr = |b: &[u8]| {
+        CString::new(b)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    };
+    let src = cstr(source.display().to_string().replace(',', "_").as_bytes())?;
+    let target = cstr(mountpoint.as_os_str().as_bytes())?;
+    let data = cstr(data.as_bytes())?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            c"fuse".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(dev))
 }
 
 fn block_signals() -> io::Result<libc::sigset_t> {
@@ -215,7 +289,7 @@ fn block_signals() -> io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter, mnt: &Path) {
+fn wait_and_unmount(set: libc::sigset_t, unmount: Unmount, mnt: &Path) {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` is an initialised signal set blocked in this thread; `sig` is a valid out pointer.
     let rc = unsafe { libc::sigwait(&set, &mut sig) };
@@ -224,7 +298,11 @@ fn wait_and_unmount(set: libc::sigset_t, mut unmounter: fuser::SessionUnmounter,
         return;
     }
     log::info!("signal {sig}: unmounting {}", mnt.display());
-    if let Err(e) = unmounter.unmount() {
+    let r = match unmount {
+        Unmount::Path => umount2(mnt, 0),
+        Unmount::Fuser(mut u) => u.unmount(),
+    };
+    if let Err(e) = r {
         log::warn!("unmount {}: {e}; detaching lazily", mnt.display());
         if let Err(e) = umount2(mnt, libc::MNT_DETACH) {
             log::error!("lazy unmount {}: {e}", mnt.display());

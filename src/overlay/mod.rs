@@ -7,7 +7,7 @@ mod node;
 mod write;
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::bfc::{self, Container, Kind};
 use crate::upper::UpperDir;
@@ -190,6 +190,8 @@ pub struct Union {
     nodes: NodeTable,
     /// mtime of directories no layer records (the time the union was made).
     implicit_mtime_ns: i64,
+    /// Whether any entry of any layer has extended attributes (computed on first use).
+    any_xattrs: OnceLock<bool>,
     upper: Option<Upper>,
 }
 
@@ -227,6 +229,7 @@ impl Union {
             spec,
             nodes: NodeTable::new(root),
             implicit_mtime_ns,
+            any_xattrs: OnceLock::new(),
             upper: None,
         })
     }
@@ -543,6 +546,18 @@ impl Union {
             self.entry_of(&n)
                 .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs),
         ))
+    }
+
+    /// Whether any node can have extended attributes (one pass over the indexes, on first call).
+    pub fn has_xattrs(&self) -> bool {
+        // Upper entries can get xattrs at any time (and the kernel asks for security.capability
+        // before writes): never let the kernel stop asking.
+        self.upper.is_some()
+            || *self.any_xattrs.get_or_init(|| {
+                self.layers.iter().any(|l| {
+                    (0..l.container.len()).any(|i| !l.container.entry(i).xattrs.is_empty())
+                })
+            })
     }
 
     /// One extended attribute's value.
