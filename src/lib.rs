@@ -17,6 +17,7 @@ pub mod archive;
 pub mod bfc;
 pub mod bundle;
 pub mod cli;
+pub mod container;
 pub mod convert;
 pub mod fs;
 pub mod image;

@@ -3,6 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod archive;
+pub mod container;
 pub mod images;
 pub mod keys;
 pub mod mount;
@@ -50,6 +51,9 @@ pub enum Command {
     Rm(images::RmArgs),
     /// Remove blobs and layers that no image or container references
     Prune,
+    Bundle(container::BundleArgs),
+    Containers(container::ContainersArgs),
+    RmContainer(container::RmContainerArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -69,11 +73,11 @@ pub struct ReadKeyArgs {
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
-    if !matches!(cli.command, Command::Mount(_)) {
+    if !matches!(cli.command, Command::Mount(_) | Command::Bundle(_)) {
         init_log(cli.verbose);
     }
     match cli.command {
-        Command::Mount(a) => mount::run_mount(a, cli.verbose),
+        Command::Mount(a) => mount::run_mount(cli.root.as_deref(), a, cli.verbose),
         Command::Umount(a) => mount::run_umount(a),
         Command::Create(a) => archive::create(a),
         Command::List(a) => archive::list(a),
@@ -85,6 +89,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
         Command::Prune => images::prune(cli.root.as_deref()),
+        Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
+        Command::Containers(a) => container::containers(cli.root.as_deref(), a),
+        Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
     }
 }
 

@@ -9,8 +9,26 @@ use crate::overlay::Attr;
 /// Entry and attribute timeout. Lower layers are immutable files and the union over them never
 /// changes while mounted, so a cached name or attribute can never go stale: let the kernel keep
 /// them (almost) forever and skip the round trips (`ls -lR`, `find` and path walks then run from
-/// the dcache). A writable upper layer will need short TTLs for what lives there.
+/// the dcache). Changes made through a writable mount reach the kernel with their replies (and
+/// the kernel drops what a create, unlink or rename touches), so lower-backed nodes keep the long
+/// TTL there too.
 pub const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// TTL of nodes in the upper dir: they change (and an upper dir is an ordinary directory someone
+/// may look at or touch), so the kernel asks again after a second.
+pub const UPPER_TTL: Duration = Duration::from_secs(1);
+
+/// The TTL for a node's attributes and entry.
+pub fn ttl(a: &FileAttr) -> Duration {
+    // `file_attr` marks upper nodes with FileAttr::flags bit 0 (a BSD-only field on Linux).
+    if a.flags & UPPER_FLAG != 0 {
+        UPPER_TTL
+    } else {
+        TTL
+    }
+}
+
+const UPPER_FLAG: u32 = 1;
 
 /// Owner shown for entries that record none (`-o uid=,gid=`, else the user who mounted).
 #[derive(Debug, Clone, Copy)]
@@ -52,9 +70,9 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: mtime,
+        atime: time(a.atime_ns),
         mtime,
-        ctime: mtime,
+        ctime: time(a.ctime_ns),
         crtime: mtime,
         kind: file_type(a.kind),
         perm: (a.perm & 0o7777) as u16,
@@ -63,7 +81,7 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         gid: a.gid.unwrap_or(owner.gid),
         rdev: kernel_rdev(a.rdev),
         blksize: 4096,
-        flags: 0,
+        flags: if a.upper { UPPER_FLAG } else { 0 },
     }
 }
 

@@ -12,6 +12,21 @@ pub fn errno(e: &Error) -> Errno {
         Error::IsDir => Errno::EISDIR,
         Error::NotSymlink => Errno::EINVAL,
         Error::NoXattr => Errno::NO_XATTR,
+        Error::ReadOnly => Errno::EROFS,
+        Error::NotEmpty => Errno::ENOTEMPTY,
+        Error::Exists => Errno::EEXIST,
+        Error::Invalid => Errno::EINVAL,
+        Error::NotPermitted => Errno::EPERM,
+        Error::Upper { source, .. } => {
+            let n = source.raw_os_error();
+            // Expected outcomes (ENOENT, EEXIST, ENOSPC…) are the caller's business; others are logged.
+            if n.is_none() {
+                log::error!("{e}: {source}");
+            } else {
+                log::debug!("{e}: {source}");
+            }
+            n.map_or(Errno::EIO, Errno::from_i32)
+        }
         Error::BadInode(ino) => {
             log::warn!("request for unknown inode {ino}");
             Errno::ESTALE

@@ -2,11 +2,15 @@
 //!
 //! Each method calls an inner function returning `Result<_, Errno>` and replies; decisions live in
 //! `overlay`. Inode numbers are the union's `NodeId`s (root = 1): the union never forgets a node,
-//! so `forget` has nothing to do and no lookup counts are kept. Every write operation is EROFS
-//! (the mount is also `ro`, so the kernel usually refuses first).
+//! so `forget` has nothing to do and no lookup counts are kept. Without an upper directory every
+//! write operation is EROFS (the mount is also `ro`, so the kernel usually refuses first); with
+//! one, writes go to `overlay` (which copies up and keeps the overlayfs format) and open upper
+//! files are served from their descriptors (`handles`).
 pub mod attr;
 pub mod errno;
+pub mod handles;
 pub mod mount;
+mod write;
 
 use std::ffi::OsStr;
 use std::io;
@@ -22,8 +26,9 @@ use fuser::{
 };
 
 use crate::overlay::{NodeId, Union};
-use attr::{file_attr, file_type, Owner, TTL};
+use attr::{file_attr, file_type, ttl, Owner};
 use errno::errno;
+use handles::Handles;
 
 /// One entry of a directory stream: cookie (index + 1: the kernel passes back the last cookie it
 /// saw as the next offset), inode, type, name.
@@ -34,16 +39,35 @@ type Item<'a> = (u64, NodeId, FileType, &'a [u8]);
 pub struct BfcFs {
     union: Union,
     owner: Owner,
+    handles: Handles,
+    /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
+    passthrough: bool,
 }
 
 impl BfcFs {
     pub fn new(union: Union, owner: Owner) -> BfcFs {
-        BfcFs { union, owner }
+        BfcFs {
+            union,
+            owner,
+            handles: Handles::default(),
+            passthrough: false,
+        }
     }
 
     fn attr(&self, ino: NodeId) -> Result<fuser::FileAttr, Errno> {
         let a = self.union.attr(ino).map_err(|e| errno(&e))?;
         Ok(file_attr(&a, self.owner))
+    }
+
+    /// Attributes, from the open upper descriptor when there is one (right for an unlinked file).
+    fn attr_fh(&self, ino: NodeId, fh: Option<FileHandle>) -> Result<fuser::FileAttr, Errno> {
+        match fh.and_then(|fh| self.handles.get(fh.0)) {
+            Some(f) => {
+                let a = self.union.attr_of_file(ino, &f).map_err(|e| errno(&e))?;
+                Ok(file_attr(&a, self.owner))
+            }
+            None => self.attr(ino),
+        }
     }
 
     fn lookup_inner(&self, parent: INodeNo, name: &OsStr) -> Result<fuser::FileAttr, Errno> {
@@ -84,22 +108,61 @@ impl BfcFs {
     fn read_inner(
         &self,
         ino: INodeNo,
+        fh: FileHandle,
         offset: u64,
         size: u32,
     ) -> Result<std::borrow::Cow<'_, [u8]>, Errno> {
+        if let Some(f) = self.handles.get(fh.0) {
+            return crate::overlay::read_full(&f, offset, size)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| io_errno(&e));
+        }
         self.union.read(ino.0, offset, size).map_err(|e| errno(&e))
     }
 
-    fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<(), Errno> {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return Err(Errno::EROFS);
+    /// Lower files opened read-only get handle 0 and the layer's bytes; everything else (writes,
+    /// O_TRUNC, files already in the upper dir) an upper descriptor, copied up first if needed.
+    fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<Option<std::fs::File>, Errno> {
+        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if !self.union.is_writable() {
+            if writing {
+                return Err(Errno::EROFS);
+            }
+            self.union.attr(ino.0).map_err(|e| errno(&e))?;
+            return Ok(None);
         }
-        self.union.attr(ino.0).map(drop).map_err(|e| errno(&e))
+        if !writing && !self.union.is_upper(ino.0).map_err(|e| errno(&e))? {
+            return Ok(None);
+        }
+        self.union
+            .open_upper(ino.0, write::upper_flags(flags.0))
+            .map(Some)
+            .map_err(|e| errno(&e))
     }
 
-    /// Without any xattr in the layers, ENOSYS makes the kernel stop asking (`ls -l` asks for
-    /// every file); it then answers EOPNOTSUPP itself.
-    fn getxattr_inner(&self, ino: INodeNo, name: &OsStr, size: u32) -> Result<Xattr<'_>, Errno> {
+    /// The passthrough backing of upper file `ino`: the upper file opened read-write (the kernel
+    /// does every later read, write and mmap of the open on it; O_APPEND comes from the FUSE
+    /// file's own flags). None: serve this open with pread/pwrite.
+    fn backing(
+        &self,
+        ino: INodeNo,
+        open_backing: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
+    ) -> Option<std::sync::Arc<fuser::BackingId>> {
+        if !self.passthrough {
+            return None;
+        }
+        self.handles.backing(ino.0, || {
+            let f = self
+                .union
+                .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            open_backing(&f)
+        })
+    }
+
+    /// Without any xattr in the layers (and no upper dir), ENOSYS makes the kernel stop asking
+    /// (`ls -l` asks for every file); it then answers EOPNOTSUPP itself.
+    fn getxattr_inner(&self, ino: INodeNo, name: &OsStr, size: u32) -> Result<Xattr, Errno> {
         if !self.union.has_xattrs() {
             return Err(Errno::ENOSYS);
         }
@@ -110,13 +173,25 @@ impl BfcFs {
         sized(v, size)
     }
 
+    fn fsync_inner(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+        let Some(f) = self.handles.get(fh.0) else {
+            return Ok(());
+        };
+        if datasync {
+            f.sync_data()
+        } else {
+            f.sync_all()
+        }
+        .map_err(|e| io_errno(&e))
+    }
+
     /// NUL-terminated names, as listxattr(2) returns them.
     fn listxattr_inner(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         if !self.union.has_xattrs() {
             return Err(Errno::ENOSYS);
         }
         let mut names = Vec::new();
-        for (k, _) in self.union.xattrs(ino.0).map_err(|e| errno(&e))? {
+        for (k, _) in self.union.xattrs(ino.0).map_err(|e| errno(&e))?.iter() {
             names.extend_from_slice(k);
             names.push(0);
         }
@@ -125,12 +200,12 @@ impl BfcFs {
 }
 
 /// getxattr/listxattr protocol: size 0 asks for the length; a too-small buffer is ERANGE.
-enum Xattr<'a> {
+enum Xattr {
     Size(u32),
-    Data(&'a [u8]),
+    Data(Vec<u8>),
 }
 
-fn sized(v: &[u8], size: u32) -> Result<Xattr<'_>, Errno> {
+fn sized(v: Vec<u8>, size: u32) -> Result<Xattr, Errno> {
     let len = u32::try_from(v.len()).map_err(|_| Errno::E2BIG)?;
     match size {
         0 => Ok(Xattr::Size(len)),
@@ -139,31 +214,51 @@ fn sized(v: &[u8], size: u32) -> Result<Xattr<'_>, Errno> {
     }
 }
 
-fn reply_xattr(reply: ReplyXattr, r: Result<Xattr<'_>, Errno>) {
+/// A lower file never changes while mounted: its page cache survives close and reopen
+/// (FOPEN_KEEP_CACHE) and close needs no FLUSH round trip (FOPEN_NOFLUSH: nothing is dirty).
+fn lower_open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+}
+
+fn io_errno(e: &io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_i32)
+}
+
+fn reply_xattr(reply: ReplyXattr, r: Result<Xattr, Errno>) {
     match r {
         Ok(Xattr::Size(n)) => reply.size(n),
-        Ok(Xattr::Data(d)) => reply.data(d),
+        Ok(Xattr::Data(d)) => reply.data(&d),
         Err(e) => reply.error(e),
     }
 }
 
 fn reply_entry(reply: ReplyEntry, r: Result<fuser::FileAttr, Errno>) {
     match r {
-        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Ok(a) => reply.entry(&ttl(&a), &a, Generation(0)),
         Err(e) => reply.error(e),
     }
 }
 
 impl Filesystem for BfcFs {
     /// Ask for what makes a read-only tree fast: readdirplus (names and attributes in one
-    /// round trip), cached symlink targets, parallel lookups, the largest readahead.
+    /// round trip), cached symlink targets, parallel lookups, the largest readahead; with an
+    /// upper dir, FUSE passthrough (upper files at native speed; backing files may sit on a
+    /// stacked file system, hence depth 2 — such a mount cannot itself be an overlayfs layer).
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if self.union.is_writable()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough = true;
+        }
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ASYNC_READ,
+            // open(O_TRUNC) arrives as one request: a truncated copy-up copies no content.
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
         ] {
             if config.add_capabilities(cap).is_err() {
                 log::debug!("kernel lacks {cap:?}");
@@ -180,28 +275,39 @@ impl Filesystem for BfcFs {
         reply_entry(reply, self.lookup_inner(parent, name));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &a),
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_fh(ino.0, fh) {
+            Ok(a) => reply.attr(&ttl(&a), &a),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.union.readlink(ino.0) {
-            Ok(target) => reply.data(target),
+            Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    /// The page cache survives close and reopen (FOPEN_KEEP_CACHE: content never changes) and
-    /// close needs no FLUSH round trip (FOPEN_NOFLUSH: nothing is ever dirty).
+    /// Upper files get no FOPEN_KEEP_CACHE: they can change (see `open_inner`).
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_inner(ino, flags) {
-            Ok(()) => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Ok(None) => {
+                if self.passthrough {
+                    self.handles.cached_open(ino.0);
+                }
+                reply.opened(FileHandle(0), lower_open_flags());
+            }
+            Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
+                Some(b) => {
+                    let fh = self.handles.insert(ino.0, file, Some(b.clone()));
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+                }
+                None => {
+                    let fh = self.handles.insert(ino.0, file, None);
+                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                }
+            },
             Err(e) => reply.error(e),
         }
     }
@@ -211,14 +317,14 @@ impl Filesystem for BfcFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.read_inner(ino, offset, size) {
+        match self.read_inner(ino, fh, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
@@ -239,20 +345,38 @@ impl Filesystem for BfcFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
+        reply_empty(reply, self.fsync_inner(fh, datasync));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if fh.0 != 0 || self.passthrough {
+            self.handles.remove(ino.0, fh.0);
+        }
         reply.ok();
     }
 
-    /// Listings never change either: let the kernel cache them (FOPEN_CACHE_DIR).
+    /// Let the kernel cache listings (FOPEN_CACHE_DIR, kept across opens). Read-only, they never
+    /// change; with an upper dir they change only through this mount, and the kernel drops a
+    /// directory's cached listing itself on every create, unlink, rename, link or mkdir in it
+    /// (fuse_dir_changed), and on an mtime change once the short TTL of an upper dir runs out.
+    /// (Changing the upper dir behind the mount's back is unsupported, as with overlayfs.)
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let flags = FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR;
         match self.union.readdir(ino.0) {
-            Ok(_) => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
+            Ok(_) => reply.opened(FileHandle(0), flags),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -288,7 +412,7 @@ impl Filesystem for BfcFs {
                     INodeNo(child),
                     cookie,
                     OsStr::from_bytes(name),
-                    &TTL,
+                    &ttl(&a),
                     &a,
                     Generation(0),
                 ),
@@ -301,8 +425,19 @@ impl Filesystem for BfcFs {
         }
     }
 
-    /// Blocks: the layer files' bytes; files: their entries; nothing free (read-only).
+    /// Read-only: blocks are the layer files' bytes, files their entries, nothing free. With an
+    /// upper dir: the upper dir's file system (where writes land).
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if let Some(v) = self.union.upper_statvfs() {
+            let bsize = u32::try_from(v.f_bsize).unwrap_or(4096);
+            let namelen = u32::try_from(v.f_namemax).unwrap_or(255);
+            let frsize = u32::try_from(v.f_frsize).unwrap_or(bsize);
+            let (blocks, bfree, bavail) = (v.f_blocks, v.f_bfree, v.f_bavail);
+            reply.statfs(
+                blocks, bfree, bavail, v.f_files, v.f_ffree, bsize, namelen, frsize,
+            );
+            return;
+        }
         let t = self.union.totals();
         reply.statfs(t.bytes.div_ceil(4096), 0, 0, t.entries, 0, 4096, 255, 4096);
     }
@@ -313,154 +448,203 @@ impl Filesystem for BfcFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let names = self.listxattr_inner(ino);
-        reply_xattr(
-            reply,
-            names
-                .as_deref()
-                .map_err(|e| *e)
-                .and_then(|n| sized(n, size)),
-        );
+        reply_xattr(reply, names.and_then(|n| sized(n, size)));
     }
 
+    // The methods that change the tree are in `write.rs`.
+
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
+        if mask.contains(AccessFlags::W_OK) && !self.union.is_writable() {
             reply.error(Errno::EROFS);
         } else {
             reply.ok();
         }
     }
 
-    // Everything below changes the tree: a BFC file is read-only.
-
     #[allow(clippy::too_many_arguments)]
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        let args = write::SetattrArgs {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+        };
+        match self.setattr_inner(ino, args) {
+            Ok(a) => reply.attr(&ttl(&a), &a),
+            Err(e) => reply.error(e),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn mknod(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _r: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply_entry(reply, self.mknod_inner(req, parent, name, mode, rdev));
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.mkdir_inner(req, parent, name, mode));
     }
 
-    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.remove_inner(parent, name, false));
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.remove_inner(parent, name, true));
     }
 
-    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.symlink_inner(req, parent, name, target));
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn rename(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply_empty(
+            reply,
+            self.rename_inner(parent, name, new_parent, new_name, flags),
+        );
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(reply, self.link_inner(ino, new_parent, new_name));
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _wf: WriteFlags,
         _flags: OpenFlags,
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        match self.write_inner(fh, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Upper files get short TTLs and no FOPEN_KEEP_CACHE (they change).
     fn create(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        match self.create_inner(req, parent, name, mode, flags) {
+            Ok((a, file)) => match self.backing(a.ino, |f| reply.open_backing(f)) {
+                Some(b) => {
+                    let fh = FileHandle(self.handles.insert(a.ino.0, file, Some(b.clone())));
+                    let f = FopenFlags::empty();
+                    reply.created_passthrough(&ttl(&a), &a, Generation(0), fh, f, &b);
+                }
+                None => {
+                    let fh = FileHandle(self.handles.insert(a.ino.0, file, None));
+                    reply.created(&ttl(&a), &a, Generation(0), fh, FopenFlags::empty());
+                }
+            },
+            Err(e) => reply.error(e),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
-        _f: i32,
-        _p: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply_empty(reply, self.setxattr_inner(ino, name, value, flags));
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.removexattr_inner(ino, name));
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fallocate(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _o: u64,
-        _l: u64,
-        _m: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply_empty(reply, self.fallocate_inner(fh, offset, length, mode));
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }

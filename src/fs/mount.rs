@@ -36,6 +36,8 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// FUSE request threads.
     pub threads: Option<usize>,
+    /// Mount read-write (a union with an upper dir; set by the command, not by `-o`).
+    pub writable: bool,
 }
 
 impl Default for MountOptions {
@@ -49,6 +51,7 @@ impl Default for MountOptions {
             gid: None,
             cache_size: DEFAULT_CACHE_SIZE,
             threads: None,
+            writable: false,
         }
     }
 }
@@ -56,7 +59,7 @@ impl Default for MountOptions {
 /// A `-o` option that bfcfs does not accept, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum OptionError {
-    #[error("mount option `{0}`: a BFC mount is read-only (leave out `rw`)")]
+    #[error("mount option `{0}`: layers are read-only; for writes give --upper DIR or --container NAME (read-write unless --ro)")]
     ReadWrite(String),
     #[error("mount option `{option}`: {why}")]
     BadValue { option: String, why: String },
@@ -117,7 +120,11 @@ impl MountOptions {
         let mut mount_options = vec![
             MountOption::FSName(source.display().to_string().replace(',', "_")),
             MountOption::CUSTOM("subtype=bfcfs".to_string()),
-            MountOption::RO,
+            if self.writable {
+                MountOption::RW
+            } else {
+                MountOption::RO
+            },
             MountOption::DefaultPermissions,
             if self.suid {
                 MountOption::Suid
@@ -233,7 +240,7 @@ fn kernel_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Re
     if opts.allow_other {
         data.push_str(",allow_other");
     }
-    let mut flags = libc::MS_RDONLY;
+    let mut flags = if opts.writable { 0 } else { libc::MS_RDONLY };
     if !opts.suid {
         flags |= libc::MS_NOSUID;
     }

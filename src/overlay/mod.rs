@@ -4,13 +4,16 @@
 //! layers (a `Source` variant and a first look in the upper dir in `lookup`).
 mod merge;
 mod node;
+mod write;
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::bfc::{self, Container, Kind};
+use crate::upper::UpperDir;
 pub use node::{DirEntry, NodeId, ROOT};
-use node::{Node, NodeTable, Resolved, Source};
+use node::{LinkKey, Node, NodeTable, Resolved, Source};
+pub use write::{read_full, NewNode, SetAttr, Time};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
 /// ("" for the whole container, `dir` for `--subdir dir`).
@@ -65,10 +68,15 @@ pub struct Attr {
     pub perm: u32,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Access and change times; lower layers record only mtime, so these equal it there.
+    pub atime_ns: i64,
+    pub ctime_ns: i64,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub rdev: u64,
     pub nlink: u32,
+    /// The node lives in the upper dir (it can change: short cache lifetimes).
+    pub upper: bool,
 }
 
 /// Why a union operation failed.
@@ -86,6 +94,24 @@ pub enum Error {
     NoXattr,
     #[error("unknown inode {0}")]
     BadInode(NodeId),
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file exists")]
+    Exists,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("operation not permitted")]
+    NotPermitted,
+    /// A system call on the upper directory failed.
+    #[error("{op} {path} in the upper dir")]
+    Upper {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--subdir {path}: no such directory in {file}")]
     NoSubdir { path: String, file: String },
     /// The layer's error names the container file and offset.
@@ -101,6 +127,41 @@ pub enum Error {
 /// An extended attribute: (name, value).
 pub type Xattr = (Vec<u8>, Vec<u8>);
 
+fn upper_err(op: &'static str, path: &[u8], source: std::io::Error) -> Error {
+    Error::Upper {
+        op,
+        path: String::from_utf8_lossy(path).into_owned(),
+        source,
+    }
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// Metadata of an upper entry (its link count is the upper file's, for hard links made here).
+fn attr_of_stat(id: NodeId, st: &rustix::fs::Stat) -> Attr {
+    let kind = Kind::from_mode(st.st_mode).unwrap_or(Kind::File);
+    Attr {
+        ino: id,
+        kind,
+        perm: st.st_mode & 0o7777,
+        size: if kind == Kind::Dir {
+            0
+        } else {
+            st.st_size as u64
+        },
+        mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+        atime_ns: ns(st.st_atime, st.st_atime_nsec as i64),
+        ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
+        uid: Some(st.st_uid),
+        gid: Some(st.st_gid),
+        rdev: st.st_rdev,
+        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+        upper: true,
+    }
+}
+
 /// Totals for statfs.
 #[derive(Debug, Clone, Copy)]
 pub struct Totals {
@@ -110,7 +171,18 @@ pub struct Totals {
     pub entries: u64,
 }
 
-/// The read-only union of a layer stack.
+/// The writable top of a union: where every change lands.
+#[derive(Debug)]
+struct Upper {
+    dir: UpperDir,
+    /// Owner given to copies of lower entries that record none (what the mount shows for them).
+    owner: (u32, u32),
+    /// Serialises changes to the tree (copy-up, create, remove, rename): they are rare next to
+    /// reads and lookups, which never take it.
+    lock: Mutex<()>,
+}
+
+/// The union of a layer stack, with an optional writable upper directory on top.
 #[derive(Debug)]
 pub struct Union {
     layers: Vec<Layer>,
@@ -120,6 +192,7 @@ pub struct Union {
     implicit_mtime_ns: i64,
     /// Whether any entry of any layer has extended attributes (computed on first use).
     any_xattrs: OnceLock<bool>,
+    upper: Option<Upper>,
 }
 
 impl Union {
@@ -157,7 +230,86 @@ impl Union {
             nodes: NodeTable::new(root),
             implicit_mtime_ns,
             any_xattrs: OnceLock::new(),
+            upper: None,
         })
+    }
+
+    /// Puts a writable upper directory on top (kernel overlayfs format). Lower entries that
+    /// record no owner are copied up as `owner` (uid, gid). The root is the upper root.
+    pub fn with_upper(mut self, dir: UpperDir, owner: (u32, u32)) -> Union {
+        self.nodes.update(ROOT, |n| n.source = Source::Upper);
+        self.upper = Some(Upper {
+            dir,
+            owner,
+            lock: Mutex::new(()),
+        });
+        self
+    }
+
+    /// Whether the union takes writes.
+    pub fn is_writable(&self) -> bool {
+        self.upper.is_some()
+    }
+
+    /// Resolves `path`, a child of directory `dir`, in the lower layers: through the directory's
+    /// index when it merges many layers, else by probing each.
+    fn resolve_lower(&self, dir: &Node, path: &[u8]) -> Option<Resolved> {
+        if dir.layers.len() < merge::INDEX_MIN_LAYERS {
+            return merge::resolve(&self.layers, self.spec, &dir.layers, path);
+        }
+        dir.index
+            .get_or_init(|| {
+                Arc::new(merge::DirIndex::build(
+                    &self.layers,
+                    self.spec,
+                    &dir.layers,
+                    &dir.path,
+                ))
+            })
+            .resolve(&self.layers, self.spec, path)
+    }
+
+    /// Resolves `path`, a child of directory `dir`: the upper dir first (a whiteout hides it, an
+    /// opaque directory hides the lower layers), then the lower layers the directory merges.
+    /// Directories not in the upper dir cannot have children there, so a lookup in a lower-only
+    /// directory costs no system call.
+    fn resolve_child(&self, dir: &Node, path: &[u8]) -> Result<Option<Resolved>, Error> {
+        let lower = || self.resolve_lower(dir, path);
+        let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) else {
+            return Ok(lower());
+        };
+        let st = up.dir.stat(path).map_err(|e| upper_err("stat", path, e))?;
+        let Some(st) = st else { return Ok(lower()) };
+        if crate::upper::is_whiteout(&st) {
+            return Ok(None);
+        }
+        let kind = Kind::from_mode(st.st_mode).ok_or(Error::NotFound)?;
+        if kind == Kind::Dir {
+            let opaque = up
+                .dir
+                .is_opaque(path)
+                .map_err(|e| upper_err("reading the opaque mark of", path, e))?;
+            let layers = match lower() {
+                Some(r) if r.kind == Kind::Dir && !opaque => r.layers,
+                _ => Vec::new(),
+            };
+            return Ok(Some(Resolved {
+                kind,
+                source: Source::Upper,
+                layers,
+                link: None,
+            }));
+        }
+        let link = (st.st_nlink > 1).then_some(LinkKey::Upper {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        Ok(Some(Resolved {
+            kind,
+            source: Source::Upper,
+            layers: Vec::new(),
+            link,
+        }))
     }
 
     fn node(&self, id: NodeId) -> Result<Arc<Node>, Error> {
@@ -196,28 +348,37 @@ impl Union {
         if let Some(id) = self.nodes.find_path(&path) {
             return Ok(id);
         }
-        let r =
-            merge::resolve(&self.layers, self.spec, &dir.layers, &path).ok_or(Error::NotFound)?;
+        let r = self.resolve_child(&dir, &path)?.ok_or(Error::NotFound)?;
         Ok(self.nodes.insert(path, parent, r))
     }
 
     /// The merged listing of a directory, sorted by name; built once, on first use.
     pub fn readdir(&self, id: NodeId) -> Result<Arc<[DirEntry]>, Error> {
         let dir = self.dir(id)?;
-        Ok(dir
-            .listing
-            .get_or_init(|| self.build_listing(id, &dir))
-            .clone())
+        if let Some(l) = dir.listing.get() {
+            return Ok(l.clone());
+        }
+        let built = self.build_listing(id, &dir)?;
+        Ok(dir.listing.get_or_init(|| built).clone())
     }
 
-    fn build_listing(&self, id: NodeId, dir: &Node) -> Arc<[DirEntry]> {
-        let names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
+    /// Lower names ∪ upper names; each goes through the same resolver as a lookup, so upper
+    /// whiteouts and opaque directories hide what they hide there too.
+    fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
+        let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
+        if let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) {
+            let listed = up
+                .dir
+                .list(&dir.path)
+                .map_err(|e| upper_err("listing", &dir.path, e))?;
+            names.extend(listed.into_iter().map(|(n, _)| n));
+        }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let path = merge::join(&dir.path, &name);
             let ino = match self.nodes.find_path(&path) {
                 Some(ino) => ino,
-                None => match merge::resolve(&self.layers, self.spec, &dir.layers, &path) {
+                None => match self.resolve_child(dir, &path)? {
                     Some(r) => self.nodes.insert(path, id, r),
                     None => continue,
                 },
@@ -229,7 +390,7 @@ impl Union {
                 kind,
             });
         }
-        out.into()
+        Ok(out.into())
     }
 
     /// The parent directory (the root is its own parent).
@@ -249,10 +410,13 @@ impl Union {
                     perm: e.mode & 0o7777,
                     size: if e.kind == Kind::Dir { 0 } else { e.size },
                     mtime_ns: e.mtime_ns,
+                    atime_ns: e.mtime_ns,
+                    ctime_ns: e.mtime_ns,
                     uid: e.uid,
                     gid: e.gid,
                     rdev: e.rdev,
                     nlink: e.nlink.max(1),
+                    upper: false,
                 }
             }
             Source::Implicit => Attr {
@@ -261,11 +425,23 @@ impl Union {
                 perm: 0o755,
                 size: 0,
                 mtime_ns: self.implicit_mtime_ns,
+                atime_ns: self.implicit_mtime_ns,
+                ctime_ns: self.implicit_mtime_ns,
                 uid: None,
                 gid: None,
                 rdev: 0,
                 nlink: 2,
+                upper: false,
             },
+            Source::Upper => {
+                let up = self.upper.as_ref().ok_or(Error::NotFound)?;
+                let st = up
+                    .dir
+                    .stat(&n.path)
+                    .map_err(|e| upper_err("stat", &n.path, e))?
+                    .ok_or(Error::NotFound)?;
+                attr_of_stat(id, &st)
+            }
         };
         if n.kind == Kind::Dir {
             let subdirs = self
@@ -284,7 +460,7 @@ impl Union {
     fn entry_of(&self, n: &Node) -> Option<(&Layer, usize)> {
         match n.source {
             Source::Entry { layer, idx } => self.layers.get(layer).map(|l| (l, idx)),
-            Source::Implicit => None,
+            Source::Implicit | Source::Upper => None,
         }
     }
 
@@ -305,6 +481,9 @@ impl Union {
             Kind::File => {}
             Kind::Dir => return Err(Error::IsDir),
             _ => return Err(Error::NotFound),
+        }
+        if n.source == Source::Upper {
+            return self.read_upper(&n, offset, size).map(Cow::Owned);
         }
         let (l, idx) = self.entry_of(&n).ok_or(Error::NotFound)?;
         let c = &l.container;
@@ -333,40 +512,69 @@ impl Union {
     }
 
     /// The target of a symbolic link.
-    pub fn readlink(&self, id: NodeId) -> Result<&[u8], Error> {
+    pub fn readlink(&self, id: NodeId) -> Result<Cow<'_, [u8]>, Error> {
         let n = self.node(id)?;
         if n.kind != Kind::Symlink {
             return Err(Error::NotSymlink);
         }
+        if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
+            return up
+                .dir
+                .readlink(&n.path)
+                .map(Cow::Owned)
+                .map_err(|e| upper_err("readlink", &n.path, e));
+        }
         let (l, idx) = self.entry_of(&n).ok_or(Error::NotSymlink)?;
         l.container
             .symlink_target(idx)
+            .map(Cow::Borrowed)
             .map_err(|e| self.layer_error("reading the link target of", &n, e))
     }
 
-    /// Extended attributes (name, value) of a node; none for implicit directories.
-    pub fn xattrs(&self, id: NodeId) -> Result<&[Xattr], Error> {
+    /// Extended attributes (name, value) of a node; none for implicit directories. The upper
+    /// dir's own `trusted.overlay.*` marks never show (as in overlayfs).
+    pub fn xattrs(&self, id: NodeId) -> Result<Cow<'_, [Xattr]>, Error> {
         let n = self.node(id)?;
-        Ok(self
-            .entry_of(&n)
-            .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs))
+        if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
+            return up
+                .dir
+                .xattrs(&n.path)
+                .map(Cow::Owned)
+                .map_err(|e| upper_err("listing the xattrs of", &n.path, e));
+        }
+        Ok(Cow::Borrowed(
+            self.entry_of(&n)
+                .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs),
+        ))
     }
 
     /// Whether any node can have extended attributes (one pass over the indexes, on first call).
     pub fn has_xattrs(&self) -> bool {
-        *self.any_xattrs.get_or_init(|| {
-            self.layers
-                .iter()
-                .any(|l| (0..l.container.len()).any(|i| !l.container.entry(i).xattrs.is_empty()))
-        })
+        // Upper entries can get xattrs at any time (and the kernel asks for security.capability
+        // before writes): never let the kernel stop asking.
+        self.upper.is_some()
+            || *self.any_xattrs.get_or_init(|| {
+                self.layers.iter().any(|l| {
+                    (0..l.container.len()).any(|i| !l.container.entry(i).xattrs.is_empty())
+                })
+            })
     }
 
     /// One extended attribute's value.
-    pub fn xattr(&self, id: NodeId, name: &[u8]) -> Result<&[u8], Error> {
+    pub fn xattr(&self, id: NodeId, name: &[u8]) -> Result<Vec<u8>, Error> {
+        let n = self.node(id)?;
+        if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
+            // One getxattr: the kernel asks for security.capability before every write.
+            return up
+                .dir
+                .get_xattr(&n.path, name)
+                .map_err(|e| upper_err("getxattr", &n.path, e))?
+                .ok_or(Error::NoXattr);
+        }
         self.xattrs(id)?
             .iter()
             .find(|(k, _)| k.as_slice() == name)
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v.clone())
             .ok_or(Error::NoXattr)
     }
 
@@ -541,5 +749,97 @@ mod tests {
         let l = layer("plain", &[Op::File(".wh.not-a-marker", b"data")]);
         let u = Union::new(vec![l], WhiteoutSpec::Typed).unwrap();
         assert_eq!(names(&u, ROOT), [".wh.not-a-marker"]);
+    }
+
+    fn upper_union() -> (Union, tempfile::TempDir) {
+        let t = tempfile::tempdir().unwrap();
+        let up = UpperDir::open(&t.path().join("upper"), &t.path().join("work")).unwrap();
+        (stack().with_upper(up, (0, 0)), t)
+    }
+
+    #[test]
+    fn writes_land_in_the_upper_dir_and_inodes_stay() {
+        let (u, t) = upper_union();
+        let upper = t.path().join("upper");
+        let keep = walk(&u, "keep").unwrap();
+        let a = walk(&u, "a").unwrap();
+        // copy-up keeps the inode; content comes along
+        let f = u.open_upper(keep, rustix::fs::OFlags::RDWR).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"K2", 0).unwrap();
+        assert_eq!(walk(&u, "keep").unwrap(), keep);
+        assert_eq!(&*u.read(keep, 0, 10).unwrap(), b"K2");
+        assert_eq!(std::fs::read(upper.join("keep")).unwrap(), b"K2");
+        // unlink of a lower file leaves a whiteout
+        u.remove(a, b"y", false).unwrap();
+        assert!(names(&u, a).is_empty());
+        let st = std::fs::symlink_metadata(upper.join("a/y")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &st.file_type()
+        ));
+        // create over the whiteout
+        let y = u.create(a, b"y", NewNode::File, 0o640, (1, 2)).unwrap();
+        assert_eq!(names(&u, a), ["y"]);
+        assert_eq!(u.attr(y).unwrap().perm, 0o640);
+        // rmdir of a merged directory, mkdir again: opaque, empty
+        let c = walk(&u, "c").unwrap();
+        u.remove(c, b"in", false).unwrap();
+        u.remove(ROOT, b"c", true).unwrap();
+        assert!(walk(&u, "c").is_err());
+        let c2 = u.create(ROOT, b"c", NewNode::Dir, 0o755, (0, 0)).unwrap();
+        assert!(names(&u, c2).is_empty());
+        // rename of a lower directory copies it up and keeps inode numbers below it
+        let b = walk(&u, "b").unwrap();
+        let bnew = walk(&u, "b/new").unwrap();
+        u.rename(ROOT, b"b", ROOT, b"bb", false).unwrap();
+        assert!(walk(&u, "b").is_err());
+        assert_eq!(walk(&u, "bb").unwrap(), b);
+        assert_eq!(walk(&u, "bb/new").unwrap(), bnew);
+        assert_eq!(&*u.read(bnew, 0, 10).unwrap(), b"n");
+        // a hard link shares the inode
+        let l = u.link(keep, c2, b"k").unwrap();
+        assert_eq!(l, keep);
+        assert_eq!(walk(&u, "c/k").unwrap(), keep);
+        assert_eq!(u.attr(keep).unwrap().nlink, 2);
+        // a fresh union over the same upper dir shows the same tree
+        let up = UpperDir::open(&upper, &t.path().join("work")).unwrap();
+        let again = stack().with_upper(up, (0, 0));
+        assert_eq!(names(&again, ROOT), names(&u, ROOT));
+        assert_eq!(names(&again, walk(&again, "bb").unwrap()), ["new"]);
+        assert!(names(&again, walk(&again, "c").unwrap()).contains(&"k".to_string()));
+    }
+
+    #[test]
+    fn the_directory_index_resolves_like_probing_every_layer() {
+        let u = stack();
+        let all: Vec<usize> = (0..u.layers.len()).collect();
+        let names = [
+            "a",
+            "b",
+            "c",
+            "d",
+            "e",
+            "keep",
+            "top-only-hides",
+            ".wh.top-only-hides",
+            "zz",
+        ];
+        let idx = merge::DirIndex::build(&u.layers, u.spec, &all, b"");
+        for n in names {
+            let a = merge::resolve(&u.layers, u.spec, &all, n.as_bytes());
+            let b = idx.resolve(&u.layers, u.spec, n.as_bytes());
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{n}");
+        }
+        for dir in ["a", "b", "c", "d"] {
+            let Some(r) = merge::resolve(&u.layers, u.spec, &all, dir.as_bytes()) else {
+                continue;
+            };
+            let idx = merge::DirIndex::build(&u.layers, u.spec, &r.layers, dir.as_bytes());
+            for n in ["x", "y", "z", "new", "in", "deep", ".wh.x", "missing"] {
+                let p = format!("{dir}/{n}");
+                let a = merge::resolve(&u.layers, u.spec, &r.layers, p.as_bytes());
+                let b = idx.resolve(&u.layers, u.spec, p.as_bytes());
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{p}");
+            }
+        }
     }
 }

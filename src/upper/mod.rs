@@ -5,9 +5,11 @@
 //! Every path handed in is relative to the upper root and is resolved with `openat2` and
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, then used through `*at` calls on the parent
 //! directory: a symlink a container wrote into its upper dir can never redirect a write outside.
+mod attr;
 mod copy_up;
 mod whiteout;
 
+pub use attr::{is_overlay_xattr, SetTime};
 pub use copy_up::Meta;
 pub use whiteout::{is_whiteout, OPAQUE_XATTR};
 

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Union mount benchmark (issue 5): the two-layer Debian bookworm minbase image (as bench-pull.sh
+# builds it: everything but /usr/share, then /usr/share) mounted read-write
+#   A) bfcfs mount --upper UPPER IMAGE MNT            (layers from the store, FUSE passthrough)
+#   B) fuse-overlayfs -o lowerdir=L2:L1,upperdir,workdir   over the plainly extracted layers
+# Workloads, each on a fresh mount (cold = page cache dropped first):
+#   mount+ls   mount command until `ls MNT` returns (cold)
+#   find       find MNT (cold: one lookup per entry)
+#   ls -lR     warm (second walk of the same mount)
+#   tar cold / tar warm   tar -cf /dev/null MNT (reads every byte)
+#   RSS        the server's resident memory after the warm tar
+# Then lookup cost on synthetic images with 1, 10 and 50 layers (scripts/synth-image.py: 5000 files
+# in d/, spread round-robin over the layers): lstat of every file on a fresh read-only mount.
+# Prints medians of RUNS runs (interleaved) and the ratio bfcfs / fuse-overlayfs.
+# Usage: scripts/bench-union.sh [RUNS]   (root; needs fuse-overlayfs, python3)
+set -euo pipefail
+RUNS=${1:-5}
+cd "$(dirname "$0")/.."
+ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
+BFCFS=${BFCFS:-$PWD/target/release/bfcfs}
+[ -d "$ROOTFS/usr" ] || { echo "no $ROOTFS: run scripts/bench-pull.sh once to create it" >&2; exit 1; }
+[ -x "$BFCFS" ] || cargo build --release --quiet
+
+W=$(mktemp -d /var/tmp/bfcfs-union.XXXXXX)
+MNT=$W/mnt
+mkdir -p "$MNT"
+cleanup() { mountpoint -q "$MNT" && umount -l "$MNT"; rm -rf "$W"; }
+trap cleanup EXIT
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc -l; }
+
+# The image: two layers, into a bfcfs store; the same layers extracted for fuse-overlayfs.
+mkdir -p "$W/tars"
+(cd "$ROOTFS" && tar --exclude=./usr/share -cf - .) >"$W/tars/0.tar"
+(cd "$ROOTFS" && tar -cf - ./usr/share) >"$W/tars/1.tar"
+python3 - "$W/oci" "$W/tars/0.tar" "$W/tars/1.tar" <<'PY'
+import hashlib, json, os, shutil, sys
+out, tars = sys.argv[1], sys.argv[2:]
+os.makedirs(f"{out}/blobs/sha256")
+def put(path=None, data=None):
+    h = hashlib.sha256()
+    if data is None:
+        with open(path, "rb") as f:
+            for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+        n = os.path.getsize(path); shutil.move(path, f"{out}/blobs/sha256/{h.hexdigest()}")
+    else:
+        h.update(data); n = len(data)
+        with open(f"{out}/blobs/sha256/{h.hexdigest()}", "wb") as f: f.write(data)
+    return {"digest": "sha256:" + h.hexdigest(), "size": n}
+layers = [dict(put(t), mediaType="application/vnd.oci.image.layer.v1.tar") for t in tars]
+cfg = put(data=json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+      "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode())
+man = put(data=json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "config": dict(cfg, mediaType="application/vnd.oci.image.config.v1+json"), "layers": layers}).encode())
+open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+json.dump({"schemaVersion": 2, "manifests": [dict(man, mediaType="application/vnd.oci.image.manifest.v1+json",
+          annotations={"org.opencontainers.image.ref.name": "deb"})]}, open(f"{out}/index.json", "w"))
+PY
+STORE=$W/store
+IMAGE=oci:$W/oci:deb
+"$BFCFS" --root "$STORE" pull -q "$IMAGE"
+mapfile -t LAYERS < <("$BFCFS" --root "$STORE" inspect --json "$IMAGE" | python3 -c '
+import json,sys; [print(l["bfc"]) for l in json.load(sys.stdin)["layers"]]')
+for i in "${!LAYERS[@]}"; do
+  mkdir -p "$W/L$i"; "$BFCFS" extract "${LAYERS[$i]}" -C "$W/L$i" >/dev/null
+done
+LOWER="$W/L1:$W/L0"
+
+mount_tool() { # $1 = bfcfs | fuse-overlayfs; fresh upper each time
+  rm -rf "$W/up" "$W/up.work" "$W/work"; mkdir -p "$W/up" "$W/work"
+  case $1 in
+    bfcfs) "$BFCFS" --root "$STORE" mount --upper "$W/up" "$IMAGE" "$MNT" ;;
+    fuse-overlayfs) fuse-overlayfs -o "lowerdir=$LOWER,upperdir=$W/up,workdir=$W/work" "$MNT" ;;
+  esac
+}
+unmount() { umount "$MNT" 2>/dev/null || umount -l "$MNT"; }
+server_rss_kib() { # the process serving $MNT
+  local pid; pid=$(pgrep -f -n -- " $MNT\$" || true)
+  [ -n "$pid" ] && awk '/VmRSS/ {print $2}' "/proc/$pid/status" || echo 0
+}
+
+declare -A R
+TOOLS=(bfcfs fuse-overlayfs)
+for run in $(seq "$RUNS"); do
+  for t in "${TOOLS[@]}"; do
+    drop_caches; t0=$(now); mount_tool "$t"; ls "$MNT" >/dev/null; R[$t,mount]+="$(since "$t0") "
+    t0=$(now); find "$MNT" >/dev/null; R[$t,find]+="$(since "$t0") "
+    t0=$(now); ls -lR "$MNT" >/dev/null; R[$t,lslr]+="$(since "$t0") "
+    unmount
+    drop_caches; mount_tool "$t"
+    t0=$(now); tar -cf /dev/null -C "$MNT" . 2>/dev/null; R[$t,tarcold]+="$(since "$t0") "
+    t0=$(now); tar -cf /dev/null -C "$MNT" . 2>/dev/null; R[$t,tarwarm]+="$(since "$t0") "
+    R[$t,rss]+="$(server_rss_kib) "
+    unmount
+    echo "run $run $t done" >&2
+  done
+done
+
+med() { printf '%s\n' ${R[$1,$2]} | median; }
+ENTRIES=$(find "$ROOTFS" | wc -l)
+printf '\nimage: debian bookworm minbase, 2 layers, %s entries · %s runs, medians · bfcfs %s\n' \
+  "$ENTRIES" "$RUNS" "$(git rev-parse --short HEAD)"
+printf '| workload | bfcfs | fuse-overlayfs | bfcfs / fuse-overlayfs |\n|---|---:|---:|---:|\n'
+for w in mount find lslr tarcold tarwarm; do
+  a=$(med bfcfs $w); b=$(med fuse-overlayfs $w)
+  label=$w; case $w in mount) label="mount + ls (cold)";; find) label="find (cold)";; lslr) label="ls -lR (warm)";;
+    tarcold) label="tar (cold)";; tarwarm) label="tar (warm)";; esac
+  printf '| %s | %.3f s | %.3f s | %.2f× |\n' "$label" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+done
+a=$(med bfcfs rss); b=$(med fuse-overlayfs rss)
+printf '| server RSS after tar | %.1f MiB | %.1f MiB | %.2f× |\n' "$(echo "$a/1024" | bc -l)" "$(echo "$b/1024" | bc -l)" "$(echo "$a / $b" | bc -l)"
+
+# Lookup cost vs layer count.
+printf '\n| layers | lstat of 5000 files, fresh mount | per lookup | vs 1 layer |\n|---:|---:|---:|---:|\n'
+BASE=
+for n in 1 10 50; do
+  python3 scripts/synth-image.py "$W/synth$n" "$n" 5000
+  "$BFCFS" --root "$STORE" pull -q "oci:$W/synth$n:synth"
+  T=()
+  for run in $(seq "$RUNS"); do
+    "$BFCFS" --root "$STORE" mount --ro "oci:$W/synth$n:synth" "$MNT"
+    t=$(python3 -c '
+import os, sys, time
+m = sys.argv[1]; t0 = time.perf_counter()
+for j in range(5000): os.lstat(f"{m}/d/f{j:05d}")
+print(time.perf_counter() - t0)' "$MNT")
+    T+=("$t"); unmount
+  done
+  m=$(printf '%s\n' "${T[@]}" | median)
+  [ -z "$BASE" ] && BASE=$m
+  printf '| %s | %.3f s | %.1f µs | %.2f× |\n' "$n" "$m" "$(echo "$m * 1000000 / 5000" | bc -l)" "$(echo "$m / $BASE" | bc -l)"
+done

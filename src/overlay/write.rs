@@ -1,0 +1,580 @@
+//! Changes through the upper directory: copy-up, create, remove, rename, link, attributes and
+//! xattrs. Every change takes the upper's lock; lookups, reads and listings never do.
+//!
+//! What bfcfs does where overlayfs offers choices:
+//! - **Copy-up** happens on the first write open, truncate, or metadata change of a lower entry,
+//!   and takes its content, mode, owner, times and xattrs; parents are copied up first (empty,
+//!   with their metadata). The node keeps its inode number: the kernel keeps its inode.
+//! - **Hard links of a lower layer stay linked**: copying up one name copies the file once and
+//!   links every other name of its link group that still shows it into the upper dir (what
+//!   overlayfs does with `index=on`). The names share one `st_ino` before and after.
+//! - **Renaming a directory that merges lower layers** copies its whole subtree up, marks it
+//!   opaque and renames it in the upper dir (overlayfs without `redirect_dir` refuses with EXDEV
+//!   and makes `mv` copy; bfcfs does the copy itself, once). A renamed directory that lands on a
+//!   name lower layers hold is marked opaque too. `RENAME_EXCHANGE` is refused (EINVAL).
+//! - **Removing** a name the lower layers hold leaves a whiteout (char device 0:0); `rmdir` of a
+//!   merged directory that looks empty removes its upper part (whiteouts inside) and whites it out.
+//!   `mkdir` over a whiteout makes an opaque directory.
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, MutexGuard};
+
+use rustix::fs::{FileType as RFileType, OFlags, RenameFlags};
+
+use super::node::{LinkKey, Node, Source};
+use super::{attr_of_stat, merge, upper_err, Attr, Error, NodeId, Union, Upper, ROOT};
+use crate::bfc::Kind;
+use crate::upper::{is_overlay_xattr, is_whiteout, Meta};
+
+/// What `Union::create` makes.
+#[derive(Debug, Clone, Copy)]
+pub enum NewNode<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+    /// A device node, fifo or socket.
+    Special {
+        kind: Kind,
+        rdev: u64,
+    },
+}
+
+/// A time to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Time {
+    Now,
+    /// Nanoseconds since the epoch.
+    At(i64),
+}
+
+/// The changes of one setattr; None keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+fn set_time(t: Option<Time>) -> crate::upper::SetTime {
+    t.map(|t| match t {
+        Time::Now => None,
+        Time::At(ns) => Some(ns),
+    })
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A name a create, link or rename may give: one component, and one the union can show.
+fn check_name(u: &Union, name: &[u8]) -> Result<(), Error> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(Error::Invalid);
+    }
+    if !u.spec.name_visible(name) {
+        // `.wh.*` names are whiteout markers in image layers: such a file could never show.
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+/// Reads a lower file's content from the start, for copy-up.
+struct LowerReader<'a> {
+    union: &'a Union,
+    id: NodeId,
+    offset: u64,
+}
+
+impl Read for LowerReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = u32::try_from(buf.len().min(1 << 20)).unwrap_or(1 << 20);
+        let data = self
+            .union
+            .read(self.id, self.offset, want)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        buf[..data.len()].copy_from_slice(&data);
+        self.offset += data.len() as u64;
+        Ok(data.len())
+    }
+}
+
+impl Union {
+    fn guard(&self) -> Result<(&Upper, MutexGuard<'_, ()>), Error> {
+        let up = self.upper.as_ref().ok_or(Error::ReadOnly)?;
+        let g = up.lock.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((up, g))
+    }
+
+    /// Whether the lower layers under directory `dir` hold `path` (removing it from the upper
+    /// dir then needs a whiteout).
+    fn lower_has(&self, dir: &Node, path: &[u8]) -> bool {
+        self.resolve_lower(dir, path).is_some()
+    }
+
+    /// The node of `name` in `parent`, or None.
+    fn find(&self, parent: NodeId, name: &[u8]) -> Result<Option<NodeId>, Error> {
+        match self.lookup(parent, name) {
+            Ok(id) => Ok(Some(id)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The node at union path `path` (walking from the root).
+    fn walk(&self, path: &[u8]) -> Result<NodeId, Error> {
+        let mut id = ROOT;
+        for c in path.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+            id = self.lookup(id, c)?;
+        }
+        Ok(id)
+    }
+
+    /// Copies node `id` (with its parents) into the upper dir unless it is there already.
+    pub fn copy_up(&self, id: NodeId) -> Result<(), Error> {
+        let (up, _g) = self.guard()?;
+        self.copy_up_locked(up, id, true).map(drop)
+    }
+
+    fn copy_up_locked(&self, up: &Upper, id: NodeId, content: bool) -> Result<Arc<Node>, Error> {
+        let n = self.node(id)?;
+        if n.source == Source::Upper {
+            return Ok(n);
+        }
+        if id != ROOT {
+            self.copy_up_locked(up, n.parent, true)?;
+        }
+        let a = self.attr(id)?;
+        let meta = Meta {
+            perm: a.perm,
+            uid: a.uid.unwrap_or(up.owner.0),
+            gid: a.gid.unwrap_or(up.owner.1),
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+            xattrs: self.xattrs(id)?.into_owned(),
+        };
+        let p = &n.path;
+        let r = match n.kind {
+            Kind::Dir => up.dir.make_dir(p, &meta, false, false),
+            Kind::File => {
+                let mut rd = LowerReader {
+                    union: self,
+                    id,
+                    offset: 0,
+                };
+                let src = content.then_some(&mut rd as &mut dyn Read);
+                up.dir.make_file(p, &meta, src, false).map(drop)
+            }
+            Kind::Symlink => {
+                let target = self.readlink(id)?.into_owned();
+                up.dir.make_symlink(p, &target, &meta, false)
+            }
+            k => up
+                .dir
+                .make_special(p, RFileType::from_raw_mode(k.ifmt()), a.rdev, &meta, false),
+        };
+        r.map_err(|e| upper_err("copying up", p, e))?;
+        self.nodes.update(id, |n| n.source = Source::Upper);
+        if let Some(LinkKey::Lower(layer, group)) = n.link {
+            self.copy_up_links(up, id, &n, layer, group)?;
+        }
+        self.node(id)
+    }
+
+    /// Links every other name of lower link group `group` that still shows node `id` to its
+    /// fresh upper copy, so the names stay one file.
+    fn copy_up_links(
+        &self,
+        up: &Upper,
+        id: NodeId,
+        n: &Node,
+        layer: usize,
+        group: u32,
+    ) -> Result<(), Error> {
+        let l = &self.layers[layer];
+        let mut root = l.root.clone();
+        if !root.is_empty() {
+            root.push(b'/');
+        }
+        let others: Vec<Vec<u8>> = l
+            .container
+            .entries()
+            .iter()
+            .filter(|e| e.link_group == Some(group))
+            .filter_map(|e| e.path.strip_prefix(root.as_slice()).map(<[u8]>::to_vec))
+            .filter(|p| p.as_slice() != &*n.path)
+            .collect();
+        for p in others {
+            if self.walk(&p).ok() != Some(id) {
+                continue;
+            }
+            let (parent, _) = crate::upper::split(&p);
+            let pid = self.walk(parent)?;
+            self.copy_up_locked(up, pid, true)?;
+            up.dir
+                .link(&n.path, &p)
+                .map_err(|e| upper_err("linking", &p, e))?;
+        }
+        if let Some(st) = up
+            .dir
+            .stat(&n.path)
+            .map_err(|e| upper_err("stat", &n.path, e))?
+        {
+            self.nodes.set_link(
+                id,
+                LinkKey::Upper {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn copy_up_tree(&self, up: &Upper, id: NodeId) -> Result<(), Error> {
+        let n = self.copy_up_locked(up, id, true)?;
+        if n.kind == Kind::Dir {
+            for e in self.readdir(id)?.iter() {
+                self.copy_up_tree(up, e.ino)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `name` in `parent` with permission bits `perm` and owner `uid:gid`.
+    pub fn create(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        what: NewNode<'_>,
+        perm: u32,
+        owner: (u32, u32),
+    ) -> Result<NodeId, Error> {
+        check_name(self, name)?;
+        let (up, _g) = self.guard()?;
+        if self.find(parent, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let dir = self.copy_up_locked(up, parent, true)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        let path = merge::join(&dir.path, name);
+        let whiteout = up
+            .dir
+            .stat(&path)
+            .map_err(|e| upper_err("stat", &path, e))?
+            .is_some_and(|st| is_whiteout(&st));
+        let now = now_ns();
+        let meta = Meta {
+            perm: perm & 0o7777,
+            uid: owner.0,
+            gid: owner.1,
+            atime_ns: now,
+            mtime_ns: now,
+            xattrs: Vec::new(),
+        };
+        let r = match what {
+            NewNode::Dir => up.dir.make_dir(&path, &meta, whiteout, whiteout),
+            NewNode::File => up.dir.make_file(&path, &meta, None, whiteout).map(drop),
+            NewNode::Symlink(t) => up.dir.make_symlink(&path, t, &meta, whiteout),
+            NewNode::Special { kind, rdev } => up.dir.make_special(
+                &path,
+                RFileType::from_raw_mode(kind.ifmt()),
+                rdev,
+                &meta,
+                whiteout,
+            ),
+        };
+        r.map_err(|e| upper_err("creating", &path, e))?;
+        self.nodes.forget_path(&path);
+        self.nodes.invalidate_listing(parent);
+        self.lookup(parent, name)
+    }
+
+    /// unlink (`dir` false) or rmdir (`dir` true) of `name` in `parent`.
+    pub fn remove(&self, parent: NodeId, name: &[u8], dir: bool) -> Result<(), Error> {
+        let (up, _g) = self.guard()?;
+        let id = self.lookup(parent, name)?;
+        let n = self.node(id)?;
+        match (dir, n.kind == Kind::Dir) {
+            (true, false) => return Err(Error::NotDir),
+            (false, true) => return Err(Error::IsDir),
+            _ => {}
+        }
+        if dir && !self.readdir(id)?.is_empty() {
+            return Err(Error::NotEmpty);
+        }
+        let pdir = self.copy_up_locked(up, parent, true)?;
+        let path = merge::join(&pdir.path, name);
+        if n.source == Source::Upper {
+            let r = if dir {
+                up.dir.remove_tree(&path)
+            } else {
+                up.dir.remove(&path, false)
+            };
+            r.map_err(|e| upper_err("removing", &path, e))?;
+        }
+        if self.lower_has(&pdir, &path) {
+            up.dir
+                .whiteout(&path)
+                .map_err(|e| upper_err("whiting out", &path, e))?;
+        }
+        self.nodes.forget_path(&path);
+        self.nodes.invalidate_listing(parent);
+        Ok(())
+    }
+
+    /// rename(2) of `name` in `parent` to `new_name` in `new_parent`.
+    pub fn rename(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        new_parent: NodeId,
+        new_name: &[u8],
+        noreplace: bool,
+    ) -> Result<(), Error> {
+        check_name(self, new_name)?;
+        let (up, _g) = self.guard()?;
+        let id = self.lookup(parent, name)?;
+        let n = self.node(id)?;
+        let is_dir = n.kind == Kind::Dir;
+        let target = self.find(new_parent, new_name)?;
+        if let Some(t) = target {
+            if noreplace {
+                return Err(Error::Exists);
+            }
+            if t == id {
+                // Two names of one file (or the same name): rename(2) does nothing.
+                return Ok(());
+            }
+            match (is_dir, self.node(t)?.kind == Kind::Dir) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                (true, true) if !self.readdir(t)?.is_empty() => return Err(Error::NotEmpty),
+                _ => {}
+            }
+        }
+        let from_dir = self.copy_up_locked(up, parent, true)?;
+        let to_dir = self.copy_up_locked(up, new_parent, true)?;
+        let from = merge::join(&from_dir.path, name);
+        let to = merge::join(&to_dir.path, new_name);
+        let fp = from.as_slice();
+        let e = |op| move |e| upper_err(op, fp, e);
+        if is_dir && !n.layers.is_empty() {
+            self.copy_up_tree(up, id)?;
+            // Nothing below hides anything now: the kernel would list leftover whiteouts.
+            purge_whiteouts(up, &from).map_err(e("removing whiteouts below"))?;
+            up.dir.set_opaque(&from).map_err(e("marking opaque"))?;
+        } else {
+            self.copy_up_locked(up, id, true)?;
+        }
+        if let Some(st) = up.dir.stat(&to).map_err(e("stat"))? {
+            let upper_dir = RFileType::from_raw_mode(st.st_mode) == RFileType::Directory;
+            if is_whiteout(&st) || upper_dir {
+                // A whiteout, or the upper part of an empty-looking directory (whiteouts inside).
+                up.dir
+                    .remove_tree(&to)
+                    .map_err(e("clearing the target of"))?;
+            }
+        }
+        up.dir
+            .rename(&from, &to, RenameFlags::empty())
+            .map_err(e("renaming"))?;
+        if is_dir && self.lower_has(&to_dir, &to) {
+            up.dir.set_opaque(&to).map_err(e("marking opaque"))?;
+        }
+        if self.lower_has(&from_dir, &from) {
+            up.dir.whiteout(&from).map_err(e("whiting out"))?;
+        }
+        if target.is_some() {
+            self.nodes.forget_path(&to);
+        }
+        self.nodes.rename(id, &from, &to, new_parent, true);
+        self.nodes.invalidate_listing(parent);
+        self.nodes.invalidate_listing(new_parent);
+        Ok(())
+    }
+
+    /// A new name `new_name` in `new_parent` for file `id`.
+    pub fn link(&self, id: NodeId, new_parent: NodeId, new_name: &[u8]) -> Result<NodeId, Error> {
+        check_name(self, new_name)?;
+        let (up, _g) = self.guard()?;
+        if self.node(id)?.kind == Kind::Dir {
+            return Err(Error::NotPermitted);
+        }
+        if self.find(new_parent, new_name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let n = self.copy_up_locked(up, id, true)?;
+        let to_dir = self.copy_up_locked(up, new_parent, true)?;
+        let to = merge::join(&to_dir.path, new_name);
+        let tp = to.as_slice();
+        let e = |op| move |e| upper_err(op, tp, e);
+        if up
+            .dir
+            .stat(&to)
+            .map_err(e("stat"))?
+            .is_some_and(|st| is_whiteout(&st))
+        {
+            up.dir
+                .remove(&to, false)
+                .map_err(e("removing the whiteout"))?;
+        }
+        up.dir.link(&n.path, &to).map_err(e("linking"))?;
+        if let Some(st) = up.dir.stat(&to).map_err(e("stat"))? {
+            let key = LinkKey::Upper {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            };
+            self.nodes.set_link(id, key);
+        }
+        self.nodes.add_path(to.clone(), id);
+        self.nodes.invalidate_listing(new_parent);
+        Ok(id)
+    }
+
+    /// chmod, chown, truncate, utimens (copying up first). `file` is an open upper descriptor
+    /// of the node, for ftruncate.
+    pub fn set_attr(&self, id: NodeId, s: &SetAttr, file: Option<&File>) -> Result<Attr, Error> {
+        {
+            let (up, _g) = self.guard()?;
+            let n = self.copy_up_locked(up, id, s.size != Some(0))?;
+            let p = &n.path;
+            let e = |op| move |e| upper_err(op, p, e);
+            if s.uid.is_some() || s.gid.is_some() {
+                up.dir.chown(p, s.uid, s.gid).map_err(e("chown"))?;
+            }
+            if let Some(mode) = s.mode {
+                up.dir.chmod(p, mode & 0o7777).map_err(e("chmod"))?;
+            }
+            if let Some(size) = s.size {
+                match file {
+                    Some(f) => f.set_len(size),
+                    None => up.dir.truncate(p, size),
+                }
+                .map_err(e("truncate"))?;
+            }
+            if s.atime.is_some() || s.mtime.is_some() {
+                up.dir
+                    .set_times(p, set_time(s.atime), set_time(s.mtime))
+                    .map_err(e("utimens"))?;
+            }
+        }
+        match file {
+            Some(f) => self.attr_of_file(id, f),
+            None => self.attr(id),
+        }
+    }
+
+    /// setxattr (copying up first); `flags` are setxattr(2)'s.
+    pub fn set_xattr(
+        &self,
+        id: NodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Error> {
+        if is_overlay_xattr(name) {
+            return Err(Error::NotPermitted);
+        }
+        let (up, _g) = self.guard()?;
+        let n = self.copy_up_locked(up, id, true)?;
+        up.dir
+            .set_xattr(&n.path, name, value, flags)
+            .map_err(|e| upper_err("setxattr", &n.path, e))
+    }
+
+    pub fn remove_xattr(&self, id: NodeId, name: &[u8]) -> Result<(), Error> {
+        if is_overlay_xattr(name) {
+            return Err(Error::NoXattr);
+        }
+        if self.xattr(id, name).is_err() {
+            return Err(Error::NoXattr);
+        }
+        let (up, _g) = self.guard()?;
+        let n = self.copy_up_locked(up, id, true)?;
+        up.dir
+            .remove_xattr(&n.path, name)
+            .map_err(|e| upper_err("removexattr", &n.path, e))
+    }
+
+    /// Opens the upper file of node `id` with `flags` (access mode, O_TRUNC, O_APPEND…), copying
+    /// it up first unless it is there already (with O_TRUNC, without its content).
+    pub fn open_upper(&self, id: NodeId, flags: OFlags) -> Result<File, Error> {
+        let n = {
+            let (up, _g) = self.guard()?;
+            self.copy_up_locked(up, id, !flags.contains(OFlags::TRUNC))?
+        };
+        if n.kind != Kind::File {
+            return Err(Error::IsDir);
+        }
+        let up = self.upper.as_ref().ok_or(Error::ReadOnly)?;
+        up.dir
+            .open_file(&n.path, flags, 0)
+            .map(File::from)
+            .map_err(|e| upper_err("opening", &n.path, e))
+    }
+
+    /// Whether node `id` lives in the upper dir.
+    pub fn is_upper(&self, id: NodeId) -> Result<bool, Error> {
+        Ok(self.node(id)?.source == Source::Upper)
+    }
+
+    /// Metadata from an open upper descriptor (right even after the last name is gone).
+    pub fn attr_of_file(&self, id: NodeId, f: &File) -> Result<Attr, Error> {
+        let st = rustix::fs::fstat(f).map_err(|e| upper_err("fstat", b"", e.into()))?;
+        Ok(attr_of_stat(id, &st))
+    }
+
+    pub(super) fn read_upper(&self, n: &Node, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let up = self.upper.as_ref().ok_or(Error::NotFound)?;
+        let f = up
+            .dir
+            .open_file(&n.path, OFlags::RDONLY, 0)
+            .map(File::from)
+            .map_err(|e| upper_err("opening", &n.path, e))?;
+        read_full(&f, offset, size).map_err(|e| upper_err("reading", &n.path, e))
+    }
+
+    /// statfs of the upper dir's file system (free space for writes).
+    pub fn upper_statvfs(&self) -> Option<rustix::fs::StatVfs> {
+        let up = self.upper.as_ref()?;
+        rustix::fs::statvfs(up.dir.root_path()).ok()
+    }
+}
+
+/// Removes every whiteout below upper directory `dir` (a subtree that merges no lower layer).
+fn purge_whiteouts(up: &Upper, dir: &[u8]) -> io::Result<()> {
+    for (name, st) in up.dir.list(dir)? {
+        let p = merge::join(dir, &name);
+        if is_whiteout(&st) {
+            up.dir.remove(&p, false)?;
+        } else if RFileType::from_raw_mode(st.st_mode) == RFileType::Directory {
+            purge_whiteouts(up, &p)?;
+        }
+    }
+    Ok(())
+}
+
+/// pread until `size` bytes or end of file.
+pub fn read_full(f: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}

@@ -1,0 +1,167 @@
+//! Attribute and xattr changes of entries already in the upper dir (chmod, chown, utimens,
+//! truncate, setxattr, removexattr), and reading their xattrs.
+//!
+//! Each goes through an `O_PATH | O_NOFOLLOW` descriptor opened beneath the upper root and then
+//! through its `/proc/self/fd/N` name: the call acts on exactly the entry that was resolved
+//! (a symlink itself, never its target), with no path walk a container could redirect.
+use super::{errno, os, UpperDir, OPAQUE_XATTR};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// A time to set: now, or nanoseconds since the epoch; None keeps it.
+pub type SetTime = Option<Option<i64>>;
+
+/// The prefix of the xattrs overlayfs keeps for itself (never shown, never settable).
+pub const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+
+fn timespec(t: SetTime) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT as _,
+        },
+        Some(None) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_NOW as _,
+        },
+        Some(Some(ns)) => Timespec {
+            tv_sec: ns.div_euclid(1_000_000_000),
+            tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+        },
+    }
+}
+
+impl UpperDir {
+    /// An O_PATH descriptor of `rel` (not following a final symlink) and its /proc name.
+    fn handle(&self, rel: &[u8]) -> io::Result<(OwnedFd, PathBuf)> {
+        let fd = if rel.is_empty() {
+            rfs::openat(
+                &self.root,
+                ".",
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        } else {
+            let (dir, name) = self.parent(rel)?;
+            rfs::openat(
+                &dir,
+                os(name),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        }
+        .map_err(errno)?;
+        let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok((fd, p))
+    }
+
+    pub fn chmod(&self, rel: &[u8], perm: u32) -> io::Result<()> {
+        let (_fd, p) = self.handle(rel)?;
+        rfs::chmod(&p, Mode::from_raw_mode(perm as _)).map_err(errno)
+    }
+
+    pub fn chown(&self, rel: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        let (fd, _) = self.handle(rel)?;
+        rfs::chownat(
+            &fd,
+            "",
+            uid.map(rfs::Uid::from_raw),
+            gid.map(rfs::Gid::from_raw),
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)
+    }
+
+    pub fn set_times(&self, rel: &[u8], atime: SetTime, mtime: SetTime) -> io::Result<()> {
+        let (_fd, p) = self.handle(rel)?;
+        let t = Timestamps {
+            last_access: timespec(atime),
+            last_modification: timespec(mtime),
+        };
+        rfs::utimensat(rfs::CWD, &p, &t, AtFlags::empty()).map_err(errno)
+    }
+
+    pub fn truncate(&self, rel: &[u8], size: u64) -> io::Result<()> {
+        let fd = self.open_file(rel, OFlags::WRONLY, 0)?;
+        rfs::ftruncate(&fd, size).map_err(errno)
+    }
+
+    /// Extended attributes of `rel`, without overlayfs's own `trusted.overlay.*`.
+    pub fn xattrs(&self, rel: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (_fd, p) = self.handle(rel)?;
+        let mut names = vec![0u8; 4096];
+        let n = loop {
+            match rfs::listxattr(&p, &mut names) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+                Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+                Err(e) => return Err(errno(e)),
+            }
+        };
+        let mut out = Vec::new();
+        for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                continue;
+            }
+            let mut v = vec![0u8; 256];
+            let len = loop {
+                match rfs::getxattr(&p, os(name), &mut v) {
+                    Ok(len) => break Some(len),
+                    Err(rustix::io::Errno::RANGE) => v.resize(v.len() * 16, 0),
+                    Err(rustix::io::Errno::NODATA) => break None,
+                    Err(e) => return Err(errno(e)),
+                }
+            };
+            if let Some(len) = len {
+                v.truncate(len);
+                out.push((name.to_vec(), v));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// One extended attribute of `rel` (None: not set). overlayfs's own are never returned.
+    pub fn get_xattr(&self, rel: &[u8], name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        if is_overlay_xattr(name) {
+            return Ok(None);
+        }
+        let (_fd, p) = self.handle(rel)?;
+        let mut v = vec![0u8; 256];
+        loop {
+            match rfs::getxattr(&p, os(name), &mut v) {
+                Ok(len) => {
+                    v.truncate(len);
+                    return Ok(Some(v));
+                }
+                Err(rustix::io::Errno::RANGE) => v.resize(v.len() * 16, 0),
+                Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => return Ok(None),
+                Err(e) => return Err(errno(e)),
+            }
+        }
+    }
+
+    /// setxattr(2) flags: XATTR_CREATE / XATTR_REPLACE as given.
+    pub fn set_xattr(&self, rel: &[u8], name: &[u8], value: &[u8], flags: u32) -> io::Result<()> {
+        let (_fd, p) = self.handle(rel)?;
+        rfs::setxattr(
+            &p,
+            os(name),
+            value,
+            rfs::XattrFlags::from_bits_retain(flags as _),
+        )
+        .map_err(errno)
+    }
+
+    pub fn remove_xattr(&self, rel: &[u8], name: &[u8]) -> io::Result<()> {
+        let (_fd, p) = self.handle(rel)?;
+        rfs::removexattr(&p, os(name)).map_err(errno)
+    }
+}
+
+/// True for an xattr name overlayfs reserves.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(OVERLAY_XATTR_PREFIX) || name == OPAQUE_XATTR.as_bytes()
+}
