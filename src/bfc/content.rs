@@ -209,36 +209,7 @@ impl Container {
         let buf = &mut buf[..want];
         let p = self.payload(i)?;
         if e.comp == COMP_NONE && e.enc == ENC_NONE {
-            let src = &p.data[offset as usize..offset as usize + want];
-            match &e.chunks {
-                Some(ch) => {
-                    let cs = u64::from(ch.table.chunk_size);
-                    let first = offset / cs;
-                    let last = (offset + want as u64 - 1) / cs;
-                    for k in first..=last {
-                        let lo = k * cs;
-                        let hi = (lo + cs).min(e.size);
-                        let computed = codec::bfc_crc(&p.data[lo as usize..hi as usize]);
-                        if computed != ch.table.crcs[k as usize] {
-                            return Err(Error::BadChecksum {
-                                file: self.file.clone(),
-                                what: format!("chunk {k} of {}", show(&e.path)),
-                                offset: p.offset + lo,
-                                stored: ch.table.crcs[k as usize],
-                                computed,
-                            });
-                        }
-                    }
-                }
-                None => self.once(i, || {
-                    let computed = codec::bfc_crc(p.data);
-                    if computed == e.crc {
-                        Ok(())
-                    } else {
-                        Err(self.bad_checksum(i, p.offset, computed))
-                    }
-                })?,
-            }
+            let src = self.checked_stored(i, &p, offset, want)?;
             buf.copy_from_slice(src);
             return Ok(want);
         }
@@ -623,6 +594,19 @@ impl Container {
         }
         let want = (e.size - offset).min(len as u64) as usize;
         let p = self.payload(i)?;
+        self.checked_stored(i, &p, offset, want).map(Some)
+    }
+
+    /// `want` bytes at `offset` of stored file `i`, after their checks: the checksum of every
+    /// chunk they touch, or (no chunk table) the whole file's checksum once per open container.
+    fn checked_stored<'a>(
+        &self,
+        i: usize,
+        p: &Payload<'a>,
+        offset: u64,
+        want: usize,
+    ) -> Result<&'a [u8]> {
+        let e = &self.entries[i];
         match &e.chunks {
             Some(ch) => {
                 let cs = u64::from(ch.table.chunk_size);
@@ -650,6 +634,6 @@ impl Container {
                 }
             })?,
         }
-        Ok(Some(&p.data[offset as usize..offset as usize + want]))
+        Ok(&p.data[offset as usize..offset as usize + want])
     }
 }

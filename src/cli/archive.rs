@@ -450,6 +450,23 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Prints a JSON object as JSON, or as `key: value` lines with keys right-aligned to `width`.
+fn print_fields(v: &serde_json::Value, json: bool, width: usize) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    if let Some(m) = v.as_object() {
+        for (k, val) in m {
+            let shown = val
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| val.to_string());
+            println!("{k:>width$}: {shown}");
+        }
+    }
+    Ok(())
+}
+
 pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
     let c = open(&a.file)?;
     if let Some(p) = &a.path {
@@ -462,18 +479,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
         v["object_size"] = json!(e.obj_size);
         v["crc32c"] = json!(format!("{:#010x}", e.crc));
         v["chunked"] = json!(e.is_chunked());
-        if a.json {
-            print_json(&v)?;
-        } else if let Some(m) = v.as_object() {
-            for (k, val) in m {
-                println!(
-                    "{k:>14}: {}",
-                    val.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| val.to_string())
-                );
-            }
-        }
+        print_fields(&v, a.json, 14)?;
         return Ok(0);
     }
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
@@ -502,17 +508,6 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
         "index_size": is,
         "image_blobs": c.image_blob_names().collect::<Vec<_>>(),
     });
-    if a.json {
-        print_json(&v)?;
-    } else if let Some(m) = v.as_object() {
-        for (k, val) in m {
-            println!(
-                "{k:>16}: {}",
-                val.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| val.to_string())
-            );
-        }
-    }
+    print_fields(&v, a.json, 16)?;
     Ok(0)
 }
