@@ -290,7 +290,14 @@ impl Filesystem for BfcFs {
     }
 
     /// Upper files get no FOPEN_KEEP_CACHE: they can change (see `open_inner`).
+    /// A read-only mount answers ENOSYS: the kernel then stops sending OPEN and RELEASE for
+    /// files at all ("no_open"), keeps their page cache (FOPEN_KEEP_CACHE is its default then),
+    /// and the mount's MS_RDONLY already refuses writable opens. That saves two round trips
+    /// per open, which is most of the cost of a warm `tar` of the mount.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if !self.union.is_writable() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.open_inner(ino, flags) {
             Ok(None) => {
                 if self.passthrough {
@@ -330,6 +337,8 @@ impl Filesystem for BfcFs {
         }
     }
 
+    /// Nothing is ever dirty in a read-only mount: ENOSYS makes the kernel stop sending FLUSH on
+    /// every close (with "no_open" it no longer gets FOPEN_NOFLUSH from an open reply).
     fn flush(
         &self,
         _req: &Request,
@@ -338,6 +347,9 @@ impl Filesystem for BfcFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if !self.union.is_writable() {
+            return reply.error(Errno::ENOSYS);
+        }
         reply.ok();
     }
 
