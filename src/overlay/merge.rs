@@ -118,6 +118,25 @@ fn has_marker(l: &Layer, spec: WhiteoutSpec, path: &[u8], want: Whiteout) -> boo
 
 /// Resolves the union path `path` given the layers (top first) that may hold it: the layers of
 /// its parent directory, or every layer for the root.
+/// The topmost entry is not a directory: it alone decides what the name is (nothing below
+/// shows through), and a hardlinked lower file gets its link key.
+fn non_dir(l: &Layer, li: usize, kind: Kind, source: Source) -> Resolved {
+    let link = match source {
+        Source::Entry { idx, .. } => l
+            .container
+            .entry(idx)
+            .link_group
+            .map(|g| LinkKey::Lower(li, g)),
+        Source::Implicit | Source::Upper => None,
+    };
+    Resolved {
+        kind,
+        source,
+        layers: Vec::new(),
+        link,
+    }
+}
+
 pub(crate) fn resolve(
     layers: &[Layer],
     spec: WhiteoutSpec,
@@ -158,22 +177,7 @@ pub(crate) fn resolve(
                         r.source = source;
                     }
                 }
-                (None, _) => {
-                    let link = match source {
-                        Source::Entry { idx, .. } => l
-                            .container
-                            .entry(idx)
-                            .link_group
-                            .map(|g| LinkKey::Lower(li, g)),
-                        Source::Implicit | Source::Upper => None,
-                    };
-                    return Some(Resolved {
-                        kind,
-                        source,
-                        layers: Vec::new(),
-                        link,
-                    });
-                }
+                (None, _) => return Some(non_dir(l, li, kind, source)),
                 // A non-directory below a directory: the directory replaces it and hides the rest.
                 (Some(_), _) => break,
             }
@@ -321,22 +325,7 @@ impl DirIndex {
                         r.source = source;
                     }
                 }
-                (None, _) => {
-                    let link = match source {
-                        Source::Entry { idx, .. } => l
-                            .container
-                            .entry(idx)
-                            .link_group
-                            .map(|g| LinkKey::Lower(li, g)),
-                        Source::Implicit | Source::Upper => None,
-                    };
-                    return Some(Resolved {
-                        kind,
-                        source,
-                        layers: Vec::new(),
-                        link,
-                    });
-                }
+                (None, _) => return Some(non_dir(l, li, kind, source)),
                 (Some(_), _) => break,
             }
             if has_marker(
