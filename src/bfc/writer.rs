@@ -246,9 +246,16 @@ impl<W: Write + Seek> Writer<W> {
     pub fn add_dir(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
         Self::checked(path)?;
         Self::checked_meta(path, meta)?;
-        let mode = (meta.mode & 0o7777) | S_IFDIR;
+        let rec = self.empty_object(path, TYPE_DIR, Kind::Dir, meta)?;
+        self.insert(path, rec);
+        Ok(())
+    }
+
+    /// Writes an object without payload (directory, device, fifo) and returns its record.
+    fn empty_object(&mut self, path: &[u8], obj_type: u8, kind: Kind, meta: &Meta) -> Result<Rec> {
+        let mode = (meta.mode & 0o7777) | kind.ifmt();
         let h = ObjHeader {
-            obj_type: TYPE_DIR,
+            obj_type,
             comp: COMP_NONE,
             enc: ENC_NONE,
             name_len: path.len() as u16,
@@ -260,8 +267,7 @@ impl<W: Write + Seek> Writer<W> {
         };
         let start = self.begin_object(&h, path)?;
         let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
-        self.insert(path, Self::rec(idx, Kind::Dir, meta));
-        Ok(())
+        Ok(Self::rec(idx, kind, meta))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -343,21 +349,7 @@ impl<W: Write + Seek> Writer<W> {
                 what: format!("add_special called for a {}", kind.name()),
             });
         }
-        let mode = (meta.mode & 0o7777) | kind.ifmt();
-        let h = ObjHeader {
-            obj_type: TYPE_SPECIAL,
-            comp: COMP_NONE,
-            enc: ENC_NONE,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
-            orig_size: 0,
-            stored_size: 0,
-            crc: 0,
-        };
-        let start = self.begin_object(&h, path)?;
-        let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
-        let mut rec = Self::rec(idx, kind, meta);
+        let mut rec = self.empty_object(path, TYPE_SPECIAL, kind, meta)?;
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
             rec.device = Some(rdev);
         }
