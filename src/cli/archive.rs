@@ -378,12 +378,7 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<i32> {
             .into());
         }
     }
-    let total: u64 = c
-        .entries()
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.size)
-        .sum();
+    let total = file_bytes(&c);
     let bar = bytes_bar(total, "extract");
     let opts = ax::ExtractOptions {
         force: a.force,
@@ -409,14 +404,18 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
-    let c = open_with_key(&a.file, &a.key, a.deep)?;
-    let total: u64 = c
-        .entries()
+/// Bytes of regular-file content (the progress bar's total).
+fn file_bytes(c: &Container) -> u64 {
+    c.entries()
         .iter()
         .filter(|e| e.kind == Kind::File)
         .map(|e| e.size)
-        .sum();
+        .sum()
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+    let c = open_with_key(&a.file, &a.key, a.deep)?;
+    let total = file_bytes(&c);
     let bar = bytes_bar(if a.deep { total } else { 0 }, "verify");
     let mut bad = 0usize;
     for i in 0..c.len() {
