@@ -6,29 +6,19 @@ use fuser::{FileAttr, FileType, INodeNo};
 use crate::bfc::Kind;
 use crate::overlay::Attr;
 
-/// Entry and attribute timeout. Lower layers are immutable files and the union over them never
-/// changes while mounted, so a cached name or attribute can never go stale: let the kernel keep
-/// them (almost) forever and skip the round trips (`ls -lR`, `find` and path walks then run from
-/// the dcache). Changes made through a writable mount reach the kernel with their replies (and
-/// the kernel drops what a create, unlink or rename touches), so lower-backed nodes keep the long
-/// TTL there too.
+/// Entry and attribute timeout, for every node. Lower layers are immutable files, so a cached
+/// name or attribute of theirs can never go stale: the kernel keeps them (almost) forever and
+/// skips the round trips (`ls -lR`, `find` and path walks then run from the dcache). Upper
+/// entries change only through this mount (changing an upper dir behind a mount's back is
+/// unsupported, as with overlayfs), and the kernel updates or drops what each create, unlink,
+/// rename, link, setattr and write touches, so they keep the long timeout too: a warm walk of a
+/// writable union costs what one of the read-only image costs.
 pub const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// TTL of nodes in the upper dir: they change (and an upper dir is an ordinary directory someone
-/// may look at or touch), so the kernel asks again after a second.
-pub const UPPER_TTL: Duration = Duration::from_secs(1);
-
 /// The TTL for a node's attributes and entry.
-pub fn ttl(a: &FileAttr) -> Duration {
-    // `file_attr` marks upper nodes with FileAttr::flags bit 0 (a BSD-only field on Linux).
-    if a.flags & UPPER_FLAG != 0 {
-        UPPER_TTL
-    } else {
-        TTL
-    }
+pub fn ttl(_a: &FileAttr) -> Duration {
+    TTL
 }
-
-const UPPER_FLAG: u32 = 1;
 
 /// Owner shown for entries that record none (`-o uid=,gid=`, else the user who mounted).
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +71,7 @@ pub fn file_attr(a: &Attr, owner: Owner) -> FileAttr {
         gid: a.gid.unwrap_or(owner.gid),
         rdev: kernel_rdev(a.rdev),
         blksize: 4096,
-        flags: if a.upper { UPPER_FLAG } else { 0 },
+        flags: 0,
     }
 }
 

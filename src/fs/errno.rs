@@ -17,6 +17,7 @@ pub fn errno(e: &Error) -> Errno {
         Error::Exists => Errno::EEXIST,
         Error::Invalid => Errno::EINVAL,
         Error::NotPermitted => Errno::EPERM,
+        Error::NameTooLong => Errno::ENAMETOOLONG,
         Error::Upper { source, .. } => {
             let n = source.raw_os_error();
             // Expected outcomes (ENOENT, EEXIST, ENOSPC…) are the caller's business; others are logged.

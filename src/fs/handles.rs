@@ -102,11 +102,29 @@ impl Handles {
 
     /// The backing id for a passthrough open of `ino`: the one its other opens use, or a new one
     /// from `make`. None when the inode has cached opens (or `make` fails: plain handle then).
+    /// `make` opens a file and registers it with the kernel: the table is not held meanwhile, so
+    /// a slow open never stalls other opens; of two racing makers the first to finish wins.
     pub fn backing(
         &self,
         ino: u64,
         make: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
+        {
+            let t = self.table();
+            if t.cached.contains_key(&ino) {
+                return None;
+            }
+            if let Some(b) = t.backing.get(&ino).and_then(Weak::upgrade) {
+                return Some(b);
+            }
+        }
+        let made = match make() {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                log::debug!("no passthrough for inode {ino}: {e}");
+                return None;
+            }
+        };
         let mut t = self.table();
         if t.cached.contains_key(&ino) {
             return None;
@@ -114,16 +132,7 @@ impl Handles {
         if let Some(b) = t.backing.get(&ino).and_then(Weak::upgrade) {
             return Some(b);
         }
-        match make() {
-            Ok(b) => {
-                let b = Arc::new(b);
-                t.backing.insert(ino, Arc::downgrade(&b));
-                Some(b)
-            }
-            Err(e) => {
-                log::debug!("no passthrough for inode {ino}: {e}");
-                None
-            }
-        }
+        t.backing.insert(ino, Arc::downgrade(&made));
+        Some(made)
     }
 }

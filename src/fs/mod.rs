@@ -1,8 +1,10 @@
 //! The FUSE adapter: `BfcFs` implements `fuser::Filesystem` over an `overlay::Union`.
 //!
 //! Each method calls an inner function returning `Result<_, Errno>` and replies; decisions live in
-//! `overlay`. Inode numbers are the union's `NodeId`s (root = 1): the union never forgets a node,
-//! so `forget` has nothing to do and no lookup counts are kept. Without an upper directory every
+//! `overlay`. Inode numbers are the union's `NodeId`s (root = 1). Every reply that gives the kernel
+//! a node (lookup, create, mkdir, mknod, symlink, link, each readdirplus entry but `.` and `..`)
+//! counts one lookup in the union, and `forget` takes them back: the union holds only what the
+//! kernel holds. A reply that fails after the count was taken gives it back. Without an upper directory every
 //! write operation is EROFS (the mount is also `ro`, so the kernel usually refuses first); with
 //! one, writes go to `overlay` (which copies up and keeps the overlayfs format) and open upper
 //! files are served from their descriptors (`handles`).
@@ -75,7 +77,13 @@ impl BfcFs {
             .union
             .lookup(parent.0, name.as_bytes())
             .map_err(|e| errno(&e))?;
-        self.attr(ino)
+        self.counted_attr(ino)
+    }
+
+    /// Attributes of a node whose lookup was just counted; on failure the count goes back (the
+    /// kernel gets an error, not the node).
+    fn counted_attr(&self, ino: NodeId) -> Result<fuser::FileAttr, Errno> {
+        self.attr(ino).inspect_err(|_| self.union.forget(ino, 1))
     }
 
     /// Calls `f` for each entry from `offset` on, with ".", ".." first, until it returns true (full).
@@ -275,6 +283,10 @@ impl Filesystem for BfcFs {
         reply_entry(reply, self.lookup_inner(parent, name));
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.union.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr_fh(ino.0, fh) {
             Ok(a) => reply.attr(&ttl(&a), &a),
@@ -418,16 +430,34 @@ impl Filesystem for BfcFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        // The kernel counts a lookup for every entry but "." and "..": count it here, and give
+        // it back for the entry that did not fit.
         let r = self.dir_items(ino, offset, |(cookie, child, _, name)| {
-            match self.attr(child) {
-                Ok(a) => reply.add(
-                    INodeNo(child),
-                    cookie,
-                    OsStr::from_bytes(name),
-                    &ttl(&a),
-                    &a,
-                    Generation(0),
-                ),
+            let dots = name == b"." || name == b"..";
+            let node = if dots {
+                self.attr(child)
+            } else {
+                match self.union.lookup(ino.0, name) {
+                    Ok(id) => self.counted_attr(id),
+                    Err(e) => Err(errno(&e)),
+                }
+            };
+            match node {
+                Ok(a) => {
+                    let full = reply.add(
+                        a.ino,
+                        cookie,
+                        OsStr::from_bytes(name),
+                        &ttl(&a),
+                        &a,
+                        Generation(0),
+                    );
+                    if full && !dots {
+                        self.union.forget(a.ino.0, 1);
+                    }
+                    full
+                }
+                // Gone since the listing was made (or unreadable): skip it.
                 Err(_) => false,
             }
         });

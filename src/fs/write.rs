@@ -74,7 +74,7 @@ impl BfcFs {
                 Self::owner_of(req),
             )
             .map_err(|e| errno(&e))?;
-        self.attr(id)
+        self.counted_attr(id)
     }
 
     pub(super) fn mknod_inner(
@@ -133,7 +133,8 @@ impl BfcFs {
         let f = self
             .union
             .open_upper(a.ino.0, upper_flags(flags))
-            .map_err(|e| errno(&e))?;
+            .map_err(|e| errno(&e))
+            .inspect_err(|_| self.union.forget(a.ino.0, 1))?;
         Ok((a, f))
     }
 
@@ -181,7 +182,7 @@ impl BfcFs {
             .union
             .link(ino.0, new_parent.0, new_name.as_bytes())
             .map_err(|e| errno(&e))?;
-        self.attr(id)
+        self.counted_attr(id)
     }
 
     pub(super) fn setattr_inner(&self, ino: INodeNo, a: SetattrArgs) -> Result<FileAttr, Errno> {

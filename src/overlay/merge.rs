@@ -10,22 +10,35 @@
 //! Names are compared as bytes (a non-UTF-8 `.wh.` name is still a whiteout).
 //! Resolving a name costs a few binary searches per contributing layer; the listing calls the same
 //! resolver for every name, so lookups and listings always agree.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use super::node::{LinkKey, Resolved, Source};
+use super::id::{implicit_id, lower_id, NodeId};
 use super::{Layer, WhiteoutSpec};
 use crate::bfc::{Child, Container, Kind, Whiteout};
+/// Where a node's metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// An index entry: `layer` counts from the top of the stack.
+    Entry { layer: usize, idx: usize },
+    /// A directory that no layer records but some path runs through (or the whole-container root).
+    Implicit,
+    /// The upper directory holds this node at the node's path (its metadata and content live there).
+    Upper,
+}
+
+/// What resolving a name in a directory found.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// The id this node has by what it is (None: none can be derived; a dynamic one is used).
+    pub id: Option<NodeId>,
+    pub kind: Kind,
+    pub source: Source,
+    /// Directories: the layers (top first) whose directory at this path merges into this one.
+    pub layers: Vec<usize>,
+}
 
 pub(crate) const WH_PREFIX: &[u8] = b".wh.";
 pub(crate) const WH_OPAQUE: &[u8] = b".wh..wh..opq";
-
-/// What one layer holds at one path.
-enum Probe {
-    Missing,
-    Entry(usize),
-    /// No entry, but deeper paths exist: a directory the index does not record.
-    Implicit,
-}
 
 /// `a/b` from `a` and `b` (`b` alone when `a` is the root "").
 pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -58,27 +71,6 @@ fn lower_bound(c: &Container, key: &[u8]) -> usize {
         }
     }
     lo
-}
-
-fn probe(c: &Container, path: &[u8]) -> Probe {
-    if path.is_empty() {
-        return if !c.is_empty() {
-            Probe::Implicit
-        } else {
-            Probe::Missing
-        };
-    }
-    if let Some(i) = c.find(path) {
-        return Probe::Entry(i);
-    }
-    let mut prefix = path.to_vec();
-    prefix.push(b'/');
-    let i = lower_bound(c, &prefix);
-    if i < c.len() && c.entry(i).path.starts_with(&prefix) {
-        Probe::Implicit
-    } else {
-        Probe::Missing
-    }
 }
 
 impl WhiteoutSpec {
@@ -116,84 +108,162 @@ fn has_marker(l: &Layer, spec: WhiteoutSpec, path: &[u8], want: Whiteout) -> boo
         .is_some_and(|i| spec.is_marker(&l.container, i, want))
 }
 
-/// Resolves the union path `path` given the layers (top first) that may hold it: the layers of
-/// its parent directory, or every layer for the root.
-/// The topmost entry is not a directory: it alone decides what the name is (nothing below
-/// shows through), and a hardlinked lower file gets its link key.
-fn non_dir(l: &Layer, li: usize, kind: Kind, source: Source) -> Resolved {
-    let link = match source {
-        Source::Entry { idx, .. } => l
-            .container
-            .entry(idx)
-            .link_group
-            .map(|g| LinkKey::Lower(li, g)),
-        Source::Implicit | Source::Upper => None,
-    };
-    Resolved {
-        kind,
-        source,
-        layers: Vec::new(),
-        link,
-    }
+/// What one layer holds for one name of a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    Entry(usize),
+    /// A directory the index does not record but that has entries below it.
+    Implicit,
+    /// A `.wh.NAME` marker: hides NAME in the layers below.
+    Whiteout,
 }
 
+/// What each of `candidates` (top first) holds for `path`, by probing each layer: a few binary
+/// searches per layer. Within a layer, an entry counts before that layer's whiteout of the name.
+fn probe_hits(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    candidates: &[usize],
+    path: &[u8],
+) -> Vec<(usize, Hit)> {
+    let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    };
+    let mut hits = Vec::new();
+    for &li in candidates {
+        let Some(l) = layers.get(li) else { continue };
+        let c = &l.container;
+        let lp = l.path_of(path);
+        match c.find(&lp) {
+            Some(i) if c.entry(i).whiteout == Whiteout::None => hits.push((li, Hit::Entry(i))),
+            Some(_) => {}
+            None if has_below(c, &lp) => hits.push((li, Hit::Implicit)),
+            None => {}
+        }
+        if !path.is_empty() {
+            let mut wh = WH_PREFIX.to_vec();
+            wh.extend_from_slice(name);
+            if has_marker(l, spec, &l.path_of(&join(dir, &wh)), Whiteout::Whiteout) {
+                hits.push((li, Hit::Whiteout));
+            }
+        }
+    }
+    hits
+}
+
+/// Whether layer container `c` has entries below `path` ("" = the whole container).
+fn has_below(c: &Container, path: &[u8]) -> bool {
+    if path.is_empty() {
+        return !c.is_empty();
+    }
+    let mut prefix = path.to_vec();
+    prefix.push(b'/');
+    let i = lower_bound(c, &prefix);
+    i < c.len() && c.entry(i).path.starts_with(&prefix)
+}
+
+/// The id of an implicit directory at layer path `lp` of layer `li`: by its first entry.
+fn implicit_dir_id(l: &Layer, li: usize, lp: &[u8]) -> Option<NodeId> {
+    let mut prefix = lp.to_vec();
+    if !prefix.is_empty() {
+        prefix.push(b'/');
+    }
+    let depth = lp.iter().filter(|&&b| b == b'/').count() + usize::from(!lp.is_empty());
+    implicit_id(li, lower_bound(&l.container, &prefix), depth)
+}
+
+/// The OCI rules over what each layer holds for `path`, top first: the topmost entry wins; a
+/// non-directory decides alone (nothing below shows through); a directory merges with the
+/// directories below until a non-directory, a whiteout, or its own opaque marker.
+fn fold(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    path: &[u8],
+    hits: impl IntoIterator<Item = (usize, Hit)>,
+) -> Option<Resolved> {
+    let mut found: Option<Resolved> = None;
+    for (li, hit) in hits {
+        let l = layers.get(li)?;
+        let (kind, source) = match hit {
+            Hit::Whiteout => break,
+            Hit::Implicit => (Kind::Dir, Source::Implicit),
+            Hit::Entry(i) => (
+                l.container.entry(i).kind,
+                Source::Entry { layer: li, idx: i },
+            ),
+        };
+        match (&mut found, kind) {
+            (None, Kind::Dir) => {
+                found = Some(Resolved {
+                    id: None,
+                    kind,
+                    source,
+                    layers: vec![li],
+                });
+            }
+            (Some(r), Kind::Dir) => {
+                if r.layers.last() != Some(&li) {
+                    r.layers.push(li);
+                }
+                // An implicit directory above takes the metadata of a recorded one below.
+                if r.source == Source::Implicit {
+                    r.source = source;
+                }
+            }
+            (None, _) => {
+                // A hardlinked file is its group's entry: every name, one id.
+                let id = match source {
+                    Source::Entry { idx, .. } => {
+                        let group = l.container.entry(idx).link_group;
+                        lower_id(li, group.map_or(idx, |g| g as usize))
+                    }
+                    Source::Implicit | Source::Upper => None,
+                };
+                return Some(Resolved {
+                    id,
+                    kind,
+                    source,
+                    layers: Vec::new(),
+                });
+            }
+            // A non-directory below a directory: the directory replaces it and hides the rest.
+            (Some(_), _) => break,
+        }
+        if has_marker(
+            l,
+            spec,
+            &join(&l.path_of(path), WH_OPAQUE),
+            Whiteout::Opaque,
+        ) {
+            break;
+        }
+    }
+    let mut r = found?;
+    r.id = match r.source {
+        Source::Entry { layer, idx } => lower_id(layer, idx),
+        _ => {
+            let li = *r.layers.first()?;
+            implicit_dir_id(layers.get(li)?, li, &layers.get(li)?.path_of(path))
+        }
+    };
+    Some(r)
+}
+
+/// Resolves the union path `path` given the layers (top first) that may hold it: the layers of
+/// its parent directory, or every layer for the root. Without a `DirIndex`, this probes each.
 pub(crate) fn resolve(
     layers: &[Layer],
     spec: WhiteoutSpec,
     candidates: &[usize],
     path: &[u8],
 ) -> Option<Resolved> {
-    let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (&b""[..], path),
-    };
-    let mut found: Option<Resolved> = None;
-    for &li in candidates {
-        let Some(l) = layers.get(li) else { continue };
-        let lp = l.path_of(path);
-        let hit = match probe(&l.container, &lp) {
-            Probe::Missing => None,
-            Probe::Entry(i) if l.container.entry(i).whiteout != Whiteout::None => None,
-            Probe::Entry(i) => Some((
-                l.container.entry(i).kind,
-                Source::Entry { layer: li, idx: i },
-            )),
-            Probe::Implicit => Some((Kind::Dir, Source::Implicit)),
-        };
-        if let Some((kind, source)) = hit {
-            match (&mut found, kind) {
-                (None, Kind::Dir) => {
-                    found = Some(Resolved {
-                        kind,
-                        source,
-                        layers: vec![li],
-                        link: None,
-                    });
-                }
-                (Some(r), Kind::Dir) => {
-                    r.layers.push(li);
-                    // An implicit directory above takes the metadata of a recorded one below.
-                    if r.source == Source::Implicit {
-                        r.source = source;
-                    }
-                }
-                (None, _) => return Some(non_dir(l, li, kind, source)),
-                // A non-directory below a directory: the directory replaces it and hides the rest.
-                (Some(_), _) => break,
-            }
-            if has_marker(l, spec, &join(&lp, WH_OPAQUE), Whiteout::Opaque) {
-                break;
-            }
-        }
-        if !path.is_empty() {
-            let mut wh = WH_PREFIX.to_vec();
-            wh.extend_from_slice(name);
-            if has_marker(l, spec, &l.path_of(&join(dir, &wh)), Whiteout::Whiteout) {
-                break;
-            }
-        }
-    }
-    found
+    fold(
+        layers,
+        spec,
+        path,
+        probe_hits(layers, spec, candidates, path),
+    )
 }
 
 /// Every name that shows in the directory at union path `dir` with contributing `layers`, sorted.
@@ -220,16 +290,6 @@ pub(crate) fn child_names(
     names
 }
 
-/// What one layer holds for one name of a directory.
-#[derive(Debug, Clone, Copy)]
-enum Hit {
-    Entry(usize),
-    /// A directory the index does not record but that has entries below it.
-    Implicit,
-    /// A `.wh.NAME` marker: hides NAME in the layers below.
-    Whiteout,
-}
-
 /// Every name of one directory with what each contributing layer holds for it, built once per
 /// directory from the layers' child lists (one pass over them). Resolving a name then visits
 /// only the layers that hold something for it, so a lookup costs the same across 50 layers as
@@ -237,7 +297,7 @@ enum Hit {
 #[derive(Debug, Default)]
 pub(crate) struct DirIndex {
     /// name → (layer, hit), layers top first.
-    names: std::collections::HashMap<Box<[u8]>, Vec<(usize, Hit)>>,
+    names: HashMap<Box<[u8]>, Vec<(usize, Hit)>>,
 }
 
 /// Directories merging at least this many layers get a `DirIndex`; below, probing each layer
@@ -251,8 +311,7 @@ impl DirIndex {
         dir_layers: &[usize],
         dir: &[u8],
     ) -> DirIndex {
-        let mut names: std::collections::HashMap<Box<[u8]>, Vec<(usize, Hit)>> =
-            std::collections::HashMap::new();
+        let mut names: HashMap<Box<[u8]>, Vec<(usize, Hit)>> = HashMap::new();
         for &li in dir_layers {
             let Some(l) = layers.get(li) else { continue };
             let c = &l.container;
@@ -297,46 +356,6 @@ impl DirIndex {
         path: &[u8],
     ) -> Option<Resolved> {
         let hits = self.names.get(basename(path))?;
-        let mut found: Option<Resolved> = None;
-        for &(li, hit) in hits {
-            let l = &layers[li];
-            let (kind, source) = match hit {
-                Hit::Whiteout => break,
-                Hit::Implicit => (Kind::Dir, Source::Implicit),
-                Hit::Entry(i) => (
-                    l.container.entry(i).kind,
-                    Source::Entry { layer: li, idx: i },
-                ),
-            };
-            match (&mut found, kind) {
-                (None, Kind::Dir) => {
-                    found = Some(Resolved {
-                        kind,
-                        source,
-                        layers: vec![li],
-                        link: None,
-                    });
-                }
-                (Some(r), Kind::Dir) => {
-                    if r.layers.last() != Some(&li) {
-                        r.layers.push(li);
-                    }
-                    if r.source == Source::Implicit {
-                        r.source = source;
-                    }
-                }
-                (None, _) => return Some(non_dir(l, li, kind, source)),
-                (Some(_), _) => break,
-            }
-            if has_marker(
-                l,
-                spec,
-                &join(&l.path_of(path), WH_OPAQUE),
-                Whiteout::Opaque,
-            ) {
-                break;
-            }
-        }
-        found
+        fold(layers, spec, path, hits.iter().copied())
     }
 }

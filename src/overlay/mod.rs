@@ -2,17 +2,21 @@
 //! one tree. Lookups, listings, attributes and content by `NodeId`; no FUSE types here, so the FUSE
 //! adapter stays a thin translation and a later writable upper directory can slot in beside the
 //! layers (a `Source` variant and a first look in the upper dir in `lookup`).
+mod id;
 mod merge;
 mod node;
 mod write;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::bfc::{self, Container, Kind};
 use crate::upper::UpperDir;
-pub use node::{DirEntry, NodeId, ROOT};
-use node::{LinkKey, Node, NodeTable, Resolved, Source};
+pub use id::{NodeId, ROOT};
+use merge::{Resolved, Source};
+pub use node::DirEntry;
+use node::{Inserted, Node, NodeTable};
 pub use write::{read_full, NewNode, SetAttr, Time};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
@@ -75,8 +79,6 @@ pub struct Attr {
     pub gid: Option<u32>,
     pub rdev: u64,
     pub nlink: u32,
-    /// The node lives in the upper dir (it can change: short cache lifetimes).
-    pub upper: bool,
 }
 
 /// Why a union operation failed.
@@ -104,6 +106,8 @@ pub enum Error {
     Invalid,
     #[error("operation not permitted")]
     NotPermitted,
+    #[error("file name too long")]
+    NameTooLong,
     /// A system call on the upper directory failed.
     #[error("{op} {path} in the upper dir")]
     Upper {
@@ -135,6 +139,20 @@ fn upper_err(op: &'static str, path: &[u8], source: std::io::Error) -> Error {
     }
 }
 
+/// NAME_MAX of the upper dir's file systems (and of what the kernel's overlayfs accepts).
+const NAME_MAX: usize = 255;
+
+/// A name the kernel may look up: one component; over NAME_MAX is ENAMETOOLONG, as on ext4.
+fn check_lookup_name(name: &[u8]) -> Result<(), Error> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
 fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
@@ -158,7 +176,6 @@ fn attr_of_stat(id: NodeId, st: &rustix::fs::Stat) -> Attr {
         gid: Some(st.st_gid),
         rdev: st.st_rdev,
         nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
-        upper: true,
     }
 }
 
@@ -177,9 +194,10 @@ struct Upper {
     dir: UpperDir,
     /// Owner given to copies of lower entries that record none (what the mount shows for them).
     owner: (u32, u32),
-    /// Serialises changes to the tree (copy-up, create, remove, rename): they are rare next to
-    /// reads and lookups, which never take it.
-    lock: Mutex<()>,
+    /// One lock per node being copied up: a copy-up makes wait only those who need that node
+    /// (as overlayfs copies up under the inode's own lock). Changes within one directory are
+    /// already serialised by the kernel, which holds the directory's lock for them.
+    copying: Mutex<HashMap<NodeId, Arc<Mutex<()>>>>,
 }
 
 /// The union of a layer stack, with an optional writable upper directory on top.
@@ -214,10 +232,10 @@ impl Union {
                 });
             }
             _ => Resolved {
+                id: Some(ROOT),
                 kind: Kind::Dir,
                 source: Source::Implicit,
                 layers: all,
-                link: None,
             },
         };
         let implicit_mtime_ns = std::time::SystemTime::now()
@@ -241,7 +259,7 @@ impl Union {
         self.upper = Some(Upper {
             dir,
             owner,
-            lock: Mutex::new(()),
+            copying: Mutex::default(),
         });
         self
     }
@@ -272,7 +290,8 @@ impl Union {
     /// Resolves `path`, a child of directory `dir`: the upper dir first (a whiteout hides it, an
     /// opaque directory hides the lower layers), then the lower layers the directory merges.
     /// Directories not in the upper dir cannot have children there, so a lookup in a lower-only
-    /// directory costs no system call.
+    /// directory costs no system call. An upper entry that a lower one was copied up from keeps
+    /// the lower id (recorded at copy-up), so its inode number never changes.
     fn resolve_child(&self, dir: &Node, path: &[u8]) -> Result<Option<Resolved>, Error> {
         let lower = || self.resolve_lower(dir, path);
         let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) else {
@@ -284,31 +303,30 @@ impl Union {
             return Ok(None);
         }
         let kind = Kind::from_mode(st.st_mode).ok_or(Error::NotFound)?;
+        let low = lower();
+        let origin = match low {
+            Some(_) => up
+                .dir
+                .origin(path)
+                .map_err(|e| upper_err("reading the origin of", path, e))?,
+            None => None,
+        };
+        let id = origin.or_else(|| id::upper_id(st.st_ino));
+        let mut layers = Vec::new();
         if kind == Kind::Dir {
             let opaque = up
                 .dir
                 .is_opaque(path)
                 .map_err(|e| upper_err("reading the opaque mark of", path, e))?;
-            let layers = match lower() {
-                Some(r) if r.kind == Kind::Dir && !opaque => r.layers,
-                _ => Vec::new(),
-            };
-            return Ok(Some(Resolved {
-                kind,
-                source: Source::Upper,
-                layers,
-                link: None,
-            }));
+            if let Some(r) = low.filter(|r| r.kind == Kind::Dir && !opaque) {
+                layers = r.layers;
+            }
         }
-        let link = (st.st_nlink > 1).then_some(LinkKey::Upper {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        });
         Ok(Some(Resolved {
+            id,
             kind,
             source: Source::Upper,
-            layers: Vec::new(),
-            link,
+            layers,
         }))
     }
 
@@ -325,45 +343,84 @@ impl Union {
         }
     }
 
-    /// The node for `name` in directory `parent`: O(log n) per contributing layer, or a binary
-    /// search in the merged listing once that exists.
+    /// The kernel's lookup of `name` in directory `parent`: the node, counted once more (FUSE's
+    /// lookup count; see `forget`). O(1) for a known name, else O(log n) per contributing layer.
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, Error> {
         let dir = self.dir(parent)?;
-        if name == b"." {
-            return Ok(parent);
+        if name == b"." || name == b".." {
+            let id = if name == b"." { parent } else { dir.parent };
+            self.nodes.add_lookup(id);
+            return Ok(id);
         }
-        if name == b".." {
-            return Ok(dir.parent);
+        check_lookup_name(name)?;
+        if let Some(id) = self.nodes.lookup_known(parent, name) {
+            return Ok(id);
         }
         if let Some(listing) = dir.listing.get() {
-            return listing
-                .binary_search_by(|e| (*e.name).cmp(name))
-                .map(|i| listing[i].ino)
-                .map_err(|_| Error::NotFound);
+            if listing.binary_search_by(|e| (*e.name).cmp(name)).is_err() {
+                return Err(Error::NotFound);
+            }
         }
-        if name.is_empty() || name.contains(&b'/') || !self.spec.name_visible(name) {
+        if !self.spec.name_visible(name) {
             return Err(Error::NotFound);
         }
         let path = merge::join(&dir.path, name);
-        if let Some(id) = self.nodes.find_path(&path) {
-            return Ok(id);
+        loop {
+            let r = self.resolve_child(&dir, &path)?.ok_or(Error::NotFound)?;
+            match self.nodes.insert(parent, name, path.clone(), r) {
+                Inserted::Known(id) => return Ok(id),
+                // Being copied up right now: wait for it, then look again.
+                Inserted::Busy(id) => drop(self.copy_lock(id)),
+            }
         }
-        let r = self.resolve_child(&dir, &path)?.ok_or(Error::NotFound)?;
-        Ok(self.nodes.insert(path, parent, r))
+    }
+
+    /// The kernel forgot `n` lookups of node `id`: at zero the node goes (its id comes back
+    /// the same if the name is looked up again).
+    pub fn forget(&self, id: NodeId, n: u64) {
+        self.nodes.forget(id, n);
+    }
+
+    /// The node of `name` in directory `dir` (`dir_id`) without counting a kernel lookup: a
+    /// known node, or one made for the caller alone (not recorded).
+    fn child(
+        &self,
+        dir_id: NodeId,
+        dir: &Node,
+        name: &[u8],
+    ) -> Result<Option<(NodeId, Arc<Node>)>, Error> {
+        if let Some(id) = self.nodes.child(dir_id, name) {
+            if let Some(n) = self.nodes.get(id) {
+                return Ok(Some((id, n)));
+            }
+        }
+        if name.is_empty() || name.contains(&b'/') || !self.spec.name_visible(name) {
+            return Ok(None);
+        }
+        let path = merge::join(&dir.path, name);
+        Ok(self.resolve_child(dir, &path)?.map(|r| {
+            let id = r.id.unwrap_or(0);
+            (id, Arc::new(Node::new(path.into(), dir_id, &r)))
+        }))
     }
 
     /// The merged listing of a directory, sorted by name; built once, on first use.
     pub fn readdir(&self, id: NodeId) -> Result<Arc<[DirEntry]>, Error> {
         let dir = self.dir(id)?;
+        self.listing(id, &dir)
+    }
+
+    fn listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
         if let Some(l) = dir.listing.get() {
             return Ok(l.clone());
         }
-        let built = self.build_listing(id, &dir)?;
+        let built = self.build_listing(id, dir)?;
         Ok(dir.listing.get_or_init(|| built).clone())
     }
 
     /// Lower names ∪ upper names; each goes through the same resolver as a lookup, so upper
-    /// whiteouts and opaque directories hide what they hide there too.
+    /// whiteouts and opaque directories hide what they hide there too. Builds no nodes: the
+    /// inode numbers are the ids the names resolve to.
     fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
         let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
         if let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) {
@@ -375,19 +432,13 @@ impl Union {
         }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let path = merge::join(&dir.path, &name);
-            let ino = match self.nodes.find_path(&path) {
-                Some(ino) => ino,
-                None => match self.resolve_child(dir, &path)? {
-                    Some(r) => self.nodes.insert(path, id, r),
-                    None => continue,
-                },
+            let Some((ino, n)) = self.child(id, dir, &name)? else {
+                continue;
             };
-            let kind = self.nodes.get(ino).map_or(Kind::File, |n| n.kind);
             out.push(DirEntry {
                 name: name.into(),
-                ino,
-                kind,
+                ino: if ino == 0 { self.nodes.fresh_id() } else { ino },
+                kind: n.kind,
             });
         }
         Ok(out.into())
@@ -400,7 +451,10 @@ impl Union {
 
     /// Metadata. A directory's link count is 2 + its subdirectories, so this builds its listing.
     pub fn attr(&self, id: NodeId) -> Result<Attr, Error> {
-        let n = self.node(id)?;
+        self.attr_of_node(id, &*self.node(id)?)
+    }
+
+    fn attr_of_node(&self, id: NodeId, n: &Node) -> Result<Attr, Error> {
         let mut a = match n.source {
             Source::Entry { layer, idx } => {
                 let e = self.layers[layer].container.entry(idx);
@@ -416,7 +470,6 @@ impl Union {
                     gid: e.gid,
                     rdev: e.rdev,
                     nlink: e.nlink.max(1),
-                    upper: false,
                 }
             }
             Source::Implicit => Attr {
@@ -431,7 +484,6 @@ impl Union {
                 gid: None,
                 rdev: 0,
                 nlink: 2,
-                upper: false,
             },
             Source::Upper => {
                 let up = self.upper.as_ref().ok_or(Error::NotFound)?;
@@ -440,12 +492,19 @@ impl Union {
                     .stat(&n.path)
                     .map_err(|e| upper_err("stat", &n.path, e))?
                     .ok_or(Error::NotFound)?;
-                attr_of_stat(id, &st)
+                let mut a = attr_of_stat(id, &st);
+                // A directory that merges lower layers cannot count its subdirectories without
+                // listing them all: 1, as overlayfs says for merged directories ("unknown" to
+                // find and fts). One only in the upper dir: its own count.
+                if n.kind == Kind::Dir && !n.layers.is_empty() {
+                    a.nlink = 1;
+                }
+                return Ok(a);
             }
         };
         if n.kind == Kind::Dir {
             let subdirs = self
-                .readdir(id)?
+                .listing(id, n)?
                 .iter()
                 .filter(|e| e.kind == Kind::Dir)
                 .count();
@@ -476,16 +535,19 @@ impl Union {
     /// that fails its checksum or tag is an error, never returned. Stored content is borrowed
     /// from the mapping; compressed or encrypted content is decoded (through the chunk cache).
     pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
-        let n = self.node(id)?;
+        self.read_node(&*self.node(id)?, offset, size)
+    }
+
+    fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
         match n.kind {
             Kind::File => {}
             Kind::Dir => return Err(Error::IsDir),
             _ => return Err(Error::NotFound),
         }
         if n.source == Source::Upper {
-            return self.read_upper(&n, offset, size).map(Cow::Owned);
+            return self.read_upper(n, offset, size).map(Cow::Owned);
         }
-        let (l, idx) = self.entry_of(&n).ok_or(Error::NotFound)?;
+        let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
         let len = c
             .entry(idx)
@@ -496,7 +558,7 @@ impl Union {
         match c.stored_slice(idx, offset, len) {
             Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
             Ok(None) => {}
-            Err(e) => return Err(self.layer_error("reading", &n, e)),
+            Err(e) => return Err(self.layer_error("reading", n, e)),
         }
         let mut buf = vec![0u8; len];
         let mut done = 0;
@@ -504,7 +566,7 @@ impl Union {
             match c.read_at(idx, offset + done as u64, &mut buf[done..]) {
                 Ok(0) => break,
                 Ok(k) => done += k,
-                Err(e) => return Err(self.layer_error("reading", &n, e)),
+                Err(e) => return Err(self.layer_error("reading", n, e)),
             }
         }
         buf.truncate(done);
@@ -513,7 +575,10 @@ impl Union {
 
     /// The target of a symbolic link.
     pub fn readlink(&self, id: NodeId) -> Result<Cow<'_, [u8]>, Error> {
-        let n = self.node(id)?;
+        self.node_readlink(&*self.node(id)?)
+    }
+
+    fn node_readlink(&self, n: &Node) -> Result<Cow<'_, [u8]>, Error> {
         if n.kind != Kind::Symlink {
             return Err(Error::NotSymlink);
         }
@@ -524,17 +589,20 @@ impl Union {
                 .map(Cow::Owned)
                 .map_err(|e| upper_err("readlink", &n.path, e));
         }
-        let (l, idx) = self.entry_of(&n).ok_or(Error::NotSymlink)?;
+        let (l, idx) = self.entry_of(n).ok_or(Error::NotSymlink)?;
         l.container
             .symlink_target(idx)
             .map(Cow::Borrowed)
-            .map_err(|e| self.layer_error("reading the link target of", &n, e))
+            .map_err(|e| self.layer_error("reading the link target of", n, e))
     }
 
     /// Extended attributes (name, value) of a node; none for implicit directories. The upper
     /// dir's own `trusted.overlay.*` marks never show (as in overlayfs).
     pub fn xattrs(&self, id: NodeId) -> Result<Cow<'_, [Xattr]>, Error> {
-        let n = self.node(id)?;
+        self.node_xattrs(&*self.node(id)?)
+    }
+
+    fn node_xattrs(&self, n: &Node) -> Result<Cow<'_, [Xattr]>, Error> {
         if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
             return up
                 .dir
@@ -543,7 +611,7 @@ impl Union {
                 .map_err(|e| upper_err("listing the xattrs of", &n.path, e));
         }
         Ok(Cow::Borrowed(
-            self.entry_of(&n)
+            self.entry_of(n)
                 .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs),
         ))
     }
@@ -591,7 +659,7 @@ impl Union {
         t
     }
 
-    /// How many nodes have been handed out so far.
+    /// How many nodes the kernel holds (the root included): what the table costs.
     pub fn known_nodes(&self) -> usize {
         self.nodes.len()
     }

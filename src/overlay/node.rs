@@ -1,36 +1,23 @@
-//! Nodes of the union: what a `NodeId` stands for, and the table that hands them out.
+//! Nodes of the union: what a `NodeId` stands for, and the table of the nodes the kernel knows.
 //!
-//! A `NodeId` is also the inode number the kernel sees (root = 1, as FUSE requires). Ids are given
-//! on first lookup and never taken back, so `st_ino` is stable for the life of the mount; the table
-//! grows only with what was looked at, so mounting costs nothing per entry. Every union path of a
-//! hardlinked file maps to one node (keyed by layer and link group), so the names share `st_ino`.
+//! A `NodeId` is also the inode number the kernel sees (root = 1, as FUSE requires). Ids are
+//! derived from what a node is, not handed out in order, so the same file always gets the same
+//! id — after the kernel forgot it, after a remount, after a server restart:
+//! - a lower entry: its layer and index entry (every name of a hardlink group: the group's entry);
+//! - a directory no layer records: the layer and the first entry below it;
+//! - an upper entry: the lower id recorded when it was copied up, else its upper inode number.
+//!
+//! The table holds only the nodes the kernel holds: each counts the kernel's lookups and goes
+//! when FORGET brings the count to zero, so its size follows the kernel's inode cache, not the
+//! image or the history of the mount. Children are indexed by parent, so a create, unlink or
+//! rename touches its own directory (and, for a directory rename, its own known subtree).
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use super::id::{dynamic_id, NodeId, ROOT};
+use super::merge::{basename, join, DirIndex, Resolved, Source};
 use crate::bfc::Kind;
-
-/// A node of the union, and its inode number.
-pub type NodeId = u64;
-/// The root directory (FUSE_ROOT_ID).
-pub const ROOT: NodeId = 1;
-
-/// Where a node's metadata comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// An index entry: `layer` counts from the top of the stack.
-    Entry { layer: usize, idx: usize },
-    /// A directory that no layer records but some path runs through (or the whole-container root).
-    Implicit,
-    /// The upper directory holds this node at the node's path (its metadata and content live there).
-    Upper,
-}
-
-/// What makes several names one file: a link group of one lower layer, or one upper inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum LinkKey {
-    Lower(usize, u32),
-    Upper { dev: u64, ino: u64 },
-}
 
 /// One entry of a merged directory listing.
 #[derive(Debug, Clone)]
@@ -40,234 +27,461 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
-/// What resolving a name in a directory found.
-#[derive(Debug)]
-pub(crate) struct Resolved {
-    pub kind: Kind,
-    pub source: Source,
-    /// Directories: the layers (top first) whose directory at this path merges into this one.
-    pub layers: Vec<usize>,
-    /// Hardlinked files: the link group, or the upper inode.
-    pub link: Option<LinkKey>,
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
-    /// Union path: '/'-separated, relative, "" for the root. For hardlinks, the first name seen.
+    /// Union path: '/'-separated, relative, "" for the root. For hardlinks, one of its names.
     pub path: Box<[u8]>,
     pub parent: NodeId,
     pub kind: Kind,
     pub source: Source,
     pub layers: Box<[usize]>,
+    /// The node has no name left (unlinked, or replaced by a rename) but the kernel holds it.
+    pub detached: bool,
     /// The merged listing, built on first use (directories only).
     pub listing: OnceLock<Arc<[DirEntry]>>,
-    /// What the lower layers hold in this directory, built on the first lookup when it merges
-    /// many layers (see `merge::DirIndex`).
-    pub index: OnceLock<Arc<super::merge::DirIndex>>,
-    /// Hardlinked files: the key every name of this file resolves to.
-    pub link: Option<LinkKey>,
+    /// What the lower layers hold in this directory, built on the first lookup
+    /// (see `merge::DirIndex`).
+    pub index: OnceLock<Arc<DirIndex>>,
 }
+
+impl Node {
+    /// A node that is not (or not yet) in the table: what a walk inside the union sees.
+    pub fn new(path: Box<[u8]>, parent: NodeId, r: &Resolved) -> Node {
+        Node {
+            path,
+            parent,
+            kind: r.kind,
+            source: r.source,
+            layers: r.layers.clone().into(),
+            detached: false,
+            listing: OnceLock::new(),
+            index: OnceLock::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    node: Arc<Node>,
+    /// The kernel's lookup count (FUSE `forget` contract); the root is never forgotten.
+    lookups: u64,
+}
+
+/// A name in a directory: (parent, name).
+type Name = (NodeId, Box<[u8]>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    nodes: Vec<Arc<Node>>,
-    by_path: HashMap<Box<[u8]>, NodeId>,
-    by_link: HashMap<LinkKey, NodeId>,
+    nodes: HashMap<NodeId, Slot>,
+    /// parent → name → child, for every name of every known node.
+    children: HashMap<NodeId, HashMap<Box<[u8]>, NodeId>>,
+    /// Names of hardlinked nodes besides `Node::path`: (parent, name).
+    aliases: HashMap<NodeId, Vec<Name>>,
+    /// Ids whose copy-up is running: a lookup must not record them as lower nodes meanwhile.
+    copying: HashMap<NodeId, usize>,
 }
 
-/// The id ↔ node table. Read-mostly: lookups of known paths take the read lock only.
+/// The id ↔ node table. Read-mostly: lookups of known names take the read lock only.
 #[derive(Debug)]
 pub(crate) struct NodeTable {
     inner: RwLock<Inner>,
+    next_dynamic: AtomicU64,
+}
+
+/// What `NodeTable::insert` did.
+pub(crate) enum Inserted {
+    Known(NodeId),
+    /// The id is being copied up: resolve again once the copy-up is done.
+    Busy(NodeId),
 }
 
 impl NodeTable {
     pub fn new(root: Resolved) -> NodeTable {
-        let node = Node {
-            path: Box::default(),
-            parent: ROOT,
-            kind: root.kind,
-            source: root.source,
-            layers: root.layers.into(),
-            listing: OnceLock::new(),
-            index: OnceLock::new(),
-            link: None,
-        };
+        let node = Node::new(Box::default(), ROOT, &root);
         let mut inner = Inner::default();
-        inner.nodes.push(Arc::new(node));
-        inner.by_path.insert(Box::default(), ROOT);
+        inner.nodes.insert(
+            ROOT,
+            Slot {
+                node: Arc::new(node),
+                lookups: 1,
+            },
+        );
         NodeTable {
             inner: RwLock::new(inner),
+            next_dynamic: AtomicU64::new(1),
         }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the table half-updated (insert pushes last).
+        // Every update below replaces whole nodes, so a panic cannot leave one half-changed.
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        // Every update below replaces whole nodes, so a panic cannot leave one half-changed.
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, id: NodeId) -> Option<Arc<Node>> {
-        let idx = usize::try_from(id.checked_sub(1)?).ok()?;
-        self.read().nodes.get(idx).cloned()
+        self.read().nodes.get(&id).map(|s| s.node.clone())
     }
 
-    pub fn find_path(&self, path: &[u8]) -> Option<NodeId> {
-        self.read().by_path.get(path).copied()
+    /// The known child `name` of `parent`.
+    pub fn child(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
+        self.read().children.get(&parent)?.get(name).copied()
     }
 
+    /// How many nodes the kernel holds (the root included).
     pub fn len(&self) -> usize {
         self.read().nodes.len()
     }
 
-    /// The node for `path` (created from `r` unless the path or its link group is known).
-    pub fn insert(&self, path: Vec<u8>, parent: NodeId, r: Resolved) -> NodeId {
-        let mut inner = self.write();
-        if let Some(&id) = inner.by_path.get(path.as_slice()) {
-            return id;
-        }
-        if let Some(id) = r.link.and_then(|l| inner.by_link.get(&l).copied()) {
-            inner.by_path.insert(path.into(), id);
-            return id;
-        }
-        let id = inner.nodes.len() as NodeId + 1;
-        let path: Box<[u8]> = path.into();
-        inner.nodes.push(Arc::new(Node {
-            path: path.clone(),
-            parent,
-            kind: r.kind,
-            source: r.source,
-            layers: r.layers.into(),
-            listing: OnceLock::new(),
-            index: OnceLock::new(),
-            link: r.link,
-        }));
-        inner.by_path.insert(path, id);
-        if let Some(l) = r.link {
-            inner.by_link.insert(l, id);
-        }
-        id
+    /// An id never handed out before (for what has no id by what it is).
+    pub fn fresh_id(&self) -> NodeId {
+        dynamic_id(self.next_dynamic.fetch_add(1, Ordering::Relaxed))
     }
-}
 
-/// Changes made by writes through an upper directory. Nodes are immutable snapshots: a change
-/// replaces the node, so readers holding the old `Arc` finish with a consistent view.
-impl NodeTable {
-    /// Replaces node `id` by `f` applied to a copy of it.
-    pub fn update(&self, id: NodeId, f: impl FnOnce(&mut Node)) {
+    /// Counts one more kernel lookup of known node `id`.
+    pub fn add_lookup(&self, id: NodeId) {
+        if let Some(s) = self.write().nodes.get_mut(&id) {
+            s.lookups += 1;
+        }
+    }
+
+    /// Counts one more kernel lookup of the known child `name` of `parent`.
+    pub fn lookup_known(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let mut inner = self.write();
-        let Some(idx) = id.checked_sub(1).and_then(|i| usize::try_from(i).ok()) else {
+        let id = *inner.children.get(&parent)?.get(name)?;
+        inner.nodes.get_mut(&id)?.lookups += 1;
+        Some(id)
+    }
+
+    /// Records the kernel's lookup of `name` in `parent` (resolved as `r`) and counts it. A name
+    /// known already, or a node known under another name (a hard link), keeps its id.
+    pub fn insert(&self, parent: NodeId, name: &[u8], path: Vec<u8>, r: Resolved) -> Inserted {
+        let mut inner = self.write();
+        if let Some(&id) = inner.children.get(&parent).and_then(|c| c.get(name)) {
+            if let Some(s) = inner.nodes.get_mut(&id) {
+                s.lookups += 1;
+                return Inserted::Known(id);
+            }
+        }
+        if let Some(id) = r.id.filter(|id| inner.copying.contains_key(id)) {
+            if r.source != Source::Upper {
+                return Inserted::Busy(id);
+            }
+        }
+        let id = match r.id {
+            // Another name of a known file (a hard link): one node, one more name.
+            Some(id) if inner.nodes.get(&id).is_some_and(|s| !s.node.detached) => {
+                if let Some(s) = inner.nodes.get_mut(&id) {
+                    s.lookups += 1;
+                }
+                inner
+                    .aliases
+                    .entry(id)
+                    .or_default()
+                    .push((parent, name.into()));
+                inner
+                    .children
+                    .entry(parent)
+                    .or_default()
+                    .insert(name.into(), id);
+                return Inserted::Known(id);
+            }
+            // Free, or held by the kernel for a file that is gone (an unlinked upper inode
+            // whose number the file system gave again): a fresh id, never one in use.
+            Some(id) if !inner.nodes.contains_key(&id) => id,
+            _ => self.fresh_id(),
+        };
+        let node = Node::new(path.into(), parent, &r);
+        inner.nodes.insert(
+            id,
+            Slot {
+                node: Arc::new(node),
+                lookups: 1,
+            },
+        );
+        inner
+            .children
+            .entry(parent)
+            .or_default()
+            .insert(name.into(), id);
+        Inserted::Known(id)
+    }
+
+    /// The kernel dropped `n` lookups of `id`; at zero the node and its names go.
+    pub fn forget(&self, id: NodeId, n: u64) {
+        if id == ROOT {
+            return;
+        }
+        let mut inner = self.write();
+        let Some(s) = inner.nodes.get_mut(&id) else {
             return;
         };
-        if let Some(slot) = inner.nodes.get_mut(idx) {
-            let mut n = Node::clone(slot);
+        s.lookups = s.lookups.saturating_sub(n);
+        if s.lookups > 0 {
+            return;
+        }
+        let node = inner.nodes.remove(&id).map(|s| s.node);
+        let mut names = inner.aliases.remove(&id).unwrap_or_default();
+        if let Some(n) = node.filter(|n| !n.detached) {
+            names.push((n.parent, basename(&n.path).into()));
+        }
+        for (p, name) in names {
+            unlink_name(&mut inner, p, &name, id);
+        }
+    }
+
+    /// Replaces node `id` by `f` applied to a copy of it (no-op for an unknown id).
+    pub fn update(&self, id: NodeId, f: impl FnOnce(&mut Node)) {
+        let mut inner = self.write();
+        if let Some(s) = inner.nodes.get_mut(&id) {
+            let mut n = Node::clone(&s.node);
             f(&mut n);
-            *slot = Arc::new(n);
+            s.node = Arc::new(n);
         }
     }
 
     /// Drops the cached merged listing of directory `id` (its entries changed).
     pub fn invalidate_listing(&self, id: NodeId) {
-        self.update(id, |n| n.listing = OnceLock::new());
+        self.update(id, |n| {
+            n.listing = OnceLock::new();
+        });
     }
 
-    /// Points the key of a hardlinked file at `id` (after copy-up: its upper inode).
-    pub fn set_link(&self, id: NodeId, key: LinkKey) {
+    /// Marks `id` as being copied up (see `Inserted::Busy`); `done` undoes it.
+    pub fn copying(&self, id: NodeId, start: bool) {
         let mut inner = self.write();
-        if let Some(old) = inner
-            .nodes
-            .get(id as usize - 1)
-            .and_then(|n| n.link)
-            .filter(|k| *k != key)
-        {
-            inner.by_link.remove(&old);
+        if start {
+            *inner.copying.entry(id).or_default() += 1;
+        } else if let Some(c) = inner.copying.get_mut(&id) {
+            *c -= 1;
+            if *c == 0 {
+                inner.copying.remove(&id);
+            }
         }
-        inner.by_link.insert(key, id);
-        drop(inner);
-        self.update(id, |n| n.link = Some(key));
     }
 
-    /// Another name `path` for node `id` (a new hard link).
-    pub fn add_path(&self, path: Vec<u8>, id: NodeId) {
-        self.write().by_path.insert(path.into(), id);
-    }
-
-    /// Forgets name `path` and every name below it (unlinked or removed). When the node's own
-    /// path was that name and it has another known name (a hard link), the node moves there.
-    pub fn forget_path(&self, path: &[u8]) {
+    /// Another name `name` in `parent` for node `id` (a new hard link), counted as the
+    /// kernel's lookup that the link reply is.
+    pub fn add_name(&self, id: NodeId, parent: NodeId, name: &[u8]) {
         let mut inner = self.write();
-        let Some(id) = inner.by_path.remove(path) else {
+        let Some(s) = inner.nodes.get_mut(&id) else {
             return;
         };
-        let mut prefix = path.to_vec();
-        prefix.push(b'/');
-        inner.by_path.retain(|k, _| !k.starts_with(&prefix));
-        let other = inner
-            .by_path
-            .iter()
-            .find(|(_, v)| **v == id)
-            .map(|(k, _)| k.clone());
-        let idx = id as usize - 1;
-        if let (Some(other), Some(slot)) = (other, inner.nodes.get_mut(idx)) {
-            if &*slot.path == path {
-                let mut n = Node::clone(slot);
-                n.path = other;
-                *slot = Arc::new(n);
+        s.lookups += 1;
+        inner
+            .aliases
+            .entry(id)
+            .or_default()
+            .push((parent, name.into()));
+        inner
+            .children
+            .entry(parent)
+            .or_default()
+            .insert(name.into(), id);
+    }
+
+    /// Forgets name `name` of `parent` (unlinked, removed or replaced). When it was the node's
+    /// own name and the node has another (a hard link), the node takes that one; with none
+    /// left, the node is detached until the kernel forgets it.
+    pub fn remove_name(&self, parent: NodeId, name: &[u8]) {
+        let mut inner = self.write();
+        let Some(id) = inner
+            .children
+            .get(&parent)
+            .and_then(|c| c.get(name))
+            .copied()
+        else {
+            return;
+        };
+        unlink_name(&mut inner, parent, name, id);
+        let Some(s) = inner.nodes.get(&id) else {
+            return;
+        };
+        let own = s.node.parent == parent && basename(&s.node.path) == name;
+        if let Some(list) = inner.aliases.get_mut(&id) {
+            list.retain(|(p, n)| !(*p == parent && &**n == name));
+        }
+        if !own {
+            return;
+        }
+        let other = inner.aliases.get_mut(&id).and_then(|l| l.pop());
+        let path = other.as_ref().and_then(|(p, n)| {
+            let dir = &inner.nodes.get(p)?.node.path;
+            Some(join(dir, n))
+        });
+        if let Some(s) = inner.nodes.get_mut(&id) {
+            let mut n = Node::clone(&s.node);
+            match (other, path) {
+                (Some((p, _)), Some(path)) => {
+                    n.parent = p;
+                    n.path = path.into();
+                }
+                _ => n.detached = true,
             }
+            s.node = Arc::new(n);
         }
     }
 
-    /// Moves name `from` (node `id`, and for a directory every known name below it) to `to` in
-    /// directory `new_parent`. The nodes keep their ids: the kernel keeps its inodes across a
-    /// rename. `all_upper` marks the moved nodes as living in the upper dir with no lower layers
+    /// Moves name `name` of `parent` (node `id`) to `new_name` in `new_parent`. The nodes keep
+    /// their ids: the kernel keeps its inodes across a rename. Known nodes below a directory get
+    /// their new paths; `all_upper` marks them as living in the upper dir with no lower layers
     /// (a directory whose whole subtree was copied up and made opaque).
-    pub fn rename(&self, id: NodeId, from: &[u8], to: &[u8], new_parent: NodeId, all_upper: bool) {
+    pub fn rename(
+        &self,
+        id: NodeId,
+        (parent, name): (NodeId, &[u8]),
+        (new_parent, new_name): (NodeId, &[u8]),
+        all_upper: bool,
+    ) {
         let mut inner = self.write();
-        let mut prefix = from.to_vec();
-        prefix.push(b'/');
-        let moved: Vec<(Box<[u8]>, NodeId)> = inner
-            .by_path
-            .iter()
-            .filter(|(k, _)| &***k == from || k.starts_with(&prefix))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        for (k, _) in &moved {
-            inner.by_path.remove(k);
+        unlink_name(&mut inner, parent, name, id);
+        if !inner.nodes.contains_key(&id) {
+            return;
         }
-        let renamed = |p: &[u8]| -> Box<[u8]> {
-            let mut n = to.to_vec();
-            n.extend_from_slice(&p[from.len()..]);
-            n.into()
+        inner
+            .children
+            .entry(new_parent)
+            .or_default()
+            .insert(new_name.into(), id);
+        let Some(dir_path) = inner.nodes.get(&new_parent).map(|s| s.node.path.clone()) else {
+            return;
         };
-        for (k, v) in moved {
-            let nk = renamed(&k);
-            let idx = v as usize - 1;
-            if let Some(slot) = inner.nodes.get_mut(idx) {
-                if slot.path == k || v == id {
-                    let mut n = Node::clone(slot);
-                    if n.path == k {
-                        n.path = nk.clone();
+        let new_path = join(&dir_path, new_name);
+        let own = inner
+            .nodes
+            .get(&id)
+            .is_some_and(|s| s.node.parent == parent && basename(&s.node.path) == name);
+        if !own {
+            // A hardlink's other name moved: only the alias changes.
+            if let Some(list) = inner.aliases.get_mut(&id) {
+                for (p, n) in list.iter_mut() {
+                    if *p == parent && &**n == name {
+                        *p = new_parent;
+                        *n = new_name.into();
                     }
-                    if v == id {
-                        n.parent = new_parent;
-                    }
-                    if all_upper {
-                        n.source = Source::Upper;
-                        n.layers = Box::default();
-                        n.listing = OnceLock::new();
-                        n.index = OnceLock::new();
-                    }
-                    *slot = Arc::new(n);
                 }
             }
-            inner.by_path.insert(nk, v);
+            return;
         }
-        if !inner.by_path.contains_key(to) {
-            inner.by_path.insert(to.into(), id);
+        // The node and its known subtree, breadth first: each child's path from its parent's.
+        let mut todo = vec![(id, new_parent, new_path)];
+        while let Some((nid, p, path)) = todo.pop() {
+            if let Some(kids) = inner.children.get(&nid) {
+                for (n, &kid) in kids {
+                    let own = inner
+                        .nodes
+                        .get(&kid)
+                        .is_some_and(|s| s.node.parent == nid && basename(&s.node.path) == &**n);
+                    if own {
+                        todo.push((kid, nid, join(&path, n)));
+                    }
+                }
+            }
+            if let Some(s) = inner.nodes.get_mut(&nid) {
+                let mut n = Node::clone(&s.node);
+                n.path = path.into();
+                n.parent = p;
+                n.detached = false;
+                if all_upper {
+                    n.source = Source::Upper;
+                    n.layers = Box::default();
+                    n.listing = OnceLock::new();
+                    n.index = OnceLock::new();
+                }
+                s.node = Arc::new(n);
+            }
         }
+    }
+}
+
+/// Drops `parent`/`name` → `id` from the children index (only if it still names `id`).
+fn unlink_name(inner: &mut Inner, parent: NodeId, name: &[u8], id: NodeId) {
+    if let Some(c) = inner.children.get_mut(&parent) {
+        if c.get(name) == Some(&id) {
+            c.remove(name);
+        }
+        if c.is_empty() {
+            inner.children.remove(&parent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: NodeId) -> Resolved {
+        Resolved {
+            id: Some(id),
+            kind: Kind::File,
+            source: Source::Implicit,
+            layers: Vec::new(),
+        }
+    }
+
+    fn root() -> NodeTable {
+        NodeTable::new(Resolved {
+            id: Some(ROOT),
+            kind: Kind::Dir,
+            source: Source::Implicit,
+            layers: Vec::new(),
+        })
+    }
+
+    fn known(i: Inserted) -> NodeId {
+        match i {
+            Inserted::Known(id) | Inserted::Busy(id) => id,
+        }
+    }
+
+    #[test]
+    fn churn_leaves_the_table_as_it_started() {
+        let t = root();
+        for i in 0..10_000u64 {
+            let name = format!("f{i}");
+            let id = known(t.insert(ROOT, name.as_bytes(), name.clone().into(), file(100 + i)));
+            t.remove_name(ROOT, name.as_bytes());
+            t.forget(id, 1);
+        }
+        assert_eq!(t.len(), 1);
+        let inner = t.read();
+        assert!(inner.children.is_empty() && inner.aliases.is_empty());
+    }
+
+    #[test]
+    fn hard_links_share_a_node_and_survive_losing_their_first_name() {
+        let t = root();
+        let a = known(t.insert(ROOT, b"a", b"a".to_vec(), file(7)));
+        let b = known(t.insert(ROOT, b"b", b"b".to_vec(), file(7)));
+        assert_eq!(a, b);
+        t.remove_name(ROOT, b"a");
+        assert_eq!(&*t.get(a).unwrap().path, b"b");
+        assert_eq!(t.child(ROOT, b"b"), Some(a));
+        t.remove_name(ROOT, b"b");
+        assert!(t.get(a).unwrap().detached);
+        // A new file that the upper fs gave the same inode number: not the detached node.
+        let c = known(t.insert(ROOT, b"c", b"c".to_vec(), file(7)));
+        assert_ne!(c, a);
+        t.forget(a, 2);
+        t.forget(c, 1);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn rename_moves_the_known_subtree() {
+        let t = root();
+        let dir = Resolved {
+            kind: Kind::Dir,
+            ..file(10)
+        };
+        let d = known(t.insert(ROOT, b"d", b"d".to_vec(), dir));
+        let f = known(t.insert(d, b"f", b"d/f".to_vec(), file(11)));
+        t.rename(d, (ROOT, b"d"), (ROOT, b"e"), true);
+        assert_eq!(&*t.get(f).unwrap().path, b"e/f");
+        assert_eq!(t.get(f).unwrap().source, Source::Upper);
+        assert_eq!(t.child(ROOT, b"e"), Some(d));
+        assert_eq!(t.child(ROOT, b"d"), None);
     }
 }

@@ -18,12 +18,14 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{FileType as RFileType, OFlags, RenameFlags};
 
-use super::node::{LinkKey, Node, Source};
-use super::{attr_of_stat, merge, upper_err, Attr, Error, NodeId, Union, Upper, ROOT};
+use super::id::is_lower_id;
+use super::merge::{self, Source};
+use super::node::Node;
+use super::{attr_of_stat, check_lookup_name, upper_err, Attr, Error, NodeId, Union, Upper, ROOT};
 use crate::bfc::Kind;
 use crate::upper::{is_overlay_xattr, is_whiteout, Meta};
 
@@ -75,6 +77,9 @@ fn now_ns() -> i64 {
 
 /// A name a create, link or rename may give: one component, and one the union can show.
 fn check_name(u: &Union, name: &[u8]) -> Result<(), Error> {
+    if name.len() > super::NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(Error::Invalid);
     }
@@ -88,7 +93,7 @@ fn check_name(u: &Union, name: &[u8]) -> Result<(), Error> {
 /// Reads a lower file's content from the start, for copy-up.
 struct LowerReader<'a> {
     union: &'a Union,
-    id: NodeId,
+    node: &'a Node,
     offset: u64,
 }
 
@@ -97,7 +102,7 @@ impl Read for LowerReader<'_> {
         let want = u32::try_from(buf.len().min(1 << 20)).unwrap_or(1 << 20);
         let data = self
             .union
-            .read(self.id, self.offset, want)
+            .read_node(self.node, self.offset, want)
             .map_err(|e| io::Error::other(e.to_string()))?;
         buf[..data.len()].copy_from_slice(&data);
         self.offset += data.len() as u64;
@@ -105,11 +110,48 @@ impl Read for LowerReader<'_> {
     }
 }
 
+/// Holds the copy-up lock of one node; the lock's entry goes with the last holder.
+pub(super) struct CopyGuard<'a> {
+    up: &'a Upper,
+    id: NodeId,
+    lock: Arc<Mutex<()>>,
+}
+
+impl CopyGuard<'_> {
+    fn hold(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for CopyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.up.copying.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits for this node.
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.id);
+        }
+    }
+}
+
 impl Union {
-    fn guard(&self) -> Result<(&Upper, MutexGuard<'_, ()>), Error> {
-        let up = self.upper.as_ref().ok_or(Error::ReadOnly)?;
-        let g = up.lock.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((up, g))
+    fn upper(&self) -> Result<&Upper, Error> {
+        self.upper.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    /// The copy-up lock of node `id` (taken with `hold`); a lookup that meets a node being
+    /// copied up waits for it by taking it too.
+    pub(super) fn copy_lock(&self, id: NodeId) -> Option<CopyGuard<'_>> {
+        let up = self.upper.as_ref()?;
+        let lock = up
+            .copying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        let g = CopyGuard { up, id, lock };
+        drop(g.hold());
+        Some(g)
     }
 
     /// Whether the lower layers under directory `dir` hold `path` (removing it from the upper
@@ -118,61 +160,98 @@ impl Union {
         self.resolve_lower(dir, path).is_some()
     }
 
-    /// The node of `name` in `parent`, or None.
-    fn find(&self, parent: NodeId, name: &[u8]) -> Result<Option<NodeId>, Error> {
-        match self.lookup(parent, name) {
-            Ok(id) => Ok(Some(id)),
-            Err(Error::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The node at union path `path` (walking from the root).
-    fn walk(&self, path: &[u8]) -> Result<NodeId, Error> {
-        let mut id = ROOT;
+    /// The node at union path `path`, walking from the root without recording anything.
+    fn walk(&self, path: &[u8]) -> Result<(NodeId, Arc<Node>), Error> {
+        let mut cur = (ROOT, self.node(ROOT)?);
         for c in path.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
-            id = self.lookup(id, c)?;
+            cur = self.child(cur.0, &cur.1, c)?.ok_or(Error::NotFound)?;
         }
-        Ok(id)
+        Ok(cur)
     }
 
-    /// Copies node `id` (with its parents) into the upper dir unless it is there already.
+    /// The parent directory of node `n`: the known one, or found by walking.
+    fn parent_of(&self, n: &Node) -> Result<(NodeId, Arc<Node>), Error> {
+        let (dir, _) = crate::upper::split(&n.path);
+        match self.nodes.get(n.parent) {
+            Some(p) if &*p.path == dir && !p.detached => Ok((n.parent, p)),
+            _ => self.walk(dir),
+        }
+    }
+
+    /// Copies known node `id` (with its parents) into the upper dir unless it is there already.
     pub fn copy_up(&self, id: NodeId) -> Result<(), Error> {
-        let (up, _g) = self.guard()?;
-        self.copy_up_locked(up, id, true).map(drop)
+        self.copy_up_node(id, self.node(id)?, true).map(drop)
     }
 
-    fn copy_up_locked(&self, up: &Upper, id: NodeId, content: bool) -> Result<Arc<Node>, Error> {
-        let n = self.node(id)?;
+    /// Copies node `n` (id `id`, known or not) up, its parents first. Only copy-ups of the same
+    /// node wait for each other; nothing else does.
+    fn copy_up_node(&self, id: NodeId, n: Arc<Node>, content: bool) -> Result<Arc<Node>, Error> {
         if n.source == Source::Upper {
             return Ok(n);
         }
-        if id != ROOT {
-            self.copy_up_locked(up, n.parent, true)?;
+        let up = self.upper()?;
+        if !n.path.is_empty() {
+            let (pid, p) = self.parent_of(&n)?;
+            self.copy_up_node(pid, p, true)?;
         }
-        let a = self.attr(id)?;
+        let Some(lock) = self.copy_lock(id) else {
+            return Err(Error::ReadOnly);
+        };
+        let _held = lock.hold();
+        self.nodes.copying(id, true);
+        let r = self.copy_up_held(up, id, &n, content);
+        self.nodes.copying(id, false);
+        r
+    }
+
+    fn copy_up_held(
+        &self,
+        up: &Upper,
+        id: NodeId,
+        n: &Node,
+        content: bool,
+    ) -> Result<Arc<Node>, Error> {
+        let upper_node = |n: &Node| {
+            let mut c = n.clone();
+            c.source = Source::Upper;
+            Arc::new(c)
+        };
+        // Copied while we waited (by a copy-up that held this node under another name)?
+        if let Some(k) = self.nodes.get(id).filter(|k| k.source == Source::Upper) {
+            return Ok(k);
+        }
+        let p = &n.path;
+        if up
+            .dir
+            .stat(p)
+            .map_err(|e| upper_err("stat", p, e))?
+            .is_some_and(|st| !is_whiteout(&st))
+        {
+            self.nodes.update(id, |k| k.source = Source::Upper);
+            return Ok(self.nodes.get(id).unwrap_or_else(|| upper_node(n)));
+        }
+        let a = self.attr_of_node(id, n)?;
         let meta = Meta {
             perm: a.perm,
             uid: a.uid.unwrap_or(up.owner.0),
             gid: a.gid.unwrap_or(up.owner.1),
             atime_ns: a.atime_ns,
             mtime_ns: a.mtime_ns,
-            xattrs: self.xattrs(id)?.into_owned(),
+            xattrs: self.node_xattrs(n)?.into_owned(),
         };
-        let p = &n.path;
         let r = match n.kind {
             Kind::Dir => up.dir.make_dir(p, &meta, false, false),
             Kind::File => {
                 let mut rd = LowerReader {
                     union: self,
-                    id,
+                    node: n,
                     offset: 0,
                 };
                 let src = content.then_some(&mut rd as &mut dyn Read);
                 up.dir.make_file(p, &meta, src, false).map(drop)
             }
             Kind::Symlink => {
-                let target = self.readlink(id)?.into_owned();
+                let target = self.node_readlink(n)?.into_owned();
                 up.dir.make_symlink(p, &target, &meta, false)
             }
             k => up
@@ -180,11 +259,18 @@ impl Union {
                 .make_special(p, RFileType::from_raw_mode(k.ifmt()), a.rdev, &meta, false),
         };
         r.map_err(|e| upper_err("copying up", p, e))?;
-        self.nodes.update(id, |n| n.source = Source::Upper);
-        if let Some(LinkKey::Lower(layer, group)) = n.link {
-            self.copy_up_links(up, id, &n, layer, group)?;
+        if is_lower_id(id) {
+            up.dir
+                .set_origin(p, id)
+                .map_err(|e| upper_err("recording the origin of", p, e))?;
         }
-        self.node(id)
+        self.nodes.update(id, |k| k.source = Source::Upper);
+        if let Source::Entry { layer, idx } = n.source {
+            if let Some(group) = self.layers[layer].container.entry(idx).link_group {
+                self.copy_up_links(up, id, n, layer, group)?;
+            }
+        }
+        Ok(self.nodes.get(id).unwrap_or_else(|| upper_node(n)))
     }
 
     /// Links every other name of lower link group `group` that still shows node `id` to its
@@ -211,43 +297,34 @@ impl Union {
             .filter(|p| p.as_slice() != &*n.path)
             .collect();
         for p in others {
-            if self.walk(&p).ok() != Some(id) {
+            if self.walk(&p).ok().map(|(i, _)| i) != Some(id) {
                 continue;
             }
             let (parent, _) = crate::upper::split(&p);
-            let pid = self.walk(parent)?;
-            self.copy_up_locked(up, pid, true)?;
+            let (pid, pn) = self.walk(parent)?;
+            self.copy_up_node(pid, pn, true)?;
             up.dir
                 .link(&n.path, &p)
                 .map_err(|e| upper_err("linking", &p, e))?;
         }
-        if let Some(st) = up
-            .dir
-            .stat(&n.path)
-            .map_err(|e| upper_err("stat", &n.path, e))?
-        {
-            self.nodes.set_link(
-                id,
-                LinkKey::Upper {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                },
-            );
-        }
         Ok(())
     }
 
-    fn copy_up_tree(&self, up: &Upper, id: NodeId) -> Result<(), Error> {
-        let n = self.copy_up_locked(up, id, true)?;
+    /// Copies directory `id` and everything below it up (before a rename of a merged directory).
+    fn copy_up_tree(&self, id: NodeId, n: Arc<Node>) -> Result<(), Error> {
+        let n = self.copy_up_node(id, n, true)?;
         if n.kind == Kind::Dir {
-            for e in self.readdir(id)?.iter() {
-                self.copy_up_tree(up, e.ino)?;
+            for e in self.listing(id, &n)?.iter() {
+                if let Some((cid, c)) = self.child(id, &n, &e.name)? {
+                    self.copy_up_tree(cid, c)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Creates `name` in `parent` with permission bits `perm` and owner `uid:gid`.
+    /// Creates `name` in `parent` with permission bits `perm` and owner `uid:gid`, and counts
+    /// the kernel's lookup of it (the reply to a create is one).
     pub fn create(
         &self,
         parent: NodeId,
@@ -257,25 +334,36 @@ impl Union {
         owner: (u32, u32),
     ) -> Result<NodeId, Error> {
         check_name(self, name)?;
-        let (up, _g) = self.guard()?;
-        if self.find(parent, name)?.is_some() {
+        let up = self.upper()?;
+        let dir = self.dir(parent)?;
+        if self.child(parent, &dir, name)?.is_some() {
             return Err(Error::Exists);
         }
-        let dir = self.copy_up_locked(up, parent, true)?;
-        if dir.kind != Kind::Dir {
-            return Err(Error::NotDir);
-        }
+        let dir = self.copy_up_node(parent, dir, true)?;
         let path = merge::join(&dir.path, name);
         let whiteout = up
             .dir
             .stat(&path)
             .map_err(|e| upper_err("stat", &path, e))?
             .is_some_and(|st| is_whiteout(&st));
+        // A setgid directory gives its group to what is made in it, and its setgid bit to
+        // directories (as every Linux file system does).
+        let (mut perm, mut gid) = (perm & 0o7777, owner.1);
+        let dst = up
+            .dir
+            .stat(&dir.path)
+            .map_err(|e| upper_err("stat", &dir.path, e))?;
+        if let Some(d) = dst.filter(|d| d.st_mode & libc::S_ISGID != 0) {
+            gid = d.st_gid;
+            if matches!(what, NewNode::Dir) {
+                perm |= libc::S_ISGID;
+            }
+        }
         let now = now_ns();
         let meta = Meta {
-            perm: perm & 0o7777,
+            perm,
             uid: owner.0,
-            gid: owner.1,
+            gid,
             atime_ns: now,
             mtime_ns: now,
             xattrs: Vec::new(),
@@ -293,25 +381,25 @@ impl Union {
             ),
         };
         r.map_err(|e| upper_err("creating", &path, e))?;
-        self.nodes.forget_path(&path);
         self.nodes.invalidate_listing(parent);
         self.lookup(parent, name)
     }
 
     /// unlink (`dir` false) or rmdir (`dir` true) of `name` in `parent`.
     pub fn remove(&self, parent: NodeId, name: &[u8], dir: bool) -> Result<(), Error> {
-        let (up, _g) = self.guard()?;
-        let id = self.lookup(parent, name)?;
-        let n = self.node(id)?;
+        check_lookup_name(name)?;
+        let up = self.upper()?;
+        let pdir = self.dir(parent)?;
+        let (id, n) = self.child(parent, &pdir, name)?.ok_or(Error::NotFound)?;
         match (dir, n.kind == Kind::Dir) {
             (true, false) => return Err(Error::NotDir),
             (false, true) => return Err(Error::IsDir),
             _ => {}
         }
-        if dir && !self.readdir(id)?.is_empty() {
+        if dir && !self.listing(id, &n)?.is_empty() {
             return Err(Error::NotEmpty);
         }
-        let pdir = self.copy_up_locked(up, parent, true)?;
+        let pdir = self.copy_up_node(parent, pdir, true)?;
         let path = merge::join(&pdir.path, name);
         if n.source == Source::Upper {
             let r = if dir {
@@ -326,7 +414,7 @@ impl Union {
                 .whiteout(&path)
                 .map_err(|e| upper_err("whiting out", &path, e))?;
         }
-        self.nodes.forget_path(&path);
+        self.nodes.remove_name(parent, name);
         self.nodes.invalidate_listing(parent);
         Ok(())
     }
@@ -340,40 +428,41 @@ impl Union {
         new_name: &[u8],
         noreplace: bool,
     ) -> Result<(), Error> {
+        check_lookup_name(name)?;
         check_name(self, new_name)?;
-        let (up, _g) = self.guard()?;
-        let id = self.lookup(parent, name)?;
-        let n = self.node(id)?;
+        let up = self.upper()?;
+        let (pdir, ndir) = (self.dir(parent)?, self.dir(new_parent)?);
+        let (id, n) = self.child(parent, &pdir, name)?.ok_or(Error::NotFound)?;
         let is_dir = n.kind == Kind::Dir;
-        let target = self.find(new_parent, new_name)?;
-        if let Some(t) = target {
+        let target = self.child(new_parent, &ndir, new_name)?;
+        if let Some((t, tn)) = &target {
             if noreplace {
                 return Err(Error::Exists);
             }
-            if t == id {
+            if *t == id {
                 // Two names of one file (or the same name): rename(2) does nothing.
                 return Ok(());
             }
-            match (is_dir, self.node(t)?.kind == Kind::Dir) {
+            match (is_dir, tn.kind == Kind::Dir) {
                 (true, false) => return Err(Error::NotDir),
                 (false, true) => return Err(Error::IsDir),
-                (true, true) if !self.readdir(t)?.is_empty() => return Err(Error::NotEmpty),
+                (true, true) if !self.listing(*t, tn)?.is_empty() => return Err(Error::NotEmpty),
                 _ => {}
             }
         }
-        let from_dir = self.copy_up_locked(up, parent, true)?;
-        let to_dir = self.copy_up_locked(up, new_parent, true)?;
+        let from_dir = self.copy_up_node(parent, pdir, true)?;
+        let to_dir = self.copy_up_node(new_parent, ndir, true)?;
         let from = merge::join(&from_dir.path, name);
         let to = merge::join(&to_dir.path, new_name);
         let fp = from.as_slice();
         let e = |op| move |e| upper_err(op, fp, e);
         if is_dir && !n.layers.is_empty() {
-            self.copy_up_tree(up, id)?;
+            self.copy_up_tree(id, n)?;
             // Nothing below hides anything now: the kernel would list leftover whiteouts.
             purge_whiteouts(up, &from).map_err(e("removing whiteouts below"))?;
             up.dir.set_opaque(&from).map_err(e("marking opaque"))?;
         } else {
-            self.copy_up_locked(up, id, true)?;
+            self.copy_up_node(id, n, true)?;
         }
         if let Some(st) = up.dir.stat(&to).map_err(e("stat"))? {
             let upper_dir = RFileType::from_raw_mode(st.st_mode) == RFileType::Directory;
@@ -394,26 +483,29 @@ impl Union {
             up.dir.whiteout(&from).map_err(e("whiting out"))?;
         }
         if target.is_some() {
-            self.nodes.forget_path(&to);
+            self.nodes.remove_name(new_parent, new_name);
         }
-        self.nodes.rename(id, &from, &to, new_parent, true);
+        self.nodes
+            .rename(id, (parent, name), (new_parent, new_name), true);
         self.nodes.invalidate_listing(parent);
         self.nodes.invalidate_listing(new_parent);
         Ok(())
     }
 
-    /// A new name `new_name` in `new_parent` for file `id`.
+    /// A new name `new_name` in `new_parent` for file `id`, counted as a kernel lookup.
     pub fn link(&self, id: NodeId, new_parent: NodeId, new_name: &[u8]) -> Result<NodeId, Error> {
         check_name(self, new_name)?;
-        let (up, _g) = self.guard()?;
-        if self.node(id)?.kind == Kind::Dir {
+        let up = self.upper()?;
+        let n = self.node(id)?;
+        if n.kind == Kind::Dir {
             return Err(Error::NotPermitted);
         }
-        if self.find(new_parent, new_name)?.is_some() {
+        let ndir = self.dir(new_parent)?;
+        if self.child(new_parent, &ndir, new_name)?.is_some() {
             return Err(Error::Exists);
         }
-        let n = self.copy_up_locked(up, id, true)?;
-        let to_dir = self.copy_up_locked(up, new_parent, true)?;
+        let n = self.copy_up_node(id, n, true)?;
+        let to_dir = self.copy_up_node(new_parent, ndir, true)?;
         let to = merge::join(&to_dir.path, new_name);
         let tp = to.as_slice();
         let e = |op| move |e| upper_err(op, tp, e);
@@ -428,14 +520,7 @@ impl Union {
                 .map_err(e("removing the whiteout"))?;
         }
         up.dir.link(&n.path, &to).map_err(e("linking"))?;
-        if let Some(st) = up.dir.stat(&to).map_err(e("stat"))? {
-            let key = LinkKey::Upper {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            };
-            self.nodes.set_link(id, key);
-        }
-        self.nodes.add_path(to.clone(), id);
+        self.nodes.add_name(id, new_parent, new_name);
         self.nodes.invalidate_listing(new_parent);
         Ok(id)
     }
@@ -443,29 +528,27 @@ impl Union {
     /// chmod, chown, truncate, utimens (copying up first). `file` is an open upper descriptor
     /// of the node, for ftruncate.
     pub fn set_attr(&self, id: NodeId, s: &SetAttr, file: Option<&File>) -> Result<Attr, Error> {
-        {
-            let (up, _g) = self.guard()?;
-            let n = self.copy_up_locked(up, id, s.size != Some(0))?;
-            let p = &n.path;
-            let e = |op| move |e| upper_err(op, p, e);
-            if s.uid.is_some() || s.gid.is_some() {
-                up.dir.chown(p, s.uid, s.gid).map_err(e("chown"))?;
+        let up = self.upper()?;
+        let n = self.copy_up_node(id, self.node(id)?, s.size != Some(0))?;
+        let p = &n.path;
+        let e = |op| move |e| upper_err(op, p, e);
+        if s.uid.is_some() || s.gid.is_some() {
+            up.dir.chown(p, s.uid, s.gid).map_err(e("chown"))?;
+        }
+        if let Some(mode) = s.mode {
+            up.dir.chmod(p, mode & 0o7777).map_err(e("chmod"))?;
+        }
+        if let Some(size) = s.size {
+            match file {
+                Some(f) => f.set_len(size),
+                None => up.dir.truncate(p, size),
             }
-            if let Some(mode) = s.mode {
-                up.dir.chmod(p, mode & 0o7777).map_err(e("chmod"))?;
-            }
-            if let Some(size) = s.size {
-                match file {
-                    Some(f) => f.set_len(size),
-                    None => up.dir.truncate(p, size),
-                }
-                .map_err(e("truncate"))?;
-            }
-            if s.atime.is_some() || s.mtime.is_some() {
-                up.dir
-                    .set_times(p, set_time(s.atime), set_time(s.mtime))
-                    .map_err(e("utimens"))?;
-            }
+            .map_err(e("truncate"))?;
+        }
+        if s.atime.is_some() || s.mtime.is_some() {
+            up.dir
+                .set_times(p, set_time(s.atime), set_time(s.mtime))
+                .map_err(e("utimens"))?;
         }
         match file {
             Some(f) => self.attr_of_file(id, f),
@@ -484,8 +567,8 @@ impl Union {
         if is_overlay_xattr(name) {
             return Err(Error::NotPermitted);
         }
-        let (up, _g) = self.guard()?;
-        let n = self.copy_up_locked(up, id, true)?;
+        let up = self.upper()?;
+        let n = self.copy_up_node(id, self.node(id)?, true)?;
         up.dir
             .set_xattr(&n.path, name, value, flags)
             .map_err(|e| upper_err("setxattr", &n.path, e))
@@ -498,8 +581,8 @@ impl Union {
         if self.xattr(id, name).is_err() {
             return Err(Error::NoXattr);
         }
-        let (up, _g) = self.guard()?;
-        let n = self.copy_up_locked(up, id, true)?;
+        let up = self.upper()?;
+        let n = self.copy_up_node(id, self.node(id)?, true)?;
         up.dir
             .remove_xattr(&n.path, name)
             .map_err(|e| upper_err("removexattr", &n.path, e))
@@ -508,14 +591,11 @@ impl Union {
     /// Opens the upper file of node `id` with `flags` (access mode, O_TRUNC, O_APPEND…), copying
     /// it up first unless it is there already (with O_TRUNC, without its content).
     pub fn open_upper(&self, id: NodeId, flags: OFlags) -> Result<File, Error> {
-        let n = {
-            let (up, _g) = self.guard()?;
-            self.copy_up_locked(up, id, !flags.contains(OFlags::TRUNC))?
-        };
+        let up = self.upper()?;
+        let n = self.copy_up_node(id, self.node(id)?, !flags.contains(OFlags::TRUNC))?;
         if n.kind != Kind::File {
             return Err(Error::IsDir);
         }
-        let up = self.upper.as_ref().ok_or(Error::ReadOnly)?;
         up.dir
             .open_file(&n.path, flags, 0)
             .map(File::from)

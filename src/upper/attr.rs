@@ -165,3 +165,37 @@ impl UpperDir {
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(OVERLAY_XATTR_PREFIX) || name == OPAQUE_XATTR.as_bytes()
 }
+
+/// Where bfcfs records the union inode number of a copied-up lower entry, so the copy keeps it
+/// after the kernel forgets the node and across remounts (overlayfs keeps `trusted.overlay.origin`
+/// for the same purpose; this name is in its private namespace too, so the kernel's overlayfs
+/// hides it and ignores it).
+pub const ORIGIN_XATTR: &str = "trusted.overlay.bfcfs.origin";
+
+impl UpperDir {
+    /// The origin recorded on `rel` at copy-up, if any.
+    pub fn origin(&self, rel: &[u8]) -> io::Result<Option<u64>> {
+        let (_fd, p) = self.handle(rel)?;
+        let mut v = [0u8; 8];
+        match rfs::getxattr(&p, ORIGIN_XATTR, &mut v) {
+            Ok(8) => Ok(Some(u64::from_le_bytes(v))),
+            Ok(_)
+            | Err(rustix::io::Errno::NODATA)
+            | Err(rustix::io::Errno::NOTSUP)
+            | Err(rustix::io::Errno::RANGE) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// Records `origin` on upper entry `rel` (just copied up).
+    pub fn set_origin(&self, rel: &[u8], origin: u64) -> io::Result<()> {
+        let (_fd, p) = self.handle(rel)?;
+        rfs::setxattr(
+            &p,
+            ORIGIN_XATTR,
+            &origin.to_le_bytes(),
+            rfs::XattrFlags::empty(),
+        )
+        .map_err(errno)
+    }
+}

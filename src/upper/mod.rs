@@ -88,25 +88,43 @@ impl UpperDir {
         })
     }
 
-    fn dir_root(&self) -> &OwnedFd {
-        &self.root
-    }
-
     pub fn root_path(&self) -> &Path {
         &self.root_path
     }
 
+    /// Opens `rel` ("" = the root) beneath the upper root with `flags`, never through a
+    /// symlink. A path longer than one resolution can take (PATH_MAX) is walked in pieces, each
+    /// resolved beneath the directory the previous one reached, so deep trees work as on any
+    /// file system and no piece can leave the root.
+    pub(crate) fn open_beneath(&self, rel: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
+        const PIECE: usize = 2048;
+        let open = |at: &OwnedFd, p: &[u8], flags: OFlags| {
+            let p: &[u8] = if p.is_empty() { b"." } else { p };
+            rfs::openat2(at, os(p), flags | OFlags::CLOEXEC, Mode::empty(), beneath())
+        };
+        if rel.len() < PIECE {
+            return open(&self.root, rel, flags);
+        }
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY;
+        let mut at: Option<OwnedFd> = None;
+        let mut rest = rel;
+        while rest.len() >= PIECE {
+            let cut = rest[..PIECE]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .filter(|&i| i > 0)
+                .ok_or(Errno::NAMETOOLONG)?;
+            let next = open(at.as_ref().unwrap_or(&self.root), &rest[..cut], dir_flags)?;
+            at = Some(next);
+            rest = &rest[cut + 1..];
+        }
+        open(at.as_ref().unwrap_or(&self.root), rest, flags)
+    }
+
     /// An O_PATH descriptor of directory `rel` ("" = the root), resolved beneath the root.
     pub fn dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
-        let p: &[u8] = if rel.is_empty() { b"." } else { rel };
-        rfs::openat2(
-            &self.root,
-            os(p),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(errno)
+        self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(errno)
     }
 
     /// The parent directory of `rel` and the last component.
@@ -153,13 +171,7 @@ impl UpperDir {
 
     /// Names and lstat of the entries of upper directory `rel` (empty when it does not exist).
     pub fn list(&self, rel: &[u8]) -> io::Result<Vec<(Vec<u8>, rfs::Stat)>> {
-        let fd = match rfs::openat2(
-            &self.root,
-            os(if rel.is_empty() { b"." } else { rel }),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        ) {
+        let fd = match self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Ok(Vec::new()),
             Err(e) => return Err(errno(e)),

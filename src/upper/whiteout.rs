@@ -33,13 +33,7 @@ impl UpperDir {
 
     /// True when upper directory `rel` is marked opaque.
     pub fn is_opaque(&self, rel: &[u8]) -> io::Result<bool> {
-        let fd = match rfs::openat2(
-            self.dir_root(),
-            os(if rel.is_empty() { b"." } else { rel }),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            super::beneath(),
-        ) {
+        let fd = match self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(false),
             Err(e) => return Err(errno(e)),
@@ -54,14 +48,9 @@ impl UpperDir {
 
     /// Marks upper directory `rel` opaque.
     pub fn set_opaque(&self, rel: &[u8]) -> io::Result<()> {
-        let fd = rfs::openat2(
-            self.dir_root(),
-            os(if rel.is_empty() { b"." } else { rel }),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            super::beneath(),
-        )
-        .map_err(errno)?;
+        let fd = self
+            .open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(errno)?;
         rfs::fsetxattr(&fd, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty()).map_err(errno)
     }
 }
