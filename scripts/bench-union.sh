@@ -3,12 +3,18 @@
 # builds it: everything but /usr/share, then /usr/share) mounted read-write
 #   A) bfcfs mount --upper UPPER IMAGE MNT            (layers from the store, FUSE passthrough)
 #   B) fuse-overlayfs -o lowerdir=L2:L1,upperdir,workdir   over the plainly extracted layers
+#   C) kernel overlayfs (mount -t overlay) over the same extracted layers: the limit
 # Workloads, each on a fresh mount (cold = page cache dropped first):
 #   mount+ls   mount command until `ls MNT` returns (cold)
 #   find       find MNT (cold: one lookup per entry)
 #   ls -lR     warm (second walk of the same mount)
 #   tar cold / tar warm   tar -cf /dev/null MNT (reads every byte)
 #   RSS        the server's resident memory after the warm tar
+# Metadata (writes into the union, each tool on a fresh mount after one `ls -lR` of it):
+#   untar N     tar -xf of N small files (100 B each, 500 per directory) into the mount, N = 5000, 40000
+#   rm -rf N    then removing them; per-file cost at 40000 over 5000 shows growth with size
+#   mkdir during copy-up   a mkdir timed while `truncate`-free open(O_WRONLY) of a 1 GiB lower file
+#                          copies it up (a third layer holds the file)
 # Then lookup cost on synthetic images with 1, 10 and 50 layers (scripts/synth-image.py: 5000 files
 # in d/, spread round-robin over the layers): lstat of every file on a fresh read-only mount.
 # Prints medians of RUNS runs (interleaved) and the ratio bfcfs / fuse-overlayfs.
@@ -69,11 +75,12 @@ for i in "${!LAYERS[@]}"; do
 done
 LOWER="$W/L1:$W/L0"
 
-mount_tool() { # $1 = bfcfs | fuse-overlayfs; fresh upper each time
+mount_tool() { # $1 = bfcfs | fuse-overlayfs | overlayfs; fresh upper each time
   rm -rf "$W/up" "$W/up.work" "$W/work"; mkdir -p "$W/up" "$W/work"
   case $1 in
     bfcfs) "$BFCFS" --root "$STORE" mount --upper "$W/up" "$IMAGE" "$MNT" ;;
     fuse-overlayfs) fuse-overlayfs -o "lowerdir=$LOWER,upperdir=$W/up,workdir=$W/work" "$MNT" ;;
+    overlayfs) mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$W/up,workdir=$W/work" "$MNT" ;;
   esac
 }
 unmount() { umount "$MNT" 2>/dev/null || umount -l "$MNT"; }
@@ -83,7 +90,7 @@ server_rss_kib() { # the process serving $MNT
 }
 
 declare -A R
-TOOLS=(bfcfs fuse-overlayfs)
+TOOLS=(bfcfs fuse-overlayfs overlayfs)
 for run in $(seq "$RUNS"); do
   for t in "${TOOLS[@]}"; do
     drop_caches; t0=$(now); mount_tool "$t"; ls "$MNT" >/dev/null; R[$t,mount]+="$(since "$t0") "
@@ -93,9 +100,74 @@ for run in $(seq "$RUNS"); do
     drop_caches; mount_tool "$t"
     t0=$(now); tar -cf /dev/null -C "$MNT" . 2>/dev/null; R[$t,tarcold]+="$(since "$t0") "
     t0=$(now); tar -cf /dev/null -C "$MNT" . 2>/dev/null; R[$t,tarwarm]+="$(since "$t0") "
-    R[$t,rss]+="$(server_rss_kib) "
+    R[$t,rss]+="$(server_rss_kib "$t") "
     unmount
     echo "run $run $t done" >&2
+  done
+done
+
+# Metadata rows: small-file trees made once.
+for n in 5000 40000; do
+  python3 - "$W/small$n" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = f"{root}/d{i // 500:03d}"
+    if i % 500 == 0: os.makedirs(d)
+    with open(f"{d}/f{i:06d}", "wb") as f: f.write(b"x" * 100)
+PY
+  tar -cf "$W/small$n.tar" -C "$W/small$n" . && rm -rf "$W/small$n"
+done
+for run in $(seq "$RUNS"); do
+  for t in "${TOOLS[@]}"; do
+    for n in 5000 40000; do
+      mount_tool "$t"; ls -lR "$MNT" >/dev/null; mkdir "$MNT/tmp/u"
+      t0=$(now); tar -xf "$W/small$n.tar" -C "$MNT/tmp/u"; R[$t,untar$n]+="$(since "$t0") "
+      t0=$(now); rm -rf "$MNT/tmp/u"; R[$t,rm$n]+="$(since "$t0") "
+      unmount
+    done
+    echo "run $run $t metadata done" >&2
+  done
+done
+
+# mkdir during the copy-up of a 1 GiB lower file: a third image layer with that file.
+head -c $((1 << 30)) /dev/urandom >"$W/big.bin"
+mkdir -p "$W/L2/big" && mv "$W/big.bin" "$W/L2/big/file"
+tar -cf "$W/tars/2.tar" -C "$W/L2" .
+python3 - "$W/oci" "$W/tars/2.tar" <<'PY'
+import hashlib, json, os, shutil, sys
+out, tar = sys.argv[1], sys.argv[2]
+def put(path=None, data=None):
+    h = hashlib.sha256()
+    if data is None:
+        with open(path, "rb") as f:
+            for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+        n = os.path.getsize(path); shutil.move(path, f"{out}/blobs/sha256/{h.hexdigest()}")
+    else:
+        h.update(data); n = len(data)
+        with open(f"{out}/blobs/sha256/{h.hexdigest()}", "wb") as f: f.write(data)
+    return {"digest": "sha256:" + h.hexdigest(), "size": n}
+idx = json.load(open(f"{out}/index.json"))
+man = json.load(open(f"{out}/blobs/sha256/" + idx["manifests"][0]["digest"][7:]))
+cfg = json.load(open(f"{out}/blobs/sha256/" + man["config"]["digest"][7:]))
+layer = dict(put(tar), mediaType="application/vnd.oci.image.layer.v1.tar")
+man["layers"].append(layer); cfg["rootfs"]["diff_ids"].append(layer["digest"])
+man["config"] = dict(put(data=json.dumps(cfg).encode()), mediaType="application/vnd.oci.image.config.v1+json")
+m = put(data=json.dumps(man).encode())
+idx["manifests"].append(dict(m, mediaType="application/vnd.oci.image.manifest.v1+json",
+    annotations={"org.opencontainers.image.ref.name": "big"}))
+json.dump(idx, open(f"{out}/index.json", "w"))
+PY
+"$BFCFS" --root "$STORE" pull -q "oci:$W/oci:big"
+IMAGE=oci:$W/oci:big LOWER="$W/L2:$W/L1:$W/L0"
+for run in $(seq "$RUNS"); do
+  for t in "${TOOLS[@]}"; do
+    drop_caches; mount_tool "$t"; ls "$MNT/big" "$MNT/tmp" >/dev/null
+    python3 -c 'import os,sys; os.close(os.open(sys.argv[1], os.O_WRONLY))' "$MNT/big/file" &
+    cp=$!
+    sleep 0.3
+    t0=$(now); mkdir "$MNT/tmp/during-copy-up"; R[$t,mkdir]+="$(since "$t0") "
+    wait "$cp"; unmount
   done
 done
 
@@ -103,15 +175,25 @@ med() { printf '%s\n' ${R[$1,$2]} | median; }
 ENTRIES=$(find "$ROOTFS" | wc -l)
 printf '\nimage: debian bookworm minbase, 2 layers, %s entries · %s runs, medians · bfcfs %s\n' \
   "$ENTRIES" "$RUNS" "$(git rev-parse --short HEAD)"
-printf '| workload | bfcfs | fuse-overlayfs | bfcfs / fuse-overlayfs |\n|---|---:|---:|---:|\n'
-for w in mount find lslr tarcold tarwarm; do
-  a=$(med bfcfs $w); b=$(med fuse-overlayfs $w)
+printf '| workload | bfcfs | fuse-overlayfs | kernel overlayfs | bfcfs / fuse-overlayfs | bfcfs / overlayfs |\n'
+printf '|---|---:|---:|---:|---:|---:|\n'
+for w in mount find lslr tarcold tarwarm untar5000 untar40000 rm5000 rm40000 mkdir; do
+  a=$(med bfcfs $w); b=$(med fuse-overlayfs $w); c=$(med overlayfs $w)
   label=$w; case $w in mount) label="mount + ls (cold)";; find) label="find (cold)";; lslr) label="ls -lR (warm)";;
-    tarcold) label="tar (cold)";; tarwarm) label="tar (warm)";; esac
-  printf '| %s | %.3f s | %.3f s | %.2f× |\n' "$label" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+    tarcold) label="tar (cold)";; tarwarm) label="tar (warm)";; untar5000) label="untar 5,000 files";;
+    untar40000) label="untar 40,000 files";; rm5000) label="rm -rf 5,000 files";; rm40000) label="rm -rf 40,000 files";;
+    mkdir) label="mkdir during a 1 GiB copy-up";; esac
+  printf '| %s | %.3f s | %.3f s | %.3f s | %.2f× | %.2f× |\n' "$label" "$a" "$b" "$c" \
+    "$(echo "$a / $b" | bc -l)" "$(echo "$a / $c" | bc -l)"
 done
 a=$(med bfcfs rss); b=$(med fuse-overlayfs rss)
-printf '| server RSS after tar | %.1f MiB | %.1f MiB | %.2f× |\n' "$(echo "$a/1024" | bc -l)" "$(echo "$b/1024" | bc -l)" "$(echo "$a / $b" | bc -l)"
+printf '| server RSS after tar | %.1f MiB | %.1f MiB | (kernel) | %.2f× | |\n' "$(echo "$a/1024" | bc -l)" "$(echo "$b/1024" | bc -l)" "$(echo "$a / $b" | bc -l)"
+printf '\nper-file cost, 40,000 files over 5,000 files (1.0 = no growth with size):\n'
+for t in "${TOOLS[@]}"; do
+  printf '  %-15s untar %.2f×   rm -rf %.2f×\n' "$t" \
+    "$(echo "$(med "$t" untar40000) / 8 / $(med "$t" untar5000)" | bc -l)" \
+    "$(echo "$(med "$t" rm40000) / 8 / $(med "$t" rm5000)" | bc -l)"
+done
 
 # Lookup cost vs layer count.
 printf '\n| layers | lstat of 5000 files, fresh mount | per lookup | vs 1 layer |\n|---:|---:|---:|---:|\n'

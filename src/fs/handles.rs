@@ -30,6 +30,8 @@ struct Table {
     backing: HashMap<u64, Weak<BackingId>>,
     /// Cached-mode opens per inode.
     cached: HashMap<u64, usize>,
+    /// Open handles per inode (to answer for a file whose last name is gone).
+    by_ino: HashMap<u64, Vec<u64>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,7 @@ impl Handles {
         if backing.is_none() {
             *t.cached.entry(ino).or_default() += 1;
         }
+        t.by_ino.entry(ino).or_default().push(fh);
         t.open.insert(
             fh,
             Open {
@@ -82,9 +85,22 @@ impl Handles {
         self.table().open.get(&fh).map(|o| o.file.clone())
     }
 
+    /// Some open upper descriptor of inode `ino`.
+    pub fn any_of(&self, ino: u64) -> Option<Arc<File>> {
+        let t = self.table();
+        let fh = t.by_ino.get(&ino)?.first()?;
+        t.open.get(fh).map(|o| o.file.clone())
+    }
+
     /// Closes handle `fh` of inode `ino`.
     pub fn remove(&self, ino: u64, fh: u64) {
         let mut t = self.table();
+        if let Some(v) = t.by_ino.get_mut(&ino) {
+            v.retain(|h| *h != fh);
+            if v.is_empty() {
+                t.by_ino.remove(&ino);
+            }
+        }
         let cached = match t.open.remove(&fh) {
             Some(o) => o.backing.is_none().then_some(o.ino),
             None if fh == 0 => Some(ino),

@@ -61,9 +61,12 @@ impl BfcFs {
         Ok(file_attr(&a, self.owner))
     }
 
-    /// Attributes, from the open upper descriptor when there is one (right for an unlinked file).
+    /// Attributes, from an open upper descriptor when there is one: the one the request names,
+    /// else any of the inode's (right for an open file whose last name is gone, which the kernel
+    /// asks about without a handle).
     fn attr_fh(&self, ino: NodeId, fh: Option<FileHandle>) -> Result<fuser::FileAttr, Errno> {
-        match fh.and_then(|fh| self.handles.get(fh.0)) {
+        let open = fh.and_then(|fh| self.handles.get(fh.0));
+        match open.or_else(|| self.handles.any_of(ino)) {
             Some(f) => {
                 let a = self.union.attr_of_file(ino, &f).map_err(|e| errno(&e))?;
                 Ok(file_attr(&a, self.owner))
