@@ -82,7 +82,7 @@ fn server_pid(mnt: &Path) -> u32 {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        if args.iter().any(|a| *a == b"mount") && args.iter().any(|a| *a == want) {
+        if args.contains(&&b"mount"[..]) && args.contains(&want) {
             return pid;
         }
     }
