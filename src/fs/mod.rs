@@ -177,9 +177,10 @@ impl BfcFs {
         if !self.union.has_xattrs() {
             return Err(Errno::ENOSYS);
         }
+        let open = self.handles.any_of(ino.0);
         let v = self
             .union
-            .xattr(ino.0, name.as_bytes())
+            .xattr(ino.0, name.as_bytes(), open.as_deref())
             .map_err(|e| errno(&e))?;
         sized(v, size)
     }
@@ -229,6 +230,12 @@ fn sized(v: Vec<u8>, size: u32) -> Result<Xattr, Errno> {
 /// (FOPEN_KEEP_CACHE) and close needs no FLUSH round trip (FOPEN_NOFLUSH: nothing is dirty).
 fn lower_open_flags() -> FopenFlags {
     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+}
+
+/// An upper file can change, so its page cache is not kept across opens; but the server keeps
+/// nothing to write back (writes go straight to the upper file), so close needs no FLUSH.
+fn upper_open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_NOFLUSH
 }
 
 fn io_errno(e: &io::Error) -> Errno {
@@ -323,11 +330,11 @@ impl Filesystem for BfcFs {
             Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
                 Some(b) => {
                     let fh = self.handles.insert(ino.0, file, Some(b.clone()));
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+                    reply.opened_passthrough(FileHandle(fh), upper_open_flags(), &b);
                 }
                 None => {
                     let fh = self.handles.insert(ino.0, file, None);
-                    reply.opened(FileHandle(fh), FopenFlags::empty());
+                    reply.opened(FileHandle(fh), upper_open_flags());
                 }
             },
             Err(e) => reply.error(e),
@@ -644,12 +651,12 @@ impl Filesystem for BfcFs {
             Ok((a, file)) => match self.backing(a.ino, |f| reply.open_backing(f)) {
                 Some(b) => {
                     let fh = FileHandle(self.handles.insert(a.ino.0, file, Some(b.clone())));
-                    let f = FopenFlags::empty();
+                    let f = upper_open_flags();
                     reply.created_passthrough(&ttl(&a), &a, Generation(0), fh, f, &b);
                 }
                 None => {
                     let fh = FileHandle(self.handles.insert(a.ino.0, file, None));
-                    reply.created(&ttl(&a), &a, Generation(0), fh, FopenFlags::empty());
+                    reply.created(&ttl(&a), &a, Generation(0), fh, upper_open_flags());
                 }
             },
             Err(e) => reply.error(e),

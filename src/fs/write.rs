@@ -129,13 +129,17 @@ impl BfcFs {
         if !self.union.is_writable() {
             return Err(Errno::EROFS);
         }
-        let a = self.new_entry(req, parent, name, NewNode::File, mode)?;
-        let f = self
+        let (_, f, a) = self
             .union
-            .open_upper(a.ino.0, upper_flags(flags))
-            .map_err(|e| errno(&e))
-            .inspect_err(|_| self.union.forget(a.ino.0, 1))?;
-        Ok((a, f))
+            .create_open(
+                parent.0,
+                name.as_bytes(),
+                mode & 0o7777,
+                Self::owner_of(req),
+                upper_flags(flags),
+            )
+            .map_err(|e| errno(&e))?;
+        Ok((file_attr(&a, self.owner), f))
     }
 
     pub(super) fn remove_inner(
@@ -195,9 +199,10 @@ impl BfcFs {
             mtime: time(a.mtime),
         };
         let f = a.fh.and_then(|fh| self.handles.get(fh.0));
+        let any = self.handles.any_of(ino.0);
         let attr = self
             .union
-            .set_attr(ino.0, &s, f.as_deref())
+            .set_attr(ino.0, &s, f.as_deref(), any.as_deref())
             .map_err(|e| errno(&e))?;
         Ok(file_attr(&attr, self.owner))
     }

@@ -629,13 +629,21 @@ impl Union {
     }
 
     /// One extended attribute's value.
-    pub fn xattr(&self, id: NodeId, name: &[u8]) -> Result<Vec<u8>, Error> {
+    /// `open`: an open upper descriptor of the node, if the caller has one (no path walk then).
+    pub fn xattr(
+        &self,
+        id: NodeId,
+        name: &[u8],
+        open: Option<&std::fs::File>,
+    ) -> Result<Vec<u8>, Error> {
         let n = self.node(id)?;
         if let (Source::Upper, Some(up)) = (n.source, &self.upper) {
             // One getxattr: the kernel asks for security.capability before every write.
-            return up
-                .dir
-                .get_xattr(&n.path, name)
+            let v = match open {
+                Some(f) => crate::upper::get_xattr_fd(std::os::fd::AsFd::as_fd(f), name),
+                None => up.dir.get_xattr(&n.path, name),
+            };
+            return v
                 .map_err(|e| upper_err("getxattr", &n.path, e))?
                 .ok_or(Error::NoXattr);
         }

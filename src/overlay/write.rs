@@ -17,14 +17,15 @@
 //!   `mkdir` over a whiteout makes an opaque directory.
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{FileType as RFileType, OFlags, RenameFlags};
 
 use super::id::is_lower_id;
-use super::merge::{self, Source};
-use super::node::Node;
+use super::merge::{self, Resolved, Source};
+use super::node::{Inserted, Node};
 use super::{attr_of_stat, check_lookup_name, upper_err, Attr, Error, NodeId, Union, Upper, ROOT};
 use crate::bfc::Kind;
 use crate::upper::{is_overlay_xattr, is_whiteout, Meta};
@@ -323,39 +324,39 @@ impl Union {
         Ok(())
     }
 
-    /// Creates `name` in `parent` with permission bits `perm` and owner `uid:gid`, and counts
-    /// the kernel's lookup of it (the reply to a create is one).
-    pub fn create(
+    /// What every create does first: checks the name is free, copies the directory up, and
+    /// works out the new entry's path, metadata and whether a whiteout is in the way.
+    fn prepare_create(
         &self,
         parent: NodeId,
         name: &[u8],
-        what: NewNode<'_>,
+        dir_kind: bool,
         perm: u32,
         owner: (u32, u32),
-    ) -> Result<NodeId, Error> {
+    ) -> Result<(&Upper, Vec<u8>, Meta, bool), Error> {
         check_name(self, name)?;
         let up = self.upper()?;
-        let dir = self.dir(parent)?;
-        if self.child(parent, &dir, name)?.is_some() {
+        if self.nodes.child(parent, name).is_some() {
             return Err(Error::Exists);
         }
-        let dir = self.copy_up_node(parent, dir, true)?;
+        let dir = self.copy_up_node(parent, self.dir(parent)?, true)?;
         let path = merge::join(&dir.path, name);
-        let whiteout = up
+        let (dst, st) = up
             .dir
-            .stat(&path)
-            .map_err(|e| upper_err("stat", &path, e))?
-            .is_some_and(|st| is_whiteout(&st));
+            .stat_in_dir(&path)
+            .map_err(|e| upper_err("stat", &path, e))?;
+        let whiteout = match st {
+            Some(st) if is_whiteout(&st) => true,
+            Some(_) => return Err(Error::Exists),
+            None if self.lower_has(&dir, &path) => return Err(Error::Exists),
+            None => false,
+        };
         // A setgid directory gives its group to what is made in it, and its setgid bit to
         // directories (as every Linux file system does).
         let (mut perm, mut gid) = (perm & 0o7777, owner.1);
-        let dst = up
-            .dir
-            .stat(&dir.path)
-            .map_err(|e| upper_err("stat", &dir.path, e))?;
-        if let Some(d) = dst.filter(|d| d.st_mode & libc::S_ISGID != 0) {
-            gid = d.st_gid;
-            if matches!(what, NewNode::Dir) {
+        if dst.st_mode & libc::S_ISGID != 0 {
+            gid = dst.st_gid;
+            if dir_kind {
                 perm |= libc::S_ISGID;
             }
         }
@@ -368,6 +369,21 @@ impl Union {
             mtime_ns: now,
             xattrs: Vec::new(),
         };
+        Ok((up, path, meta, whiteout))
+    }
+
+    /// Creates `name` in `parent` with permission bits `perm` and owner `uid:gid`, and counts
+    /// the kernel's lookup of it (the reply to a create is one).
+    pub fn create(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        what: NewNode<'_>,
+        perm: u32,
+        owner: (u32, u32),
+    ) -> Result<NodeId, Error> {
+        let is_dir = matches!(what, NewNode::Dir);
+        let (up, path, meta, whiteout) = self.prepare_create(parent, name, is_dir, perm, owner)?;
         let r = match what {
             NewNode::Dir => up.dir.make_dir(&path, &meta, whiteout, whiteout),
             NewNode::File => up.dir.make_file(&path, &meta, None, whiteout).map(drop),
@@ -383,6 +399,52 @@ impl Union {
         r.map_err(|e| upper_err("creating", &path, e))?;
         self.nodes.invalidate_listing(parent);
         self.lookup(parent, name)
+    }
+
+    /// create(2) of regular file `name` in `parent`, opened with `flags`: the node (its lookup
+    /// counted), the open upper file, and its attributes. Where no whiteout is in the way the
+    /// file is made in place and opened at once (a handful of system calls per file).
+    pub fn create_open(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        perm: u32,
+        owner: (u32, u32),
+        flags: OFlags,
+    ) -> Result<(NodeId, File, Attr), Error> {
+        let (up, path, meta, whiteout) = self.prepare_create(parent, name, false, perm, owner)?;
+        if whiteout {
+            up.dir
+                .make_file(&path, &meta, None, true)
+                .map_err(|e| upper_err("creating", &path, e))?;
+            self.nodes.invalidate_listing(parent);
+            let id = self.lookup(parent, name)?;
+            let opened = self
+                .open_upper(id, flags)
+                .and_then(|f| Ok((self.attr_of_file(id, &f)?, f)));
+            return match opened {
+                Ok((a, f)) => Ok((id, f, a)),
+                Err(e) => {
+                    self.forget(id, 1);
+                    Err(e)
+                }
+            };
+        }
+        let (fd, st) = up
+            .dir
+            .create_file(&path, &meta, flags)
+            .map_err(|e| upper_err("creating", &path, e))?;
+        self.nodes.invalidate_listing(parent);
+        let r = Resolved {
+            id: super::id::upper_id(st.st_ino),
+            kind: Kind::File,
+            source: Source::Upper,
+            layers: Vec::new(),
+        };
+        let id = match self.nodes.insert(parent, name, path, r) {
+            Inserted::Known(id) | Inserted::Busy(id) => id,
+        };
+        Ok((id, File::from(fd), attr_of_stat(id, &st)))
     }
 
     /// unlink (`dir` false) or rmdir (`dir` true) of `name` in `parent`.
@@ -525,19 +587,34 @@ impl Union {
         Ok(id)
     }
 
-    /// chmod, chown, truncate, utimens (copying up first). `file` is an open upper descriptor
-    /// of the node, for ftruncate.
-    pub fn set_attr(&self, id: NodeId, s: &SetAttr, file: Option<&File>) -> Result<Attr, Error> {
+    /// chmod, chown, truncate, utimens (copying up first). `file` is the open upper descriptor
+    /// the request names, for ftruncate; `open` any open upper descriptor of the node, used
+    /// for the rest instead of a path walk.
+    pub fn set_attr(
+        &self,
+        id: NodeId,
+        s: &SetAttr,
+        file: Option<&File>,
+        open: Option<&File>,
+    ) -> Result<Attr, Error> {
+        let open = file.or(open);
         let up = self.upper()?;
         let n = self.copy_up_node(id, self.node(id)?, s.size != Some(0))?;
         let p = &n.path;
         let e = |op| move |e| upper_err(op, p, e);
-        if s.uid.is_some() || s.gid.is_some() {
-            up.dir.chown(p, s.uid, s.gid).map_err(e("chown"))?;
-        }
-        if let Some(mode) = s.mode {
-            up.dir.chmod(p, mode & 0o7777).map_err(e("chmod"))?;
-        }
+        let owner = (s.uid.is_some() || s.gid.is_some()).then_some((s.uid, s.gid));
+        let times = (s.atime.is_some() || s.mtime.is_some())
+            .then(|| (set_time(s.atime), set_time(s.mtime)));
+        // chown first: it clears setuid bits that a chmod in the same request sets.
+        up.dir
+            .set_attrs(
+                p,
+                open.map(|f| f.as_fd()),
+                owner,
+                s.mode.map(|m| m & 0o7777),
+                None,
+            )
+            .map_err(e("chown/chmod"))?;
         if let Some(size) = s.size {
             match file {
                 Some(f) => f.set_len(size),
@@ -545,12 +622,13 @@ impl Union {
             }
             .map_err(e("truncate"))?;
         }
-        if s.atime.is_some() || s.mtime.is_some() {
+        // Times last: a truncate changes mtime.
+        if times.is_some() {
             up.dir
-                .set_times(p, set_time(s.atime), set_time(s.mtime))
+                .set_attrs(p, open.map(|f| f.as_fd()), None, None, times)
                 .map_err(e("utimens"))?;
         }
-        match file {
+        match open {
             Some(f) => self.attr_of_file(id, f),
             None => self.attr(id),
         }
@@ -578,7 +656,7 @@ impl Union {
         if is_overlay_xattr(name) {
             return Err(Error::NoXattr);
         }
-        if self.xattr(id, name).is_err() {
+        if self.xattr(id, name, None).is_err() {
             return Err(Error::NoXattr);
         }
         let up = self.upper()?;

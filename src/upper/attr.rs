@@ -7,7 +7,7 @@
 use super::{errno, os, UpperDir, OPAQUE_XATTR};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 /// A time to set: now, or nanoseconds since the epoch; None keeps it.
@@ -57,30 +57,54 @@ impl UpperDir {
         Ok((fd, p))
     }
 
-    pub fn chmod(&self, rel: &[u8], perm: u32) -> io::Result<()> {
-        let (_fd, p) = self.handle(rel)?;
-        rfs::chmod(&p, Mode::from_raw_mode(perm as _)).map_err(errno)
-    }
-
-    pub fn chown(&self, rel: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
-        let (fd, _) = self.handle(rel)?;
-        rfs::chownat(
-            &fd,
-            "",
-            uid.map(rfs::Uid::from_raw),
-            gid.map(rfs::Gid::from_raw),
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(errno)
-    }
-
-    pub fn set_times(&self, rel: &[u8], atime: SetTime, mtime: SetTime) -> io::Result<()> {
-        let (_fd, p) = self.handle(rel)?;
-        let t = Timestamps {
-            last_access: timespec(atime),
-            last_modification: timespec(mtime),
+    /// chown, chmod and utimens of `rel` in one go (one path resolution), or straight on `open`,
+    /// an open descriptor of it, when the caller has one (no path walk at all).
+    pub fn set_attrs(
+        &self,
+        rel: &[u8],
+        open: Option<BorrowedFd<'_>>,
+        owner: Option<(Option<u32>, Option<u32>)>,
+        perm: Option<u32>,
+        times: Option<(SetTime, SetTime)>,
+    ) -> io::Result<()> {
+        let held;
+        let (fd, proc_path) = match open {
+            Some(fd) => (fd, None),
+            None => {
+                held = self.handle(rel)?;
+                (held.0.as_fd(), Some(&held.1))
+            }
         };
-        rfs::utimensat(rfs::CWD, &p, &t, AtFlags::empty()).map_err(errno)
+        if let Some((uid, gid)) = owner {
+            rfs::chownat(
+                fd,
+                "",
+                uid.map(rfs::Uid::from_raw),
+                gid.map(rfs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
+        }
+        if let Some(perm) = perm {
+            let mode = Mode::from_raw_mode(perm as _);
+            match proc_path {
+                Some(p) => rfs::chmod(p, mode),
+                None => rfs::fchmod(fd, mode),
+            }
+            .map_err(errno)?;
+        }
+        if let Some((atime, mtime)) = times {
+            let t = Timestamps {
+                last_access: timespec(atime),
+                last_modification: timespec(mtime),
+            };
+            match proc_path {
+                Some(p) => rfs::utimensat(rfs::CWD, p, &t, AtFlags::empty()),
+                None => rfs::futimens(fd, &t),
+            }
+            .map_err(errno)?;
+        }
+        Ok(())
     }
 
     pub fn truncate(&self, rel: &[u8], size: u64) -> io::Result<()> {
@@ -129,18 +153,7 @@ impl UpperDir {
             return Ok(None);
         }
         let (_fd, p) = self.handle(rel)?;
-        let mut v = vec![0u8; 256];
-        loop {
-            match rfs::getxattr(&p, os(name), &mut v) {
-                Ok(len) => {
-                    v.truncate(len);
-                    return Ok(Some(v));
-                }
-                Err(rustix::io::Errno::RANGE) => v.resize(v.len() * 16, 0),
-                Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => return Ok(None),
-                Err(e) => return Err(errno(e)),
-            }
-        }
+        read_xattr(|v| rfs::getxattr(&p, os(name), v))
     }
 
     /// setxattr(2) flags: XATTR_CREATE / XATTR_REPLACE as given.
@@ -197,5 +210,32 @@ impl UpperDir {
             rfs::XattrFlags::empty(),
         )
         .map_err(errno)
+    }
+}
+
+/// One extended attribute through an open descriptor of an upper entry (None: not set).
+/// overlayfs's own are never returned.
+pub fn get_xattr_fd(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    if is_overlay_xattr(name) {
+        return Ok(None);
+    }
+    read_xattr(|v| rfs::fgetxattr(fd, os(name), v))
+}
+
+/// getxattr with a growing buffer; NODATA/NOTSUP are "not set".
+fn read_xattr(
+    mut get: impl FnMut(&mut [u8]) -> Result<usize, rustix::io::Errno>,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut v = vec![0u8; 256];
+    loop {
+        match get(&mut v) {
+            Ok(len) => {
+                v.truncate(len);
+                return Ok(Some(v));
+            }
+            Err(rustix::io::Errno::RANGE) if v.len() < 1 << 20 => v.resize(v.len() * 16, 0),
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        }
     }
 }

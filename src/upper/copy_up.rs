@@ -154,6 +154,44 @@ impl UpperDir {
         }
     }
 
+    /// Creates the empty regular file `rel` in place (where nothing, not even a whiteout, is)
+    /// and returns it opened with `flags`, and its lstat: the fast path of create(2), as
+    /// overlayfs creates straight in the upper dir when no whiteout is in the way. The kernel
+    /// holds the directory's lock meanwhile, so nobody sees the file before its owner and mode
+    /// are set.
+    pub fn create_file(
+        &self,
+        rel: &[u8],
+        meta: &Meta,
+        flags: OFlags,
+    ) -> io::Result<(OwnedFd, rfs::Stat)> {
+        let (dir, name) = self.parent(rel)?;
+        let fd = rfs::openat(
+            &dir,
+            os(name),
+            flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno)?;
+        let r = (|| {
+            rfs::fchown(
+                &fd,
+                Some(rfs::Uid::from_raw(meta.uid)),
+                Some(rfs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(errno)?;
+            rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm as _)).map_err(errno)?;
+            rfs::fstat(&fd).map_err(errno)
+        })();
+        match r {
+            Ok(st) => Ok((fd, st)),
+            Err(e) => {
+                let _ = rfs::unlinkat(&dir, os(name), AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+
     /// Creates symlink `rel` pointing at `target`.
     pub fn make_symlink(
         &self,

@@ -9,7 +9,7 @@ mod attr;
 mod copy_up;
 mod whiteout;
 
-pub use attr::{is_overlay_xattr, SetTime};
+pub use attr::{get_xattr_fd, is_overlay_xattr, SetTime};
 pub use copy_up::Meta;
 pub use whiteout::{is_whiteout, OPAQUE_XATTR};
 
@@ -152,6 +152,18 @@ impl UpperDir {
         match rfs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// lstat of the directory holding `rel` and of `rel` itself (None: absent), through one
+    /// resolution of the directory.
+    pub fn stat_in_dir(&self, rel: &[u8]) -> io::Result<(rfs::Stat, Option<rfs::Stat>)> {
+        let (dir, name) = self.parent(rel)?;
+        let d = rfs::fstat(&dir).map_err(errno)?;
+        match rfs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok((d, Some(st))),
+            Err(Errno::NOENT) => Ok((d, None)),
             Err(e) => Err(errno(e)),
         }
     }
