@@ -555,7 +555,7 @@ pub fn inspect_file(path: &Path) -> Result<ImageInfo> {
         .ok_or_else(|| bad("not a single-file image: no config.json blob".into()))?;
     let manifest: ImageManifest =
         serde_json::from_slice(manifest_bytes).map_err(|e| bad(format!("bad manifest: {e}")))?;
-    let config_digest = oci::sha256_digest(config_bytes);
+    let config_digest = crate::digest::sha256_digest(config_bytes);
     if config_digest != manifest.config().digest().as_ref() {
         return Err(bad(format!(
             "config blob has digest {config_digest}, the manifest says {}",
@@ -580,7 +580,7 @@ pub fn inspect_file(path: &Path) -> Result<ImageInfo> {
     Ok(ImageInfo {
         repository: path.display().to_string(),
         tag: None,
-        digest: oci::sha256_digest(manifest_bytes),
+        digest: crate::digest::sha256_digest(manifest_bytes),
         size: c.file_size(),
         created: config.created().clone(),
         layers: std::mem::take(&mut layers),

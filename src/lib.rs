@@ -19,6 +19,8 @@ pub mod bundle;
 pub mod cli;
 pub mod container;
 pub mod convert;
+pub mod digest;
+pub mod error_chain;
 pub mod fs;
 pub mod image;
 pub mod oci;

@@ -427,7 +427,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         };
         bar.inc(e.size);
         if let Err(err) = r {
-            bar.suspend(|| eprintln!("bfcfs: {}", bfc::error::chain(&err)));
+            bar.suspend(|| eprintln!("bfcfs: {}", crate::error_chain::chain(&err)));
             bad += 1;
         }
     }

@@ -13,9 +13,11 @@
 //!   interrupted blob resumes with `Range: bytes=N-` when the server answers 206.
 use super::auth::{Challenge, Credentials, Session};
 use super::{
-    check_image, decode_document, media, sha256_digest, BlobSink, Document, Error, ImageRef,
-    PlatformSpec, Resolved, Result, MAX_DOCUMENT,
+    check_image, decode_document, media, BlobSink, Document, Error, ImageRef, PlatformSpec,
+    Resolved, Result, MAX_DOCUMENT,
 };
+use crate::digest::sha256_digest;
+use crate::error_chain::chain;
 use oci_spec::image::{Descriptor, Digest};
 use std::io::Read;
 use std::net::IpAddr;
@@ -173,7 +175,7 @@ impl Registry {
         loop {
             match f() {
                 Err(e) if transient(&e) && attempt < self.retries => {
-                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
+                    log::warn!("{}; retrying in {delay:?}", chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                     attempt += 1;
@@ -552,7 +554,7 @@ impl Registry {
                     if sink.offset() <= from {
                         failures += 1;
                     }
-                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
+                    log::warn!("{}; retrying in {delay:?}", chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }

@@ -2,22 +2,10 @@
 //! rename into `blobs/sha256/`, fsync the directory. A writer dropped without `commit` (or a
 //! mismatch) deletes its temp file; a killed process leaves it in `tmp/` for `prune`.
 use super::{io_err, sha256_hex, sync_dir, Error, Result, Store};
+use crate::digest::sha256_finish;
 use sha2::{Digest as _, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
 
 /// A blob being written.
 pub struct BlobWriter {
@@ -81,7 +69,7 @@ impl BlobWriter {
     /// Checks digest (and size, if known) and publishes the blob; returns its path.
     pub fn commit(self, digest: &str, size: Option<u64>) -> Result<PathBuf> {
         let hex_want = sha256_hex(digest)?.to_string();
-        let found = format!("sha256:{}", hex(&self.hasher.finalize()));
+        let found = sha256_finish(self.hasher);
         if let Some(size) = size {
             if size != self.len {
                 return Err(Error::SizeMismatch {
@@ -119,6 +107,7 @@ impl BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::sha256_digest;
 
     #[test]
     fn commit_checks_digest_and_leaves_nothing_on_mismatch() {
@@ -126,7 +115,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut w = BlobWriter::new(&store).unwrap();
         w.write(b"hello").unwrap();
-        let err = w.commit(&sha256_of(b"other"), None).unwrap_err();
+        let err = w.commit(&sha256_digest(b"other"), None).unwrap_err();
         assert!(err.to_string().contains("digest mismatch"), "{err}");
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
@@ -136,8 +125,11 @@ mod tests {
         w.restart().unwrap();
         w.write(b"hel").unwrap();
         w.write(b"lo").unwrap();
-        let p = w.commit(&sha256_of(b"hello"), Some(5)).unwrap();
+        let p = w.commit(&sha256_digest(b"hello"), Some(5)).unwrap();
         assert_eq!(std::fs::read(p).unwrap(), b"hello");
-        assert_eq!(store.read_blob(&sha256_of(b"hello"), 10).unwrap(), b"hello");
+        assert_eq!(
+            store.read_blob(&sha256_digest(b"hello"), 10).unwrap(),
+            b"hello"
+        );
     }
 }

@@ -158,7 +158,7 @@ impl Store {
                 why: format!("larger than {cap} bytes"),
             });
         }
-        let found = blob::sha256_of(&bytes);
+        let found = crate::digest::sha256_digest(&bytes);
         if found != format!("sha256:{}", sha256_hex(digest)?) {
             return Err(Error::Corrupt {
                 path,
