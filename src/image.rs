@@ -4,7 +4,7 @@
 //! The CLI and the tests call this; it is the only module that knows both `oci` and `store`.
 use crate::bfc::{self, AtomicFile, Writer, WriterOptions};
 use crate::convert::{self, sanitize::Limits};
-use crate::oci::{self, registry::Registry, BlobSink, PlatformSpec, Resolved, Source};
+use crate::oci::{self, registry::Registry, Fetch, PlatformSpec, Resolved, Source};
 use crate::store::{self, refs::RefEntry, refs::Refs, BlobWriter, Store};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use std::collections::HashSet;
@@ -96,26 +96,6 @@ impl oci::BlobSink for BlobWriter {
     }
 }
 
-/// A resolved source that can hand out blobs.
-enum Fetcher {
-    Registry(Box<Registry>),
-    Local(Box<oci::source::Local>),
-}
-
-impl Fetcher {
-    fn fetch(
-        &self,
-        desc: &Descriptor,
-        sink: &mut dyn BlobSink,
-        progress: &dyn Fn(u64),
-    ) -> oci::Result<()> {
-        match self {
-            Fetcher::Registry(r) => r.fetch_blob(desc, sink, progress),
-            Fetcher::Local(l) => l.fetch_blob(desc, sink, progress),
-        }
-    }
-}
-
 /// Name and tag under which a source is recorded.
 fn record_name(source: &Source) -> (String, Option<String>) {
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -129,34 +109,38 @@ fn record_name(source: &Source) -> (String, Option<String>) {
     }
 }
 
-fn resolve(store: &Store, source: &Source, opts: &PullOptions) -> Result<(Fetcher, Resolved)> {
+/// Resolves `source` for `opts.platform`: what can hand out its blobs, and the checked manifest
+/// and config. A registry's manifest and config come from the store when it has them.
+fn resolve(
+    store: &Store,
+    source: &Source,
+    opts: &PullOptions,
+) -> Result<(Box<dyn Fetch>, Resolved)> {
+    let local = |l: oci::source::Local| -> (Box<dyn Fetch>, Resolved) {
+        let r = l.resolved().clone();
+        (Box::new(l), r)
+    };
     Ok(match source {
         Source::Registry(image) => {
             let reg = Registry::connect(image, &opts.registry)?;
             let cached =
                 |d: &oci_spec::image::Digest| store.read_blob(d.as_ref(), oci::MAX_DOCUMENT).ok();
             let resolved = reg.resolve(image, &opts.platform, &cached)?;
-            (Fetcher::Registry(Box::new(reg)), resolved)
+            (Box::new(reg), resolved)
         }
-        Source::OciDir { path, tag } => {
-            let l = oci::source::Local::oci_dir(path, tag.as_deref(), &opts.platform)?;
-            let r = l.resolved().clone();
-            (Fetcher::Local(Box::new(l)), r)
-        }
-        Source::OciArchive { path, tag } => {
-            let l = oci::source::Local::oci_archive(
-                path,
-                tag.as_deref(),
-                &opts.platform,
-                &store.tmp_dir(),
-            )?;
-            let r = l.resolved().clone();
-            (Fetcher::Local(Box::new(l)), r)
-        }
+        Source::OciDir { path, tag } => local(oci::source::Local::oci_dir(
+            path,
+            tag.as_deref(),
+            &opts.platform,
+        )?),
+        Source::OciArchive { path, tag } => local(oci::source::Local::oci_archive(
+            path,
+            tag.as_deref(),
+            &opts.platform,
+            &store.tmp_dir(),
+        )?),
         Source::DockerArchive { path } => {
-            let l = oci::source::Local::docker_archive(path, &store.tmp_dir())?;
-            let r = l.resolved().clone();
-            (Fetcher::Local(Box::new(l)), r)
+            local(oci::source::Local::docker_archive(path, &store.tmp_dir())?)
         }
     })
 }
@@ -170,9 +154,10 @@ pub fn pull(
 ) -> Result<Pulled> {
     let _shared = store.lock_shared()?;
     let (fetcher, resolved) = resolve(store, source, opts)?;
+    let fetcher = fetcher.as_ref();
     let manifest_digest = resolved.manifest_digest.to_string();
     if let Some(out) = &opts.output {
-        write_single_file(store, &fetcher, &resolved, opts, out, progress)?;
+        write_single_file(store, fetcher, &resolved, opts, out, progress)?;
         return Ok(Pulled {
             name: source.display_name(),
             manifest_digest,
@@ -201,7 +186,7 @@ pub fn pull(
                     break;
                 }
                 let (desc, diff_id) = layers[i];
-                match pull_layer(store, &fetcher, desc, diff_id, &opts.writer, progress) {
+                match pull_layer(store, fetcher, desc, diff_id, &opts.writer, progress) {
                     Ok(true) => {
                         fetched.fetch_add(1, Ordering::SeqCst);
                     }
@@ -238,7 +223,7 @@ pub fn pull(
 /// Fetches and converts one layer unless its BFC file exists. Returns whether it did work.
 fn pull_layer(
     store: &Store,
-    fetcher: &Fetcher,
+    fetcher: &dyn Fetch,
     desc: &Descriptor,
     diff_id: &str,
     wopts: &WriterOptions,
@@ -285,7 +270,7 @@ fn pull_layer(
 /// Gets blob `desc` into the store (verified) and returns its path.
 fn fetch_blob(
     store: &Store,
-    fetcher: &Fetcher,
+    fetcher: &dyn Fetch,
     desc: &Descriptor,
     progress: &dyn Progress,
 ) -> Result<PathBuf> {
@@ -296,7 +281,7 @@ fn fetch_blob(
     }
     progress.start(&digest, desc.size());
     let mut w = BlobWriter::new(store)?;
-    fetcher.fetch(desc, &mut w, &|done| progress.bytes(&digest, done))?;
+    fetcher.fetch_blob(desc, &mut w, &|done| progress.bytes(&digest, done))?;
     Ok(w.commit(&digest, Some(desc.size()))?)
 }
 
@@ -307,7 +292,7 @@ pub const SINGLE_FILE_INDEX: &str = "bfcfs.image.v1";
 /// manifest and config as image blobs (see docs/FORMAT.md, "single-file image").
 fn write_single_file(
     store: &Store,
-    fetcher: &Fetcher,
+    fetcher: &dyn Fetch,
     resolved: &Resolved,
     opts: &PullOptions,
     out: &Path,

@@ -110,6 +110,19 @@ pub trait BlobSink {
     fn restart(&mut self) -> io::Result<()>;
 }
 
+/// Where layer blobs come from: the registry client ([`registry::Registry`]) or an image on disk
+/// ([`source::Local`]). Shared by the pull workers, hence `Sync`.
+pub trait Fetch: Sync {
+    /// Streams blob `desc` into `sink`; `progress` is told the sink offset as bytes arrive. The
+    /// caller checks the digest when it commits the sink.
+    fn fetch_blob(
+        &self,
+        desc: &Descriptor,
+        sink: &mut dyn BlobSink,
+        progress: &dyn Fn(u64),
+    ) -> Result<()>;
+}
+
 /// One image, resolved to a single platform: manifest and config have been checked against
 /// their digests, layers have not been fetched yet.
 #[derive(Debug, Clone)]

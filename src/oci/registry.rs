@@ -13,7 +13,7 @@
 //!   interrupted blob resumes with `Range: bytes=N-` when the server answers 206.
 use super::auth::{Challenge, Credentials, Session};
 use super::{
-    check_image, decode_document, media, BlobSink, Document, Error, ImageRef, PlatformSpec,
+    check_image, decode_document, media, BlobSink, Document, Error, Fetch, ImageRef, PlatformSpec,
     Resolved, Result, MAX_DOCUMENT,
 };
 use crate::digest::sha256_digest;
@@ -462,10 +462,12 @@ impl Registry {
             config,
         })
     }
+}
 
+impl Fetch for Registry {
     /// Streams the blob `desc` into `sink`, resuming after interruptions. `progress` is told the
     /// sink offset after each chunk. The caller checks the digest when it commits the sink.
-    pub fn fetch_blob(
+    fn fetch_blob(
         &self,
         desc: &Descriptor,
         sink: &mut dyn BlobSink,

@@ -4,7 +4,7 @@
 //! member inside it); a docker archive gets a synthesized OCI manifest whose layer digests are
 //! computed from the files.
 use super::{
-    check_image, decode_document, BlobSink, Document, Error, PlatformSpec, Resolved, Result,
+    check_image, decode_document, BlobSink, Document, Error, Fetch, PlatformSpec, Resolved, Result,
     MAX_DOCUMENT,
 };
 use crate::digest::{sha256_digest, sha256_finish};
@@ -305,9 +305,11 @@ impl Local {
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
     }
+}
 
+impl Fetch for Local {
     /// Copies blob `desc` into `sink` (at most its declared size; the sink checks the digest).
-    pub fn fetch_blob(
+    fn fetch_blob(
         &self,
         desc: &Descriptor,
         sink: &mut dyn BlobSink,
