@@ -2,7 +2,8 @@
 //! into the store → convert each layer to its BFC file → record the reference. Also the
 //! queries behind `images`, `inspect`, `rm` and `prune`, and the single-file image (`-o`).
 //! The CLI and the tests call this; it is the only module that knows both `oci` and `store`.
-use crate::bfc::{self, AtomicFile, Writer, WriterOptions};
+use crate::atomic_file::AtomicFile;
+use crate::bfc::{self, Writer, WriterOptions};
 use crate::convert::{self, sanitize::Limits};
 use crate::oci::{self, registry::Registry, Fetch, PlatformSpec, Resolved, Source};
 use crate::store::{self, refs::RefEntry, refs::Refs, BlobWriter, Store};
@@ -245,7 +246,11 @@ fn pull_layer(
         path: blob.clone(),
         source,
     })?;
-    let mut out = AtomicFile::create(&dest)?;
+    let io = |source| bfc::Error::Io {
+        file: dest.clone(),
+        source,
+    };
+    let mut out = AtomicFile::beside(&dest).map_err(io)?.with_mode(0o644);
     {
         let mut w = Writer::new(
             BufWriter::with_capacity(1 << 20, out.file()),
@@ -255,12 +260,9 @@ fn pull_layer(
         let stats = convert::convert_layer(f, &mut w, b"", &digest, Limits::for_blob(desc.size()))?;
         convert::check_diff_id(&digest, &stats, diff_id)?;
         let mut bw = w.finish()?;
-        bw.flush().map_err(|e| bfc::Error::Io {
-            file: dest.clone(),
-            source: e,
-        })?;
+        bw.flush().map_err(io)?;
     }
-    out.commit()?;
+    out.commit(&dest).map_err(io)?;
     // The BFC file replaces the blob; a crash before this line leaves garbage for prune.
     let _ = std::fs::remove_file(&blob);
     progress.finish(&digest, "pulled");
@@ -298,7 +300,11 @@ fn write_single_file(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut file = AtomicFile::create(out)?;
+    let io = |source| bfc::Error::Io {
+        file: out.to_path_buf(),
+        source,
+    };
+    let mut file = AtomicFile::beside(out).map_err(io)?.with_mode(0o644);
     let mut layers_json = Vec::new();
     {
         let mut w = Writer::new(
@@ -346,12 +352,9 @@ fn write_single_file(
         });
         w.add_image_blob(SINGLE_FILE_INDEX, index.to_string().as_bytes())?;
         let mut bw = w.finish()?;
-        bw.flush().map_err(|e| bfc::Error::Io {
-            file: out.to_path_buf(),
-            source: e,
-        })?;
+        bw.flush().map_err(io)?;
     }
-    file.commit()?;
+    file.commit(out).map_err(io)?;
     Ok(())
 }
 

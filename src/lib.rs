@@ -14,6 +14,7 @@
 //! cli        clap commands on top
 //! ```
 pub mod archive;
+pub mod atomic_file;
 pub mod bfc;
 pub mod bundle;
 pub mod cli;

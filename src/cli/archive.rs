@@ -163,7 +163,8 @@ pub fn create(a: CreateArgs) -> anyhow::Result<i32> {
     let inc = |n: u64| bar.inc(n);
     let stats = ac::add_paths(&mut w, &inputs, &copts, &inc)?;
     w.finish()?;
-    af.commit()?;
+    af.commit(&a.out)
+        .map_err(|e| crate::archive::Error::io(&a.out, e))?;
     bar.finish_and_clear();
     for s in &stats.skipped {
         eprintln!("bfcfs: skipped {s}");

@@ -1,7 +1,8 @@
 //! Ingesting blobs: hash and count while writing into `tmp/`, check the digest and size, fsync,
 //! rename into `blobs/sha256/`, fsync the directory. A writer dropped without `commit` (or a
 //! mismatch) deletes its temp file; a killed process leaves it in `tmp/` for `prune`.
-use super::{io_err, sha256_hex, sync_dir, Error, Result, Store};
+use super::{io_err, sha256_hex, Error, Result, Store};
+use crate::atomic_file::AtomicFile;
 use crate::digest::sha256_finish;
 use sha2::{Digest as _, Sha256};
 use std::io::{Seek, SeekFrom, Write};
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 
 /// A blob being written.
 pub struct BlobWriter {
-    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    file: std::io::BufWriter<AtomicFile>,
     hasher: Sha256,
     len: u64,
     blobs: PathBuf,
@@ -19,10 +20,7 @@ impl BlobWriter {
     /// Starts a blob in `tmp/`.
     pub fn new(store: &Store) -> Result<BlobWriter> {
         let tmp = store.tmp_dir();
-        let file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file = AtomicFile::in_dir(&tmp, "blob-").map_err(io_err(&tmp))?;
         Ok(BlobWriter {
             file: std::io::BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
@@ -58,7 +56,7 @@ impl BlobWriter {
     /// Forgets everything written.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
-        let f = self.file.get_mut().as_file_mut();
+        let f = self.file.get_mut().file();
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
         self.hasher = Sha256::new();
@@ -93,13 +91,8 @@ impl BlobWriter {
                 source,
             }
         })?;
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = self.blobs.join(&hex_want);
-        tmp.persist(&dest).map_err(|e| Error::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        sync_dir(&self.blobs)?;
+        tmp.commit(&dest).map_err(io_err(&dest))?;
         Ok(dest)
     }
 }
