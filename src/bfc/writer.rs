@@ -676,8 +676,11 @@ impl<W: Write + Seek> Writer<W> {
             ext.keycheck = Some(kc);
         }
         let mut index = Vec::new();
-        index.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        index.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+        IndexHeader {
+            version: INDEX_VERSION,
+            count: recs.len() as u32,
+        }
+        .encode_into(&mut index);
         for r in &recs {
             r.idx.encode_into(&mut index);
         }
