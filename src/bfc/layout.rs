@@ -127,6 +127,22 @@ pub struct ObjHeader {
 }
 
 impl ObjHeader {
+    /// The header of an object for `path` whose sizes and checksum are still zero (set them once
+    /// the payload is known). The path's length was checked to fit in 16 bits.
+    pub fn start(obj_type: u8, comp: u8, enc: u8, path: &[u8], mode: u32, mtime_ns: i64) -> Self {
+        ObjHeader {
+            obj_type,
+            comp,
+            enc,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: mtime_ns as u64,
+            orig_size: 0,
+            stored_size: 0,
+            crc: 0,
+        }
+    }
+
     pub fn encode(&self) -> [u8; OBJ_HEADER_SIZE] {
         let mut b = [0u8; OBJ_HEADER_SIZE];
         b[0] = self.obj_type;

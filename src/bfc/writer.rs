@@ -254,17 +254,7 @@ impl<W: Write + Seek> Writer<W> {
     /// Writes an object without payload (directory, device, fifo) and returns its record.
     fn empty_object(&mut self, path: &[u8], obj_type: u8, kind: Kind, meta: &Meta) -> Result<Rec> {
         let mode = (meta.mode & 0o7777) | kind.ifmt();
-        let h = ObjHeader {
-            obj_type,
-            comp: COMP_NONE,
-            enc: ENC_NONE,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
-            orig_size: 0,
-            stored_size: 0,
-            crc: 0,
-        };
+        let h = ObjHeader::start(obj_type, COMP_NONE, ENC_NONE, path, mode, meta.mtime_ns);
         let start = self.begin_object(&h, path)?;
         let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
         Ok(Self::rec(idx, kind, meta))
@@ -307,15 +297,10 @@ impl<W: Write + Seek> Writer<W> {
         let mode = (meta.mode & 0o7777) | S_IFLNK;
         let crc = codec::bfc_crc(target);
         let h = ObjHeader {
-            obj_type: TYPE_SYMLINK,
-            comp: COMP_NONE,
-            enc: ENC_NONE,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
             orig_size: target.len() as u64,
             stored_size: target.len() as u64,
             crc,
+            ..ObjHeader::start(TYPE_SYMLINK, COMP_NONE, ENC_NONE, path, mode, meta.mtime_ns)
         };
         let start = self.begin_object(&h, path)?;
         self.write(target)?;
@@ -455,17 +440,7 @@ impl<W: Write + Seek> Writer<W> {
         } else {
             ENC_NONE
         };
-        let placeholder = ObjHeader {
-            obj_type: TYPE_FILE,
-            comp,
-            enc,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
-            orig_size: 0,
-            stored_size: 0,
-            crc: 0,
-        };
+        let placeholder = ObjHeader::start(TYPE_FILE, comp, enc, path, mode, meta.mtime_ns);
         let start = self.begin_object(&placeholder, path)?;
         let payload_start = self.pos;
         let mut aead = match &self.key {
@@ -604,15 +579,10 @@ impl<W: Write + Seek> Writer<W> {
             payload = full;
         }
         let h = ObjHeader {
-            obj_type: TYPE_FILE,
-            comp,
-            enc,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
             orig_size: size,
             stored_size: payload.len() as u64,
             crc,
+            ..ObjHeader::start(TYPE_FILE, comp, enc, path, mode, meta.mtime_ns)
         };
         let start = self.begin_object(&h, path)?;
         self.write(&payload)?;

@@ -162,6 +162,11 @@ impl Registry {
         format!("{}/v2/{}/blobs/{digest}", self.base, self.repository)
     }
 
+    /// URL of a manifest by tag or digest.
+    fn manifest_url(&self, reference: impl std::fmt::Display) -> String {
+        format!("{}/v2/{}/manifests/{reference}", self.base, self.repository)
+    }
+
     /// Whether `url` is on the registry's own origin (so it may carry credentials).
     fn same_origin(&self, url: &str) -> bool {
         url.strip_prefix(&self.base)
@@ -387,12 +392,7 @@ impl Registry {
         platform: &PlatformSpec,
         cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Resolved> {
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base,
-            self.repository,
-            image.manifest_reference()
-        );
+        let url = self.manifest_url(image.manifest_reference());
         let (bytes, ct, digest) = self.fetch_document(
             &url,
             Some(media::ACCEPT_MANIFESTS),
@@ -404,12 +404,7 @@ impl Registry {
             Document::Manifest(m) => (*m, bytes, digest),
             Document::Index(index) => {
                 let desc = platform.choose(&image.to_string(), &index)?;
-                let url = format!(
-                    "{}/v2/{}/manifests/{}",
-                    self.base,
-                    self.repository,
-                    desc.digest()
-                );
+                let url = self.manifest_url(desc.digest());
                 let (bytes, ct, digest) = self.fetch_document(
                     &url,
                     Some(media::ACCEPT_MANIFESTS),
