@@ -162,13 +162,15 @@ pub fn open_or_create(
         created: now(),
     };
     let path = dir.join("state.json");
-    let tmp = dir.join(".state.json.tmp");
     let json = serde_json::to_vec_pretty(&state).map_err(|source| Error::State {
         path: path.clone(),
         source,
     })?;
-    fs::write(&tmp, json).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    let mut tmp = crate::atomic_file::AtomicFile::beside(&path)
+        .map_err(io_err(&path))?
+        .with_mode(0o644);
+    std::io::Write::write_all(&mut tmp, &json).map_err(io_err(tmp.path()))?;
+    tmp.commit(&path).map_err(io_err(&path))?;
     Ok((Container { dir, state }, true))
 }
 

@@ -34,7 +34,7 @@ fn convert(blob: &[u8], limits: Limits) -> (tempfile::TempDir, Result<Container,
             w.finish().unwrap();
             Ok(Container::open(&out).unwrap())
         }
-        Err(e) => Err(bfcfs::oci::chain(&e)),
+        Err(e) => Err(bfcfs::error_chain::chain(&e)),
     };
     (dir, r)
 }

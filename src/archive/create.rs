@@ -1,6 +1,7 @@
 //! Walks local paths into a container. Entry paths are stored as upstream `bfc create` stores
 //! them: relative to the current directory, so `tree/` becomes `tree`, `tree/bin`, ...
 use super::{Error, Progress, Result};
+use crate::atomic_file::AtomicFile;
 use crate::bfc::{self, Kind, Meta, Writer};
 use std::collections::HashMap;
 use std::fs;
@@ -228,11 +229,10 @@ pub type FileWriter = Writer<std::io::BufWriter<fs::File>>;
 
 /// Opens `out` for writing a container atomically and returns the writer with the output's
 /// (dev, ino), so the walk can skip the file being written.
-pub fn start(
-    out: &Path,
-    opts: bfc::WriterOptions,
-) -> Result<(FileWriter, bfc::AtomicFile, (u64, u64))> {
-    let mut af = bfc::AtomicFile::create(out)?;
+pub fn start(out: &Path, opts: bfc::WriterOptions) -> Result<(FileWriter, AtomicFile, (u64, u64))> {
+    let mut af = AtomicFile::beside(out)
+        .map_err(|e| Error::io(out, e))?
+        .with_mode(0o644); // an ordinary file
     let f = af.file().try_clone().map_err(|e| Error::io(out, e))?;
     let md = f.metadata().map_err(|e| Error::io(out, e))?;
     let w = Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), opts, out)?;

@@ -103,7 +103,7 @@ pub fn extract(
             }
             Err(err @ Error::Refused { .. }) => return Err(err),
             Err(err) => {
-                let msg = bfc::error::chain(&err);
+                let msg = crate::error_chain::chain(&err);
                 eprintln!("bfcfs: {msg}");
                 x.stats.failed.push(format!("{}: {msg}", show(&e.path)));
             }

@@ -1,5 +1,12 @@
 //! The bytes of BFC v1 as the upstream tool writes them (see docs/FORMAT.md): constants and the
 //! fixed structures. Each field's comment gives its offset. All integers are little-endian.
+//! Each structure's `encode` and `decode` sit side by side, so the writer and the reader cannot
+//! disagree; `decode` reads through the bounds-checked [`Cursor`] and checks only what the bytes
+//! themselves say (tags, magic, checksum). What a value must mean for the container as a whole
+//! (ranges, sorted paths) is checked by `reader.rs`.
+use super::codec::bfc_crc;
+use super::cursor::Cursor;
+use super::error::{Error, Result};
 
 /// `BFCFv1\0\0` at offset 0.
 pub const MAGIC: &[u8; 8] = b"BFCFv1\0\0";
@@ -69,9 +76,38 @@ impl Header {
         b[16..24].copy_from_slice(&self.features.to_le_bytes());
         b[24..40].copy_from_slice(&self.uuid);
         b[40..72].copy_from_slice(&self.salt);
-        let crc = super::codec::bfc_crc(&b[12..]);
+        let crc = bfc_crc(&b[12..]);
         b[8..12].copy_from_slice(&crc.to_le_bytes());
         b
+    }
+
+    /// Reads the header and checks its magic and checksum.
+    pub fn decode(c: &mut Cursor<'_>) -> Result<Header> {
+        let start = c.offset();
+        let mut h = Cursor::new(c.file(), c.bytes(HEADER_SIZE, "header")?, start);
+        if h.bytes(8, "magic")? != MAGIC {
+            return Err(Error::NotBfc {
+                file: h.file().to_path_buf(),
+                what: "wrong magic at offset 0 (expected BFCFv1)".into(),
+            });
+        }
+        let stored = h.u32("header checksum")?;
+        let computed = bfc_crc(h.rest());
+        if stored != computed {
+            return Err(Error::BadChecksum {
+                file: h.file().to_path_buf(),
+                what: "header".into(),
+                offset: start + 8,
+                stored,
+                computed,
+            });
+        }
+        Ok(Header {
+            block_size: h.u32("block size")?,
+            features: h.u64("features")?,
+            uuid: h.array("uuid")?,
+            salt: h.array("salt")?,
+        })
     }
 }
 
@@ -91,6 +127,22 @@ pub struct ObjHeader {
 }
 
 impl ObjHeader {
+    /// The header of an object for `path` whose sizes and checksum are still zero (set them once
+    /// the payload is known). The path's length was checked to fit in 16 bits.
+    pub fn start(obj_type: u8, comp: u8, enc: u8, path: &[u8], mode: u32, mtime_ns: i64) -> Self {
+        ObjHeader {
+            obj_type,
+            comp,
+            enc,
+            name_len: path.len() as u16,
+            mode,
+            mtime_ns: mtime_ns as u64,
+            orig_size: 0,
+            stored_size: 0,
+            crc: 0,
+        }
+    }
+
     pub fn encode(&self) -> [u8; OBJ_HEADER_SIZE] {
         let mut b = [0u8; OBJ_HEADER_SIZE];
         b[0] = self.obj_type;
@@ -105,7 +157,7 @@ impl ObjHeader {
         b
     }
 
-    pub fn decode(c: &mut super::cursor::Cursor<'_>) -> super::error::Result<ObjHeader> {
+    pub fn decode(c: &mut Cursor<'_>) -> Result<ObjHeader> {
         let obj_type = c.u8("object type")?;
         let comp = c.u8("object compression")?;
         let enc = c.u8("object encryption")?;
@@ -122,6 +174,27 @@ impl ObjHeader {
             orig_size: c.u64("object original size")?,
             stored_size: c.u64("object stored size")?,
             crc: c.u32("object checksum")?,
+        })
+    }
+}
+
+/// The start of the index: `version u32, entry count u32`, then the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub version: u32,
+    pub count: u32,
+}
+
+impl IndexHeader {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+    }
+
+    pub fn decode(c: &mut Cursor<'_>) -> Result<IndexHeader> {
+        Ok(IndexHeader {
+            version: c.u32("index version")?,
+            count: c.u32("entry count")?,
         })
     }
 }
@@ -154,6 +227,24 @@ impl IndexRecord {
         out.extend_from_slice(&self.orig_size.to_le_bytes());
         out.extend_from_slice(&self.crc.to_le_bytes());
     }
+
+    /// Reads one record. Field names are static strings, so a valid index decodes without
+    /// formatting anything (`Container::open` decodes every record); the caller adds the entry
+    /// number to an error.
+    pub fn decode(c: &mut Cursor<'_>) -> Result<IndexRecord> {
+        let plen = c.u32("path length")? as usize;
+        Ok(IndexRecord {
+            path: c.bytes(plen, "path")?.to_vec(),
+            obj_offset: c.u64("object offset")?,
+            obj_size: c.u64("object size")?,
+            mode: c.u32("mode")?,
+            mtime_ns: c.u64("mtime")?,
+            comp: c.u32("compression")?,
+            enc: c.u32("encryption")?,
+            orig_size: c.u64("size")?,
+            crc: c.u32("checksum")?,
+        })
+    }
 }
 
 /// The 56-byte footer at EOF-56. Offsets: 0 `BFCFIDX\0`, 8 index size, 16 index checksum,
@@ -174,5 +265,131 @@ impl Footer {
         b[20..28].copy_from_slice(&self.index_offset.to_le_bytes());
         b[48..56].copy_from_slice(FOOTER_END_TAG);
         b
+    }
+
+    /// Reads the footer and checks its two tags.
+    pub fn decode(c: &mut Cursor<'_>) -> Result<Footer> {
+        let start = c.offset();
+        if c.bytes(8, "footer tag")? != FOOTER_IDX_TAG {
+            return Err(Error::Corrupt {
+                file: c.file().to_path_buf(),
+                offset: start,
+                what: "footer tag BFCFIDX missing (truncated file or bytes after the footer?)"
+                    .into(),
+            });
+        }
+        let footer = Footer {
+            index_size: c.u64("index size")?,
+            index_crc: c.u32("index checksum")?,
+            index_offset: c.u64("index offset")?,
+        };
+        let _ = c.bytes(20, "footer reserved")?;
+        if c.bytes(8, "footer end tag")? != FOOTER_END_TAG {
+            return Err(c.corrupt("footer end tag BFCFEND missing"));
+        }
+        Ok(footer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cursor(bytes: &[u8]) -> Cursor<'_> {
+        Cursor::new(Path::new("t.bfc"), bytes, 0)
+    }
+
+    #[test]
+    fn header_round_trips_and_checks_magic_and_checksum() {
+        let h = Header {
+            block_size: 4096,
+            features: FEATURE_ZSTD | FEATURE_BFCFS_EXT,
+            uuid: [7; 16],
+            salt: [9; 32],
+        };
+        let b = h.encode();
+        let d = Header::decode(&mut cursor(&b)).unwrap();
+        assert_eq!(
+            (d.block_size, d.features, d.uuid, d.salt),
+            (h.block_size, h.features, h.uuid, h.salt)
+        );
+        let mut bad = b.clone();
+        bad[100] ^= 1;
+        let err = Header::decode(&mut cursor(&bad)).unwrap_err();
+        assert!(matches!(err, Error::BadChecksum { offset: 8, .. }), "{err}");
+        let mut bad = b;
+        bad[0] = b'X';
+        let err = Header::decode(&mut cursor(&bad)).unwrap_err();
+        assert!(err.to_string().contains("wrong magic"), "{err}");
+    }
+
+    #[test]
+    fn object_header_round_trips() {
+        let h = ObjHeader {
+            obj_type: TYPE_FILE,
+            comp: COMP_ZSTD,
+            enc: ENC_CHACHA20_POLY1305,
+            name_len: 300,
+            mode: S_IFREG | 0o644,
+            mtime_ns: 1_700_000_000_123_456_789,
+            orig_size: 1 << 40,
+            stored_size: 12345,
+            crc: 0xdead_beef,
+        };
+        let b = h.encode();
+        let mut c = cursor(&b);
+        assert_eq!(ObjHeader::decode(&mut c).unwrap(), h);
+        assert_eq!(c.remaining(), 0);
+    }
+
+    #[test]
+    fn index_header_and_record_round_trip() {
+        let head = IndexHeader {
+            version: INDEX_VERSION,
+            count: 2,
+        };
+        let rec = IndexRecord {
+            path: b"usr/bin/env".to_vec(),
+            obj_offset: 4096,
+            obj_size: 80,
+            mode: S_IFLNK | 0o777,
+            mtime_ns: 42,
+            comp: u32::from(COMP_NONE),
+            enc: u32::from(ENC_NONE),
+            orig_size: 9,
+            crc: 0x1234_5678,
+        };
+        let mut b = Vec::new();
+        head.encode_into(&mut b);
+        rec.encode_into(&mut b);
+        assert_eq!(b.len(), 8 + INDEX_ENTRY_FIXED + rec.path.len());
+        let mut c = cursor(&b);
+        assert_eq!(IndexHeader::decode(&mut c).unwrap(), head);
+        assert_eq!(IndexRecord::decode(&mut c).unwrap(), rec);
+        assert_eq!(c.remaining(), 0);
+        let err = IndexRecord::decode(&mut cursor(&b[8..b.len() - 1])).unwrap_err();
+        assert!(err.to_string().contains("reading checksum"), "{err}");
+    }
+
+    #[test]
+    fn footer_round_trips_and_checks_tags() {
+        let f = Footer {
+            index_size: 999,
+            index_crc: 0xabcd_ef01,
+            index_offset: 8192,
+        };
+        let b = f.encode();
+        let mut c = cursor(&b);
+        let d = Footer::decode(&mut c).unwrap();
+        assert_eq!(
+            (d.index_size, d.index_crc, d.index_offset),
+            (f.index_size, f.index_crc, f.index_offset)
+        );
+        assert_eq!(c.remaining(), 0);
+        let mut bad = b;
+        bad[48] = b'X';
+        let err = Footer::decode(&mut cursor(&bad)).unwrap_err();
+        assert!(err.to_string().contains("BFCFEND"), "{err}");
     }
 }

@@ -16,4 +16,4 @@ pub use content::EntryReader;
 pub use error::{Error, Result};
 pub use ext::Whiteout;
 pub use reader::{check_path, Child, Container, Entry, Kind};
-pub use writer::{AtomicFile, Compression, Meta, Writer, WriterOptions};
+pub use writer::{Compression, Meta, Writer, WriterOptions};

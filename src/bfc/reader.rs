@@ -153,13 +153,12 @@ impl Container {
     fn parse(file: PathBuf, bytes: Bytes) -> Result<Container> {
         let data = bytes.as_slice();
         let len = data.len() as u64;
-        let not_bfc = |what: String| Error::NotBfc {
-            file: file.clone(),
-            what,
-        };
         if data.len() < HEADER_SIZE + FOOTER_SIZE {
             if data.len() >= 8 && &data[..8] != MAGIC {
-                return Err(not_bfc("wrong magic at offset 0".into()));
+                return Err(Error::NotBfc {
+                    file: file.clone(),
+                    what: "wrong magic at offset 0".into(),
+                });
             }
             return Err(Error::Truncated {
                 file: file.clone(),
@@ -170,47 +169,21 @@ impl Container {
                 ),
             });
         }
-        // Header.
-        let mut c = Cursor::new(&file, &data[..HEADER_SIZE], 0);
-        if c.bytes(8, "magic")? != MAGIC {
-            return Err(not_bfc("wrong magic at offset 0 (expected BFCFv1)".into()));
-        }
-        let stored = c.u32("header checksum")?;
-        let computed = codec::bfc_crc(&data[12..HEADER_SIZE]);
-        if stored != computed {
-            return Err(Error::BadChecksum {
-                file: file.clone(),
-                what: "header".into(),
-                offset: 8,
-                stored,
-                computed,
-            });
-        }
-        let block_size = c.u32("block size")?;
-        let features = c.u64("features")?;
-        let _uuid = c.bytes(16, "uuid")?;
-        let salt_full = c.array::<32>("salt")?;
+        let header = Header::decode(&mut Cursor::new(&file, data, 0))?;
+        let (block_size, features) = (header.block_size, header.features);
         let mut salt = [0u8; 16];
-        salt.copy_from_slice(&salt_full[..16]);
+        salt.copy_from_slice(&header.salt[..16]);
 
-        // Footer.
         let foot_off = len - FOOTER_SIZE as u64;
-        let mut c = Cursor::new(&file, &data[foot_off as usize..], foot_off);
-        if c.bytes(8, "footer tag")? != FOOTER_IDX_TAG {
-            return Err(Error::Corrupt {
-                file: file.clone(),
-                offset: foot_off,
-                what: "footer tag BFCFIDX missing (truncated file or bytes after the footer?)"
-                    .into(),
-            });
-        }
-        let index_size = c.u64("index size")?;
-        let index_crc = c.u32("index checksum")?;
-        let index_offset = c.u64("index offset")?;
-        let _ = c.bytes(20, "footer reserved")?;
-        if c.bytes(8, "footer end tag")? != FOOTER_END_TAG {
-            return Err(c.corrupt("footer end tag BFCFEND missing"));
-        }
+        let Footer {
+            index_size,
+            index_crc,
+            index_offset,
+        } = Footer::decode(&mut Cursor::new(
+            &file,
+            &data[foot_off as usize..],
+            foot_off,
+        ))?;
         let index_end = index_offset.checked_add(index_size);
         if index_offset < HEADER_SIZE as u64 || index_end.is_none_or(|e| e > foot_off) {
             return Err(Error::Corrupt {
@@ -237,14 +210,13 @@ impl Container {
 
         // Index entries.
         let mut c = Cursor::new(&file, index, index_offset);
-        let version = c.u32("index version")?;
+        let IndexHeader { version, count } = IndexHeader::decode(&mut c)?;
         if version != INDEX_VERSION {
             return Err(Error::Unsupported {
                 file: file.clone(),
                 what: format!("index version {version}"),
             });
         }
-        let count = c.u32("entry count")?;
         if (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining() {
             return Err(c.corrupt(format!(
                 "entry count {count} does not fit in an index of {index_size} bytes"
@@ -253,11 +225,19 @@ impl Container {
         let mut entries: Vec<Entry> = Vec::with_capacity(count as usize);
         for k in 0..count {
             let at = c.offset();
-            // Field names are static strings: the entry number is added only on error, so a
-            // valid index parses without formatting anything.
-            let in_entry = |e: Error| in_entry(e, k);
-            let plen = c.u32("path length").map_err(in_entry)? as usize;
-            let path = c.bytes(plen, "path").map_err(in_entry)?.to_vec();
+            // The entry number is added only on error, so a valid index parses without
+            // formatting anything.
+            let IndexRecord {
+                path,
+                obj_offset,
+                obj_size,
+                mode,
+                mtime_ns: mtime,
+                comp,
+                enc,
+                orig_size: size,
+                crc,
+            } = IndexRecord::decode(&mut c).map_err(|e| in_entry(e, k))?;
             if let Err(why) = check_path(&path) {
                 return Err(Error::Corrupt {
                     file: file.clone(),
@@ -278,14 +258,6 @@ impl Container {
                     });
                 }
             }
-            let obj_offset = c.u64("object offset").map_err(in_entry)?;
-            let obj_size = c.u64("object size").map_err(in_entry)?;
-            let mode = c.u32("mode").map_err(in_entry)?;
-            let mtime = c.u64("mtime").map_err(in_entry)?;
-            let comp = c.u32("compression").map_err(in_entry)?;
-            let enc = c.u32("encryption").map_err(in_entry)?;
-            let size = c.u64("size").map_err(in_entry)?;
-            let crc = c.u32("checksum").map_err(in_entry)?;
             let bad = |w: String| Error::Corrupt {
                 file: file.clone(),
                 offset: at,

@@ -254,17 +254,7 @@ impl<W: Write + Seek> Writer<W> {
     /// Writes an object without payload (directory, device, fifo) and returns its record.
     fn empty_object(&mut self, path: &[u8], obj_type: u8, kind: Kind, meta: &Meta) -> Result<Rec> {
         let mode = (meta.mode & 0o7777) | kind.ifmt();
-        let h = ObjHeader {
-            obj_type,
-            comp: COMP_NONE,
-            enc: ENC_NONE,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
-            orig_size: 0,
-            stored_size: 0,
-            crc: 0,
-        };
+        let h = ObjHeader::start(obj_type, COMP_NONE, ENC_NONE, path, mode, meta.mtime_ns);
         let start = self.begin_object(&h, path)?;
         let idx = self.index_record(path, start, mode, meta, COMP_NONE, ENC_NONE, 0, 0);
         Ok(Self::rec(idx, kind, meta))
@@ -307,15 +297,10 @@ impl<W: Write + Seek> Writer<W> {
         let mode = (meta.mode & 0o7777) | S_IFLNK;
         let crc = codec::bfc_crc(target);
         let h = ObjHeader {
-            obj_type: TYPE_SYMLINK,
-            comp: COMP_NONE,
-            enc: ENC_NONE,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
             orig_size: target.len() as u64,
             stored_size: target.len() as u64,
             crc,
+            ..ObjHeader::start(TYPE_SYMLINK, COMP_NONE, ENC_NONE, path, mode, meta.mtime_ns)
         };
         let start = self.begin_object(&h, path)?;
         self.write(target)?;
@@ -455,17 +440,7 @@ impl<W: Write + Seek> Writer<W> {
         } else {
             ENC_NONE
         };
-        let placeholder = ObjHeader {
-            obj_type: TYPE_FILE,
-            comp,
-            enc,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
-            orig_size: 0,
-            stored_size: 0,
-            crc: 0,
-        };
+        let placeholder = ObjHeader::start(TYPE_FILE, comp, enc, path, mode, meta.mtime_ns);
         let start = self.begin_object(&placeholder, path)?;
         let payload_start = self.pos;
         let mut aead = match &self.key {
@@ -604,15 +579,10 @@ impl<W: Write + Seek> Writer<W> {
             payload = full;
         }
         let h = ObjHeader {
-            obj_type: TYPE_FILE,
-            comp,
-            enc,
-            name_len: path.len() as u16,
-            mode,
-            mtime_ns: meta.mtime_ns as u64,
             orig_size: size,
             stored_size: payload.len() as u64,
             crc,
+            ..ObjHeader::start(TYPE_FILE, comp, enc, path, mode, meta.mtime_ns)
         };
         let start = self.begin_object(&h, path)?;
         self.write(&payload)?;
@@ -676,8 +646,11 @@ impl<W: Write + Seek> Writer<W> {
             ext.keycheck = Some(kc);
         }
         let mut index = Vec::new();
-        index.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        index.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+        IndexHeader {
+            version: INDEX_VERSION,
+            count: recs.len() as u32,
+        }
+        .encode_into(&mut index);
         for r in &recs {
             r.idx.encode_into(&mut index);
         }
@@ -715,66 +688,4 @@ pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// A file that appears under its final name only when complete: written in the destination's
-/// directory under a temporary name, then fsync, rename, fsync of the directory. Dropped
-/// without `commit`, the temporary file is removed.
-pub struct AtomicFile {
-    tmp: tempfile::NamedTempFile,
-    dest: PathBuf,
-}
-
-impl AtomicFile {
-    pub fn create(dest: &Path) -> Result<AtomicFile> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(dest, e))?;
-        Ok(AtomicFile {
-            tmp,
-            dest: dest.to_path_buf(),
-        })
-    }
-
-    pub fn file(&mut self) -> &mut std::fs::File {
-        self.tmp.as_file_mut()
-    }
-
-    pub fn commit(self) -> Result<()> {
-        let dest = self.dest.clone();
-        // tempfile creates 0600; a container is an ordinary file.
-        use std::os::unix::fs::PermissionsExt;
-        self.tmp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(&dest, e))?;
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&dest, e))?;
-        self.tmp
-            .persist(&dest)
-            .map_err(|e| Error::io(&dest, e.error))?;
-        if let Some(dir) = dest.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
 }

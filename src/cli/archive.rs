@@ -163,7 +163,8 @@ pub fn create(a: CreateArgs) -> anyhow::Result<i32> {
     let inc = |n: u64| bar.inc(n);
     let stats = ac::add_paths(&mut w, &inputs, &copts, &inc)?;
     w.finish()?;
-    af.commit()?;
+    af.commit(&a.out)
+        .map_err(|e| crate::archive::Error::io(&a.out, e))?;
     bar.finish_and_clear();
     for s in &stats.skipped {
         eprintln!("bfcfs: skipped {s}");
@@ -427,7 +428,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         };
         bar.inc(e.size);
         if let Err(err) = r {
-            bar.suspend(|| eprintln!("bfcfs: {}", bfc::error::chain(&err)));
+            bar.suspend(|| eprintln!("bfcfs: {}", crate::error_chain::chain(&err)));
             bad += 1;
         }
     }

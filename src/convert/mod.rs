@@ -161,7 +161,7 @@ pub fn convert_layer<W: Write + Seek>(
     io::copy(&mut tally, &mut io::sink())
         .map_err(|e| stream_err(format!("reading the end of the tar stream: {e}")))?;
     Ok(Stats {
-        diff_id: format!("sha256:{}", crate::oci::hex(&tally.hasher.finalize())),
+        diff_id: crate::digest::sha256_finish(tally.hasher),
         tar_bytes: tally.count,
         entries: conv.entries,
     })

@@ -110,6 +110,19 @@ pub trait BlobSink {
     fn restart(&mut self) -> io::Result<()>;
 }
 
+/// Where layer blobs come from: the registry client ([`registry::Registry`]) or an image on disk
+/// ([`source::Local`]). Shared by the pull workers, hence `Sync`.
+pub trait Fetch: Sync {
+    /// Streams blob `desc` into `sink`; `progress` is told the sink offset as bytes arrive. The
+    /// caller checks the digest when it commits the sink.
+    fn fetch_blob(
+        &self,
+        desc: &Descriptor,
+        sink: &mut dyn BlobSink,
+        progress: &dyn Fn(u64),
+    ) -> Result<()>;
+}
+
 /// One image, resolved to a single platform: manifest and config have been checked against
 /// their digests, layers have not been fetched yet.
 #[derive(Debug, Clone)]
@@ -133,24 +146,6 @@ impl Resolved {
     pub fn diff_ids(&self) -> &[String] {
         self.config.rootfs().diff_ids()
     }
-}
-
-pub use crate::bfc::error::chain;
-
-/// sha256 of `bytes` as a `sha256:<hex>` string.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex(&sha2::Sha256::digest(bytes)))
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// Media types this client understands.

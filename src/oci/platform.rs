@@ -119,27 +119,15 @@ mod tests {
     #[test]
     fn picks_matching_platform() {
         let idx = index();
-        let p: PlatformSpec = "linux/arm64".parse().unwrap();
-        assert!(p
-            .choose("x", &idx)
-            .unwrap()
-            .digest()
-            .to_string()
-            .contains("bbbb"));
-        let p: PlatformSpec = "linux/arm64/v8".parse().unwrap();
-        assert!(p
-            .choose("x", &idx)
-            .unwrap()
-            .digest()
-            .to_string()
-            .contains("bbbb"));
-        let p: PlatformSpec = "linux/amd64".parse().unwrap();
-        assert!(p
-            .choose("x", &idx)
-            .unwrap()
-            .digest()
-            .to_string()
-            .contains("aaaa"));
+        for (spec, want) in [
+            ("linux/arm64", "bbbb"),
+            ("linux/arm64/v8", "bbbb"),
+            ("linux/amd64", "aaaa"),
+        ] {
+            let p: PlatformSpec = spec.parse().unwrap();
+            let got = p.choose("x", &idx).unwrap().digest().to_string();
+            assert!(got.contains(want), "{spec}: {got}");
+        }
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //!   interrupted blob resumes with `Range: bytes=N-` when the server answers 206.
 use super::auth::{Challenge, Credentials, Session};
 use super::{
-    check_image, decode_document, media, sha256_digest, BlobSink, Document, Error, ImageRef,
-    PlatformSpec, Resolved, Result, MAX_DOCUMENT,
+    check_image, decode_document, media, BlobSink, Document, Error, Fetch, ImageRef, PlatformSpec,
+    Resolved, Result, MAX_DOCUMENT,
 };
+use crate::digest::sha256_digest;
+use crate::error_chain::chain;
 use oci_spec::image::{Descriptor, Digest};
 use std::io::Read;
 use std::net::IpAddr;
@@ -160,6 +162,11 @@ impl Registry {
         format!("{}/v2/{}/blobs/{digest}", self.base, self.repository)
     }
 
+    /// URL of a manifest by tag or digest.
+    fn manifest_url(&self, reference: impl std::fmt::Display) -> String {
+        format!("{}/v2/{}/manifests/{reference}", self.base, self.repository)
+    }
+
     /// Whether `url` is on the registry's own origin (so it may carry credentials).
     fn same_origin(&self, url: &str) -> bool {
         url.strip_prefix(&self.base)
@@ -173,7 +180,7 @@ impl Registry {
         loop {
             match f() {
                 Err(e) if transient(&e) && attempt < self.retries => {
-                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
+                    log::warn!("{}; retrying in {delay:?}", chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                     attempt += 1;
@@ -385,12 +392,7 @@ impl Registry {
         platform: &PlatformSpec,
         cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Resolved> {
-        let url = format!(
-            "{}/v2/{}/manifests/{}",
-            self.base,
-            self.repository,
-            image.manifest_reference()
-        );
+        let url = self.manifest_url(image.manifest_reference());
         let (bytes, ct, digest) = self.fetch_document(
             &url,
             Some(media::ACCEPT_MANIFESTS),
@@ -402,12 +404,7 @@ impl Registry {
             Document::Manifest(m) => (*m, bytes, digest),
             Document::Index(index) => {
                 let desc = platform.choose(&image.to_string(), &index)?;
-                let url = format!(
-                    "{}/v2/{}/manifests/{}",
-                    self.base,
-                    self.repository,
-                    desc.digest()
-                );
+                let url = self.manifest_url(desc.digest());
                 let (bytes, ct, digest) = self.fetch_document(
                     &url,
                     Some(media::ACCEPT_MANIFESTS),
@@ -460,10 +457,12 @@ impl Registry {
             config,
         })
     }
+}
 
+impl Fetch for Registry {
     /// Streams the blob `desc` into `sink`, resuming after interruptions. `progress` is told the
     /// sink offset after each chunk. The caller checks the digest when it commits the sink.
-    pub fn fetch_blob(
+    fn fetch_blob(
         &self,
         desc: &Descriptor,
         sink: &mut dyn BlobSink,
@@ -552,7 +551,7 @@ impl Registry {
                     if sink.offset() <= from {
                         failures += 1;
                     }
-                    log::warn!("{}; retrying in {delay:?}", super::chain(&e));
+                    log::warn!("{}; retrying in {delay:?}", chain(&e));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }

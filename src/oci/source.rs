@@ -4,9 +4,10 @@
 //! member inside it); a docker archive gets a synthesized OCI manifest whose layer digests are
 //! computed from the files.
 use super::{
-    check_image, decode_document, sha256_digest, BlobSink, Document, Error, PlatformSpec, Resolved,
-    Result, MAX_DOCUMENT,
+    check_image, decode_document, BlobSink, Document, Error, Fetch, PlatformSpec, Resolved, Result,
+    MAX_DOCUMENT,
 };
+use crate::digest::{sha256_digest, sha256_finish};
 use oci_spec::image::{Descriptor, DescriptorBuilder, Digest, ImageManifestBuilder, MediaType};
 use std::collections::HashMap;
 use std::fs::File;
@@ -304,9 +305,11 @@ impl Local {
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
     }
+}
 
+impl Fetch for Local {
     /// Copies blob `desc` into `sink` (at most its declared size; the sink checks the digest).
-    pub fn fetch_blob(
+    fn fetch_blob(
         &self,
         desc: &Descriptor,
         sink: &mut dyn BlobSink,
@@ -381,5 +384,5 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
         h.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((format!("sha256:{}", super::hex(&h.finalize())), size))
+    Ok((sha256_finish(h), size))
 }

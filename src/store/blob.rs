@@ -1,27 +1,16 @@
 //! Ingesting blobs: hash and count while writing into `tmp/`, check the digest and size, fsync,
 //! rename into `blobs/sha256/`, fsync the directory. A writer dropped without `commit` (or a
 //! mismatch) deletes its temp file; a killed process leaves it in `tmp/` for `prune`.
-use super::{io_err, sha256_hex, sync_dir, Error, Result, Store};
+use super::{io_err, sha256_hex, Error, Result, Store};
+use crate::atomic_file::AtomicFile;
+use crate::digest::sha256_finish;
 use sha2::{Digest as _, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// A blob being written.
 pub struct BlobWriter {
-    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    file: std::io::BufWriter<AtomicFile>,
     hasher: Sha256,
     len: u64,
     blobs: PathBuf,
@@ -31,10 +20,7 @@ impl BlobWriter {
     /// Starts a blob in `tmp/`.
     pub fn new(store: &Store) -> Result<BlobWriter> {
         let tmp = store.tmp_dir();
-        let file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file = AtomicFile::in_dir(&tmp, "blob-").map_err(io_err(&tmp))?;
         Ok(BlobWriter {
             file: std::io::BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
@@ -70,7 +56,7 @@ impl BlobWriter {
     /// Forgets everything written.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
-        let f = self.file.get_mut().as_file_mut();
+        let f = self.file.get_mut().file();
         f.set_len(0)?;
         f.seek(SeekFrom::Start(0))?;
         self.hasher = Sha256::new();
@@ -81,7 +67,7 @@ impl BlobWriter {
     /// Checks digest (and size, if known) and publishes the blob; returns its path.
     pub fn commit(self, digest: &str, size: Option<u64>) -> Result<PathBuf> {
         let hex_want = sha256_hex(digest)?.to_string();
-        let found = format!("sha256:{}", hex(&self.hasher.finalize()));
+        let found = sha256_finish(self.hasher);
         if let Some(size) = size {
             if size != self.len {
                 return Err(Error::SizeMismatch {
@@ -105,13 +91,8 @@ impl BlobWriter {
                 source,
             }
         })?;
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         let dest = self.blobs.join(&hex_want);
-        tmp.persist(&dest).map_err(|e| Error::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
-        sync_dir(&self.blobs)?;
+        tmp.commit(&dest).map_err(io_err(&dest))?;
         Ok(dest)
     }
 }
@@ -119,6 +100,7 @@ impl BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::sha256_digest;
 
     #[test]
     fn commit_checks_digest_and_leaves_nothing_on_mismatch() {
@@ -126,7 +108,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut w = BlobWriter::new(&store).unwrap();
         w.write(b"hello").unwrap();
-        let err = w.commit(&sha256_of(b"other"), None).unwrap_err();
+        let err = w.commit(&sha256_digest(b"other"), None).unwrap_err();
         assert!(err.to_string().contains("digest mismatch"), "{err}");
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
@@ -136,8 +118,11 @@ mod tests {
         w.restart().unwrap();
         w.write(b"hel").unwrap();
         w.write(b"lo").unwrap();
-        let p = w.commit(&sha256_of(b"hello"), Some(5)).unwrap();
+        let p = w.commit(&sha256_digest(b"hello"), Some(5)).unwrap();
         assert_eq!(std::fs::read(p).unwrap(), b"hello");
-        assert_eq!(store.read_blob(&sha256_of(b"hello"), 10).unwrap(), b"hello");
+        assert_eq!(
+            store.read_blob(&sha256_digest(b"hello"), 10).unwrap(),
+            b"hello"
+        );
     }
 }

@@ -158,7 +158,7 @@ impl Store {
                 why: format!("larger than {cap} bytes"),
             });
         }
-        let found = blob::sha256_of(&bytes);
+        let found = crate::digest::sha256_digest(&bytes);
         if found != format!("sha256:{}", sha256_hex(digest)?) {
             return Err(Error::Corrupt {
                 path,
@@ -199,11 +199,9 @@ impl Store {
     }
 }
 
-/// fsyncs a directory so that a rename inside it is durable.
+/// fsyncs a directory so that a removal inside it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    crate::atomic_file::sync_dir(dir).map_err(io_err(dir))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The reference index `refs.json`: which manifest each `name:tag` points to.
 //!
 //! Changed only under `locks/refs.lock`, by reading, editing and atomically replacing the file.
-use super::{io_err, sync_dir, Error, Lock, Result, Store};
+use super::{io_err, Error, Lock, Result, Store};
+use crate::atomic_file::AtomicFile;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,22 +110,13 @@ impl Refs {
 
     /// Writes the index: temp file, fsync, rename, fsync the directory.
     pub fn save(&self) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".refs-")
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
+        let mut tmp = AtomicFile::beside(&self.path).map_err(io_err(&self.path))?;
         let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| Error::Corrupt {
             path: self.path.clone(),
             why: e.to_string(),
         })?;
         tmp.write_all(&bytes).map_err(io_err(tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err(&self.path))?;
-        tmp.persist(&self.path).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: e.error,
-        })?;
-        sync_dir(dir)
+        tmp.commit(&self.path).map_err(io_err(&self.path))
     }
 }
 

@@ -1,0 +1,118 @@
+//! Publishing a file atomically: it is written under a temporary name, then fsynced, renamed to
+//! its final name, and the directory is fsynced, so the final name only ever shows a complete
+//! file. Dropped without `commit`, the temporary file is removed; a killed process leaves only a
+//! temporary name, which no reader mistakes for the file.
+//!
+//! Every layer that writes files (bfc outputs, the store's blobs and refs, container state) uses
+//! this one helper; it imports nothing from the crate.
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A file being written that appears under its final name only at `commit`.
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    mode: Option<u32>,
+}
+
+impl AtomicFile {
+    /// A temporary file `.NAME.XXXXXX.tmp` in the directory of `dest` (the same file system, so
+    /// the rename is atomic).
+    pub fn beside(dest: &Path) -> io::Result<AtomicFile> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        Ok(AtomicFile { tmp, mode: None })
+    }
+
+    /// A temporary file `PREFIXXXXXXX` in `dir`, for when the final name is known only at the
+    /// end (a blob's digest). `dir` must be on the file system of the destination.
+    pub fn in_dir(dir: &Path, prefix: &str) -> io::Result<AtomicFile> {
+        let tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+        Ok(AtomicFile { tmp, mode: None })
+    }
+
+    /// Permission bits the file gets at `commit` (without this it keeps the temporary file's
+    /// 0600).
+    pub fn with_mode(mut self, mode: u32) -> AtomicFile {
+        self.mode = Some(mode);
+        self
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+
+    /// The temporary file's path, for messages.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Sets the mode, fsyncs the file, renames it to `dest` and fsyncs `dest`'s directory.
+    pub fn commit(self, dest: &Path) -> io::Result<()> {
+        if let Some(mode) = self.mode {
+            use std::os::unix::fs::PermissionsExt;
+            self.tmp
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        self.tmp.as_file().sync_all()?;
+        self.tmp.persist(dest).map_err(|e| e.error)?;
+        match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+            _ => sync_dir(Path::new(".")),
+        }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.as_file_mut().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.as_file_mut().flush()
+    }
+}
+
+/// fsyncs a directory so that a rename or removal inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appears_only_on_commit_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bfc");
+        let mut f = AtomicFile::beside(&dest).unwrap().with_mode(0o644);
+        f.write_all(b"complete").unwrap();
+        assert!(!dest.exists());
+        f.commit(&dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"complete");
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dropped_without_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = AtomicFile::in_dir(dir.path(), "blob-").unwrap();
+        f.write_all(b"half").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,86 @@
+//! Converting one layer: its blob, fetched into the store, becomes a BFC file in one streaming
+//! pass, checked against the config's diff_id; the BFC file then replaces the blob.
+use super::fetch::fetch_blob;
+use super::pull::Progress;
+use super::Result;
+use crate::atomic_file::AtomicFile;
+use crate::bfc::{self, Writer, WriterOptions};
+use crate::convert::{self, sanitize::Limits};
+use crate::oci::Fetch;
+use crate::store::{self, Store};
+use oci_spec::image::Descriptor;
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::path::Path;
+
+/// Fetches and converts one layer unless its BFC file exists. Returns whether it did work.
+pub(super) fn pull_layer(
+    store: &Store,
+    fetcher: &dyn Fetch,
+    desc: &Descriptor,
+    diff_id: &str,
+    wopts: &WriterOptions,
+    progress: &dyn Progress,
+) -> Result<bool> {
+    let digest = desc.digest().to_string();
+    let dest = store.layer_path(diff_id)?;
+    if dest.exists() {
+        progress.finish(&digest, "already present");
+        return Ok(false);
+    }
+    let _lock = store.lock_layer(diff_id)?;
+    if dest.exists() {
+        progress.finish(&digest, "pulled by another process");
+        return Ok(false);
+    }
+    let blob = fetch_blob(store, fetcher, desc, progress)?;
+    write_bfc_file(&dest, wopts, |w| convert_blob(w, &blob, desc, diff_id, b""))?;
+    // The BFC file replaces the blob; a crash before this line leaves garbage for prune.
+    let _ = std::fs::remove_file(&blob);
+    progress.finish(&digest, "pulled");
+    Ok(true)
+}
+
+/// Converts the stored blob `blob` of layer `desc` into `w` under `prefix` and checks that the
+/// uncompressed stream has digest `diff_id`.
+pub(super) fn convert_blob<W: Write + Seek>(
+    w: &mut Writer<W>,
+    blob: &Path,
+    desc: &Descriptor,
+    diff_id: &str,
+    prefix: &[u8],
+) -> Result<()> {
+    let digest = desc.digest().to_string();
+    let f = File::open(blob).map_err(|source| store::Error::Io {
+        path: blob.to_path_buf(),
+        source,
+    })?;
+    let stats = convert::convert_layer(f, w, prefix, &digest, Limits::for_blob(desc.size()))?;
+    convert::check_diff_id(&digest, &stats, diff_id)?;
+    Ok(())
+}
+
+/// Writes the BFC file `dest` atomically: `fill` adds the entries, then the index and footer are
+/// written and the file is fsynced and renamed into place (mode 0644, an ordinary file).
+pub(super) fn write_bfc_file(
+    dest: &Path,
+    opts: &WriterOptions,
+    fill: impl FnOnce(&mut Writer<BufWriter<&mut File>>) -> Result<()>,
+) -> Result<()> {
+    let io = |source| bfc::Error::Io {
+        file: dest.to_path_buf(),
+        source,
+    };
+    let mut out = AtomicFile::beside(dest).map_err(io)?.with_mode(0o644);
+    {
+        let mut w = Writer::new(
+            BufWriter::with_capacity(1 << 20, out.file()),
+            opts.clone(),
+            dest,
+        )?;
+        fill(&mut w)?;
+        w.finish()?.flush().map_err(io)?;
+    }
+    out.commit(dest).map_err(io)?;
+    Ok(())
+}

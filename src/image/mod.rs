@@ -1,0 +1,63 @@
+//! Joins the pipeline for one image; the CLI and the tests call it. It is the only module that
+//! knows both `oci` and `store`.
+//!
+//! ```text
+//! pull.rs         pull: resolve → store manifest + config → worker pool over the layers → record the name
+//! fetch.rs        resolve a source (registry or on disk) and stream a blob into the store, verified
+//! layer.rs        one layer: stored blob → BFC file, checked against its diff_id
+//! single_file.rs  `pull -o FILE`: the whole image in one BFC file
+//! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
+//! gc.rs           `rm` / `prune`: untag, then free what no image or container references
+//! open.rs         an image's layer files opened for a mount, top layer first
+//! ```
+mod fetch;
+mod gc;
+mod layer;
+mod open;
+mod pull;
+mod query;
+mod single_file;
+
+pub use gc::{prune, remove, Removed};
+pub use open::{file_layers, open_layers, Opened};
+pub use pull::{pull, Progress, PullOptions, Pulled, Quiet};
+pub use query::{inspect, inspect_file, list, ImageInfo, LayerInfo};
+pub use single_file::SINGLE_FILE_INDEX;
+
+use crate::oci::{self, Source};
+use crate::{bfc, convert, store};
+use std::path::{Path, PathBuf};
+
+/// Errors of pulling and of the image queries: each layer's error, composed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Oci(#[from] oci::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Convert(#[from] convert::Error),
+    #[error(transparent)]
+    Bfc(#[from] bfc::Error),
+    #[error("no image {query:?} in the store at {}; `bfcfs images` lists what is there", .root.display())]
+    NotFound { query: String, root: PathBuf },
+    #[error("{query:?} matches several images ({names}); name one with its tag or full digest")]
+    Ambiguous { query: String, names: String },
+    #[error("{}: {why}", .path.display())]
+    BadImage { path: PathBuf, why: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Name and tag under which a source is recorded.
+pub(crate) fn record_name(source: &Source) -> (String, Option<String>) {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    match source {
+        Source::Registry(r) => (r.name(), r.tag().map(str::to_string)),
+        Source::OciDir { path, tag } => (format!("oci:{}", abs(path).display()), tag.clone()),
+        Source::OciArchive { path, tag } => {
+            (format!("oci-archive:{}", abs(path).display()), tag.clone())
+        }
+        Source::DockerArchive { path } => (format!("docker-archive:{}", abs(path).display()), None),
+    }
+}

@@ -1,0 +1,139 @@
+//! `pull`: resolve the source, store its manifest and config, then fetch and convert the layers
+//! with a small pool of worker threads, and record the image's name last, so that a failed pull
+//! records nothing.
+use super::fetch::resolve;
+use super::layer::pull_layer;
+use super::single_file::write_single_file;
+use super::{record_name, Error, Result};
+use crate::bfc::WriterOptions;
+use crate::oci::{self, PlatformSpec, Source};
+use crate::store::{refs::Refs, Store};
+use oci_spec::image::Descriptor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// What a pull reports as it goes (implemented by `cli/progress.rs`).
+pub trait Progress: Sync {
+    /// A layer starts downloading (`size` bytes compressed).
+    fn start(&self, _layer: &str, _size: u64) {}
+    /// `done` bytes of the layer are in.
+    fn bytes(&self, _layer: &str, _done: u64) {}
+    /// The layer is finished; `how` says what happened ("pulled", "already present", ...).
+    fn finish(&self, _layer: &str, _how: &str) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// How to pull.
+#[derive(Clone)]
+pub struct PullOptions {
+    pub platform: PlatformSpec,
+    pub registry: oci::registry::Options,
+    /// Compression and encryption of the layer BFC files.
+    pub writer: WriterOptions,
+    /// Write the whole image into this one BFC file instead of the store's layers.
+    pub output: Option<PathBuf>,
+    /// Layers fetched and converted at once (clamped to 1..=4).
+    pub jobs: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: PlatformSpec::host(),
+            registry: Default::default(),
+            writer: WriterOptions::default(),
+            output: None,
+            jobs: 3,
+        }
+    }
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// Name recorded in the store (or the source, with `-o`).
+    pub name: String,
+    pub manifest_digest: String,
+    /// Layers fetched and converted by this pull (0 when all were present).
+    pub layers_fetched: usize,
+    pub layers_total: usize,
+}
+
+/// Pulls `source` into `store` (or into one file with `opts.output`).
+pub fn pull(
+    store: &Store,
+    source: &Source,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let _shared = store.lock_shared()?;
+    let (fetcher, resolved) = resolve(store, source, opts)?;
+    let fetcher = fetcher.as_ref();
+    let manifest_digest = resolved.manifest_digest.to_string();
+    if let Some(out) = &opts.output {
+        write_single_file(store, fetcher, &resolved, opts, out, progress)?;
+        return Ok(Pulled {
+            name: source.display_name(),
+            manifest_digest,
+            layers_fetched: resolved.layers().len(),
+            layers_total: resolved.layers().len(),
+        });
+    }
+    store.put_blob(&manifest_digest, &resolved.manifest_bytes)?;
+    store.put_blob(
+        resolved.manifest.config().digest().as_ref(),
+        &resolved.config_bytes,
+    )?;
+
+    let layers: Vec<(&Descriptor, &String)> =
+        resolved.layers().iter().zip(resolved.diff_ids()).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let fetched = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let jobs = opts.jobs.clamp(1, 4).min(layers.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= layers.len() || failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let (desc, diff_id) = layers[i];
+                match pull_layer(store, fetcher, desc, diff_id, &opts.writer, progress) {
+                    Ok(true) => {
+                        fetched.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let (name, tag) = record_name(source);
+    let mut refs = Refs::load(store)?;
+    refs.set(&name, tag.as_deref(), &manifest_digest);
+    refs.save()?;
+    Ok(Pulled {
+        name: match &tag {
+            Some(t) => format!("{name}:{t}"),
+            None => format!("{name}@{manifest_digest}"),
+        },
+        manifest_digest,
+        layers_fetched: fetched.into_inner(),
+        layers_total: layers.len(),
+    })
+}

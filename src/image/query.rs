@@ -1,0 +1,230 @@
+//! The queries behind `images` and `inspect`: list the recorded images, find the one a user's
+//! IMAGE argument names, and describe an image in the store or a single-file image (`pull -o`).
+use super::single_file::layer_dir;
+use super::{record_name, Error, Result};
+use crate::bfc;
+use crate::digest::sha256_digest;
+use crate::oci::{self, Source};
+use crate::store::{refs::RefEntry, refs::Refs, Store};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// One image as `images` and `inspect` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageInfo {
+    /// `registry/repository` (or transport name).
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: String,
+    /// Bytes of the layer BFC files.
+    pub size: u64,
+    pub created: Option<String>,
+    pub layers: Vec<LayerInfo>,
+    #[serde(skip)]
+    pub manifest: Option<ImageManifest>,
+    #[serde(skip)]
+    pub config: Option<ImageConfiguration>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub media_type: String,
+    /// Compressed size (as in the manifest).
+    pub size: u64,
+    pub diff_id: String,
+    /// Path of the layer's BFC file, when it is in the store.
+    pub bfc: Option<PathBuf>,
+    pub bfc_size: Option<u64>,
+}
+
+fn load_image(store: &Store, entry: &RefEntry) -> Result<ImageInfo> {
+    let manifest_bytes = store.read_blob(&entry.digest, oci::MAX_DOCUMENT)?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| Error::BadImage {
+            path: store.blob_path(&entry.digest).unwrap_or_default(),
+            why: format!("bad manifest: {e}"),
+        })?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_bytes = store.read_blob(&config_digest, oci::MAX_DOCUMENT)?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| Error::BadImage {
+            path: store.blob_path(&config_digest).unwrap_or_default(),
+            why: format!("bad config: {e}"),
+        })?;
+    let layers = layer_infos(&manifest, &config, |diff_id| store.layer_path(diff_id).ok());
+    Ok(ImageInfo {
+        repository: entry.name.clone(),
+        tag: entry.tag.clone(),
+        digest: entry.digest.clone(),
+        size: layers.iter().filter_map(|l| l.bfc_size).sum(),
+        created: config.created().clone(),
+        layers,
+        manifest: Some(manifest),
+        config: Some(config),
+    })
+}
+
+fn layer_infos(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+    path_of: impl Fn(&str) -> Option<PathBuf>,
+) -> Vec<LayerInfo> {
+    manifest
+        .layers()
+        .iter()
+        .zip(config.rootfs().diff_ids())
+        .map(|(d, diff_id)| {
+            let bfc = path_of(diff_id).filter(|p| p.exists());
+            let bfc_size = bfc
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len());
+            LayerInfo {
+                digest: d.digest().to_string(),
+                media_type: d.media_type().to_string(),
+                size: d.size(),
+                diff_id: diff_id.clone(),
+                bfc,
+                bfc_size,
+            }
+        })
+        .collect()
+}
+
+/// Every image in the store, in name order.
+pub fn list(store: &Store) -> Result<Vec<ImageInfo>> {
+    let refs = Refs::load(store)?;
+    refs.entries()
+        .iter()
+        .map(|e| load_image(store, e))
+        .collect()
+}
+
+/// The reference entries a user's IMAGE argument names: `name[:tag]`, `name@digest`, a
+/// transport name (`oci:DIR:TAG`), or a digest / hex prefix of at least 4 characters.
+pub(super) fn matches(refs: &Refs, query: &str) -> Vec<RefEntry> {
+    let entries = refs.entries();
+    let hex_prefix = query.strip_prefix("sha256:").unwrap_or(query);
+    if hex_prefix.len() >= 4 && hex_prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let found: Vec<RefEntry> = entries
+            .iter()
+            .filter(|e| {
+                e.digest
+                    .trim_start_matches("sha256:")
+                    .starts_with(hex_prefix)
+            })
+            .cloned()
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    if let Ok(source) = query.parse::<Source>() {
+        let (name, tag) = record_name(&source);
+        let digest = match &source {
+            Source::Registry(r) => r.digest().map(|d| d.to_string()),
+            _ => None,
+        };
+        return entries
+            .iter()
+            .filter(|e| {
+                e.name == name
+                    && match &digest {
+                        Some(d) => &e.digest == d,
+                        None => e.tag == tag,
+                    }
+            })
+            .cloned()
+            .collect();
+    }
+    Vec::new()
+}
+
+fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {
+    let found = matches(refs, query);
+    let digests: HashSet<&str> = found.iter().map(|e| e.digest.as_str()).collect();
+    match (found.first(), digests.len()) {
+        (None, _) => Err(Error::NotFound {
+            query: query.into(),
+            root: store.root().to_path_buf(),
+        }),
+        (Some(e), 1) => Ok(e.clone()),
+        _ => Err(Error::Ambiguous {
+            query: query.into(),
+            names: found
+                .iter()
+                .map(|e| e.display())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The image `query` names in the store, or a single-file image (a path to a `.bfc` file).
+pub fn inspect(store: Option<&Store>, query: &str) -> Result<ImageInfo> {
+    let as_path = Path::new(query);
+    if query.ends_with(".bfc") && as_path.is_file() {
+        return inspect_file(as_path);
+    }
+    let Some(store) = store else {
+        return Err(Error::NotFound {
+            query: query.into(),
+            root: PathBuf::new(),
+        });
+    };
+    let refs = Refs::load(store)?;
+    let entry = find_one(store, &refs, query)?;
+    drop(refs);
+    load_image(store, &entry)
+}
+
+/// Reads a single-file image written by `pull -o`.
+pub fn inspect_file(path: &Path) -> Result<ImageInfo> {
+    let c = bfc::Container::open(path)?;
+    let bad = |why: String| Error::BadImage {
+        path: path.to_path_buf(),
+        why,
+    };
+    let manifest_bytes = c
+        .image_blob("manifest.json")
+        .ok_or_else(|| bad("not a single-file image: no manifest.json blob".into()))?;
+    let config_bytes = c
+        .image_blob("config.json")
+        .ok_or_else(|| bad("not a single-file image: no config.json blob".into()))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| bad(format!("bad manifest: {e}")))?;
+    let config_digest = sha256_digest(config_bytes);
+    if config_digest != manifest.config().digest().as_ref() {
+        return Err(bad(format!(
+            "config blob has digest {config_digest}, the manifest says {}",
+            manifest.config().digest()
+        )));
+    }
+    let config: ImageConfiguration =
+        serde_json::from_slice(config_bytes).map_err(|e| bad(format!("bad config: {e}")))?;
+    let mut layers = layer_infos(&manifest, &config, |_| None);
+    for l in &mut layers {
+        let prefix = layer_dir(&l.diff_id);
+        if !c.is_dir(prefix.as_bytes()) {
+            return Err(bad(format!(
+                "layer {} has no {prefix}/ directory",
+                l.digest
+            )));
+        }
+    }
+    if layers.len() != config.rootfs().diff_ids().len() {
+        return Err(bad("manifest and config disagree on the layer count".into()));
+    }
+    Ok(ImageInfo {
+        repository: path.display().to_string(),
+        tag: None,
+        digest: sha256_digest(manifest_bytes),
+        size: c.file_size(),
+        created: config.created().clone(),
+        layers: std::mem::take(&mut layers),
+        manifest: Some(manifest),
+        config: Some(config),
+    })
+}
