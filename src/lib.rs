@@ -10,7 +10,9 @@
 //! overlay    union of layer containers (OCI whiteouts), inode numbers, merged listings
 //! upper      writable upper dir in the kernel overlayfs format
 //! fs         FUSE adapter (fuser): replies only, policy lives below
-//! image      joins the steps for one image reference; bundle: runtime spec for runc
+//! mount      kernel mounts: -o options, mount/umount syscalls, server daemon, logging, mountinfo
+//! image      joins the steps for one image reference
+//! bundle     runtime spec for runc
 //! cli        clap commands on top
 //! ```
 pub mod archive;
@@ -21,6 +23,7 @@ pub mod container;
 pub mod convert;
 pub mod fs;
 pub mod image;
+pub mod mount;
 pub mod oci;
 pub mod overlay;
 pub mod store;

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 
 use super::mount::{mount_image, Plan, UpperChoice};
 use crate::container;
-use crate::fs::mount::{self, MountOptions};
+use crate::mount::{self, MountOptions};
 use crate::store::Store;
 
 /// Mount an image as BUNDLE_DIR/rootfs (read-write, in a container) and write BUNDLE_DIR/config.json for runc

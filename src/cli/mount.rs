@@ -8,9 +8,9 @@ use oci_spec::image::ImageConfiguration;
 use crate::bfc::{self, Container};
 use crate::container;
 use crate::fs::attr::Owner;
-use crate::fs::mount::{self, Forked, MountOptions};
 use crate::fs::BfcFs;
 use crate::image;
+use crate::mount::{self, Forked, MountOptions};
 use crate::overlay::Union;
 use crate::store::Store;
 use crate::upper::UpperDir;
@@ -192,8 +192,10 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
             )
         }
     };
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
     let owner = Owner {
         uid: opts.uid.unwrap_or(uid),
         gid: opts.gid.unwrap_or(gid),
@@ -221,7 +223,7 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
         config: opened.config,
     };
     if plan.foreground {
-        init_stderr_log(verbose);
+        mount::log::init_stderr_log(verbose);
         mount::serve(fs, &source, &mountpoint, &opts, || {
             log::info!("mounted {what}")
         })
@@ -234,7 +236,7 @@ pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Resu
             Ok(done)
         }
         Forked::Child(mut readiness) => {
-            mount::init_syslog(verbose);
+            mount::log::init_syslog(verbose);
             let r = mount::serve(fs, &source, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {
                 log::error!("mounting {what}: {e}");
@@ -257,14 +259,4 @@ pub struct UmountArgs {
 pub fn run_umount(args: UmountArgs) -> anyhow::Result<i32> {
     mount::unmount(&args.mountpoint, args.lazy)?;
     Ok(0)
-}
-
-fn init_stderr_log(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let env = env_logger::Env::default().default_filter_or(level);
-    let _ = env_logger::Builder::from_env(env).try_init();
 }

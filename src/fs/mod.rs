@@ -9,7 +9,6 @@
 pub mod attr;
 pub mod errno;
 pub mod handles;
-pub mod mount;
 mod write;
 
 use std::ffi::OsStr;
