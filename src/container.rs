@@ -2,11 +2,15 @@
 //! writes made on top of one image across mounts. `containers/<name>/state.json` names the image
 //! (by manifest digest, or a `.bfc` file's path), so `prune` keeps the image's layers while the
 //! container exists (`image::live_set` reads every string in `containers/*/*.json`).
+mod mount;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::mount::mountinfo;
 use crate::store::Store;
+
+pub use mount::{mount_image, KeyFor, Mounted, Plan, UpperChoice};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -12,6 +12,7 @@
 //! fs         FUSE adapter (fuser): replies only, policy lives below
 //! mount      kernel mounts: -o options, mount/umount syscalls, server daemon, logging, mountinfo
 //! image      joins the steps for one image reference
+//! container  named upper dirs in the store, and mounting an image (in one) for mount and bundle
 //! bundle     runtime spec for runc
 //! cli        clap commands on top
 //! ```
