@@ -65,16 +65,35 @@ pub enum UnmountError {
     NotMounted(PathBuf),
     #[error("{0} is busy (files or directories on it are in use); close them or use `bfcfs umount --lazy`")]
     Busy(PathBuf),
+    #[error("{} is busy: its file system is also mounted on {}{} (a running container?); stop that first or use `bfcfs umount --lazy`", .path.display(), .elsewhere[0], if .elsewhere.len() > 1 { format!(" and {} more", .elsewhere.len() - 1) } else { String::new() })]
+    InUseElsewhere {
+        path: PathBuf,
+        elsewhere: Vec<mountinfo::Foreign>,
+    },
     #[error("unmounting {path}")]
     Failed { path: PathBuf, source: io::Error },
 }
 
 /// Unmounts a FUSE mount, also when its server is dead ("Transport endpoint is not connected"):
 /// umount2 needs no answer from the server. Non-root users go through `fusermount3 -u`.
+///
+/// Without `lazy` a busy mount is refused, as umount(8) does: one with files or directories in
+/// use (umount2 answers EBUSY), and one whose file system is still mounted in another mount
+/// namespace, such as a runc container's root (umount2 would succeed there and leave the
+/// container's root and its server running, with nothing mounted here to show for it).
 pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), UnmountError> {
     let mnt = mountinfo::absolute(mountpoint);
-    if !mountinfo::is_fuse_mount(&mnt) {
+    let Some(here) = mountinfo::fuse_mount_at(&mnt) else {
         return Err(UnmountError::NotMounted(mnt));
+    };
+    if !lazy {
+        let elsewhere = mountinfo::kept_elsewhere(&here);
+        if !elsewhere.is_empty() {
+            return Err(UnmountError::InUseElsewhere {
+                path: mnt,
+                elsewhere,
+            });
+        }
     }
     match umount(&mnt, lazy) {
         Ok(()) => Ok(()),

@@ -51,9 +51,21 @@ pub fn mounts() -> Vec<Mount> {
         .unwrap_or_default()
 }
 
+/// The FUSE mount at `mnt` (an absolute path): the top one if several are stacked there.
+pub fn fuse_mount_at(mnt: &Path) -> Option<Mount> {
+    mounts()
+        .into_iter()
+        .rfind(|m| m.is_fuse() && m.mount_point == mnt)
+}
+
 /// Whether a FUSE file system is mounted at `mnt` (an absolute path).
 pub fn is_fuse_mount(mnt: &Path) -> bool {
-    mounts().iter().any(|m| m.is_fuse() && m.mount_point == mnt)
+    fuse_mount_at(mnt).is_some()
+}
+
+/// The mount at `mnt` (an absolute path), whatever its type.
+pub fn mount_at(mnt: &Path) -> Option<Mount> {
+    mounts().into_iter().rfind(|m| m.mount_point == mnt)
 }
 
 /// The mount point of the first mount whose source is `source`.
@@ -62,6 +74,71 @@ pub fn mounted_at(source: &OsStr) -> Option<PathBuf> {
         .into_iter()
         .find(|m| m.source == source)
         .map(|m| m.mount_point)
+}
+
+/// A mount in another mount namespace, seen through one of its processes.
+#[derive(Debug, Clone)]
+pub struct Foreign {
+    pub pid: u32,
+    /// The process's name (`/proc/PID/comm`), to say who holds the mount.
+    pub comm: String,
+    pub mount: Mount,
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in the mount namespace of process {} ({})",
+            self.mount.mount_point.display(),
+            self.pid,
+            self.comm
+        )
+    }
+}
+
+/// The mounts that `keep` selects in every mount namespace but this process's own, one process
+/// read per namespace. Namespaces this process may not look into are skipped.
+pub fn in_other_namespaces(keep: impl Fn(&Mount) -> bool) -> Vec<Foreign> {
+    let ns = |pid: &OsStr| std::fs::read_link(Path::new("/proc").join(pid).join("ns/mnt")).ok();
+    let own = ns(OsStr::new("self"));
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in procs.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(this) = ns(&name) else { continue };
+        if Some(&this) == own.as_ref() || !seen.insert(this) {
+            continue;
+        }
+        let Ok(text) = std::fs::read(e.path().join("mountinfo")) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        for mount in parse(&text).into_iter().filter(|m| keep(m)) {
+            out.push(Foreign {
+                pid,
+                comm: comm.trim_end().to_string(),
+                mount,
+            });
+        }
+    }
+    out
+}
+
+/// The mounts of `m`'s file system in other mount namespaces that keep it alive at another
+/// path: umount2 ends a mount in this namespace only, and a container's root (runc bind-mounts
+/// the rootfs in a new namespace and makes it `/`) keeps the file system, and its server, alive.
+/// Copies at the same path are not counted, as umount(8) does not count them: a namespace cloned
+/// from this one holds them (for a moment, while runc sets up any container), and those that
+/// receive this mount's propagation go with it.
+pub fn kept_elsewhere(m: &Mount) -> Vec<Foreign> {
+    in_other_namespaces(|o| o.dev == m.dev && o.mount_point != m.mount_point)
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal escapes.
