@@ -2,10 +2,15 @@
 //! writes made on top of one image across mounts. `containers/<name>/state.json` names the image
 //! (by manifest digest, or a `.bfc` file's path), so `prune` keeps the image's layers while the
 //! container exists (`image::live_set` reads every string in `containers/*/*.json`).
+mod mount;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::mount::mountinfo;
 use crate::store::Store;
+
+pub use mount::{mount_image, KeyFor, Mounted, Plan, UpperChoice};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,7 +77,7 @@ impl Container {
     }
     /// Where this container is mounted, if it is (the mount's source names the container dir).
     pub fn mounted_at(&self) -> Option<PathBuf> {
-        mounted_at(&self.dir.display().to_string())
+        mountinfo::mounted_at(self.dir.as_os_str())
     }
 }
 
@@ -202,35 +207,4 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
         });
     }
     fs::remove_dir_all(&c.dir).map_err(io_err(&c.dir))
-}
-
-/// The mount point of the first mount whose source is `source` (/proc/self/mountinfo).
-pub fn mounted_at(source: &str) -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    for line in info.lines() {
-        let (pre, post) = line.split_once(" - ")?;
-        let src = post.split(' ').nth(1)?;
-        if unescape(src) == source {
-            return pre.split(' ').nth(4).map(|m| PathBuf::from(unescape(m)));
-        }
-    }
-    None
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

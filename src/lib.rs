@@ -6,8 +6,9 @@
 //! ```text
 //! cli          clap commands on top: plan, call the library, print
 //! bundle       runtime spec (config.json) for runc
+//! container    named upper dirs in the store, and mounting an image (in one) for mount and bundle
 //! image        joins the steps for one image: pull, queries, gc, opening layers for a mount
-//! container    named upper + work dirs in the store that keep a container's writes
+//! mount        kernel mounts: -o options, mount/umount syscalls, server daemon, logging, mountinfo
 //! fs           FUSE adapter (fuser): replies only, policy lives below
 //! overlay      union of layer containers (OCI whiteouts) and the upper dir, inode numbers
 //! upper        writable upper dir in the kernel overlayfs format
@@ -33,6 +34,7 @@ pub mod digest;
 pub mod error_chain;
 pub mod fs;
 pub mod image;
+pub mod mount;
 pub mod oci;
 pub mod overlay;
 pub mod store;
@@ -42,8 +44,9 @@ pub mod upper;
 pub const LAYERS: &[&str] = &[
     "cli",
     "bundle",
-    "image",
     "container",
+    "image",
+    "mount",
     "fs",
     "overlay",
     "upper",

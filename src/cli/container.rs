@@ -3,9 +3,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::mount::{mount_image, Plan, UpperChoice};
-use crate::container;
-use crate::fs::mount::{self, MountOptions};
+use crate::container::{self, Plan, UpperChoice};
+use crate::mount::{self, MountOptions};
 use crate::store::Store;
 
 /// Mount an image as BUNDLE_DIR/rootfs (read-write, in a container) and write BUNDLE_DIR/config.json for runc
@@ -46,17 +45,20 @@ pub fn bundle(root: Option<&Path>, args: BundleArgs, verbose: u8) -> anyhow::Res
     std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let mut o = args.options.clone();
     o.push("suid,dev,allow_other".into());
+    let key = |file: &Path| super::keys::key_for_encrypted(&Default::default(), file);
     let plan = Plan {
+        root,
         image: args.image.clone(),
         mountpoint: rootfs.clone(),
         options: MountOptions::parse(&o)?,
         foreground: false,
         upper: UpperChoice::Container(args.container.clone()),
         read_only: false,
-        key: Default::default(),
+        key: &key,
         subdir: None,
+        verbose,
     };
-    let m = mount_image(root, plan, verbose)?;
+    let m = container::mount_image(plan)?;
     let name = m.container.clone().unwrap_or_default();
     let config = m.config.unwrap_or_default();
     let written = crate::bundle::runtime_spec(&config, &rootfs, &name)

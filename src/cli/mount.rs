@@ -1,19 +1,8 @@
-//! `bfcfs mount` and `bfcfs umount`; `mount_image` also serves `bfcfs bundle`.
+//! `bfcfs mount` and `bfcfs umount`: arguments to a `mount::Plan`, and the output.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
-use oci_spec::image::ImageConfiguration;
-
-use crate::bfc::{self, Container};
-use crate::container;
-use crate::fs::attr::Owner;
-use crate::fs::mount::{self, Forked, MountOptions};
-use crate::fs::BfcFs;
-use crate::image;
-use crate::overlay::Union;
-use crate::store::Store;
-use crate::upper::UpperDir;
+use crate::container::{self, Plan, UpperChoice};
+use crate::mount::{self, MountOptions};
 
 /// Mount an image or a BFC file (read-only, or read-write with an upper dir; returns once the
 /// mount answers)
@@ -48,44 +37,9 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 }
 
-/// Where the writes of a mount go.
-#[derive(Debug, Clone)]
-pub enum UpperChoice {
-    /// Read-only union.
-    None,
-    Dir {
-        upper: PathBuf,
-        work: PathBuf,
-    },
-    /// A container in the store (None: a fresh one).
-    Container(Option<String>),
-    /// Neither asked for: a fresh container for an image, read-only for a plain `.bfc` tree
-    /// (which is what `mount FILE.bfc` always was).
-    Default,
-}
-
-/// Everything one mount needs, checked.
-#[derive(Debug)]
-pub struct Plan {
-    pub image: String,
-    pub mountpoint: PathBuf,
-    pub options: MountOptions,
-    pub foreground: bool,
-    pub upper: UpperChoice,
-    pub read_only: bool,
-    pub key: super::ReadKeyArgs,
-    pub subdir: Option<String>,
-}
-
-/// What a mount made: the container it uses, and the image's config.
-#[derive(Debug)]
-pub struct Mounted {
-    pub container: Option<String>,
-    pub created: bool,
-    pub config: Option<ImageConfiguration>,
-}
-
 pub fn run_mount(root: Option<&Path>, args: MountArgs, verbose: u8) -> anyhow::Result<i32> {
+    let key_args = args.key.clone();
+    let key = move |file: &Path| super::keys::key_for_encrypted(&key_args, file);
     let upper = match (&args.upper, &args.container) {
         (Some(u), _) => {
             let work = match &args.work {
@@ -106,143 +60,22 @@ pub fn run_mount(root: Option<&Path>, args: MountArgs, verbose: u8) -> anyhow::R
         (None, None) => UpperChoice::Default,
     };
     let plan = Plan {
+        root,
         image: args.image,
         mountpoint: args.mountpoint,
         options: MountOptions::parse(&args.options)?,
         foreground: args.foreground,
         upper,
         read_only: args.ro,
-        key: args.key,
+        key: &key,
         subdir: args.subdir,
+        verbose,
     };
-    let m = mount_image(root, plan, verbose)?;
+    let m = container::mount_image(plan)?;
     if let (Some(name), true) = (m.container, m.created) {
         println!("{name}");
     }
     Ok(0)
-}
-
-/// The image's layers: a `.bfc` file path, else a store reference.
-fn open_image(root: Option<&Path>, plan: &Plan) -> anyhow::Result<image::Opened> {
-    let path = Path::new(&plan.image);
-    let cache = usize::try_from(plan.options.cache_size).unwrap_or(usize::MAX);
-    if plan.image.ends_with(".bfc") || path.is_file() {
-        let file =
-            std::path::absolute(path).with_context(|| format!("resolving {}", plan.image))?;
-        let mut container = Container::open(&file)?;
-        if container.is_encrypted() {
-            let key = super::keys::key_for_encrypted(&plan.key, &file)?;
-            container.set_key(&key)?;
-        }
-        container.set_cache_bytes(cache);
-        let mut opened = image::file_layers(Arc::new(container), &file)?;
-        if let Some(sub) = &plan.subdir {
-            let sub = sub.trim_matches('/');
-            if !sub.is_empty() {
-                bfc::check_path(sub.as_bytes()).map_err(|why| anyhow!("--subdir {sub}: {why}"))?;
-            }
-            if opened.layers.len() != 1 {
-                bail!("--subdir works on plain .bfc trees, not on images");
-            }
-            opened.layers[0].root = sub.as_bytes().to_vec();
-        }
-        return Ok(opened);
-    }
-    if plan.subdir.is_some() {
-        bail!("--subdir works on plain .bfc trees, not on images");
-    }
-    let store = Store::open(&Store::default_root(root)?)?;
-    Ok(image::open_layers(&store, &plan.image, cache)?)
-}
-
-/// Mounts `plan` (forking a server unless `foreground`) and returns once the mount answers.
-pub fn mount_image(root: Option<&Path>, plan: Plan, verbose: u8) -> anyhow::Result<Mounted> {
-    let mut opts = plan.options.clone();
-    let mountpoint = plan
-        .mountpoint
-        .canonicalize()
-        .with_context(|| format!("mount point {}", plan.mountpoint.display()))?;
-    if !mountpoint.is_dir() {
-        bail!("mount point {} is not a directory", mountpoint.display());
-    }
-    let opened = open_image(root, &plan)?;
-    let choice = match &plan.upper {
-        UpperChoice::Default if opened.config.is_none() => UpperChoice::None,
-        UpperChoice::Default => UpperChoice::Container(None),
-        c => c.clone(),
-    };
-    let (upper, container, created) = match &choice {
-        UpperChoice::None | UpperChoice::Default => (None, None, false),
-        UpperChoice::Dir { upper, work } => (Some((upper.clone(), work.clone())), None, false),
-        UpperChoice::Container(name) => {
-            let store = Store::open(&Store::default_root(root)?)?;
-            let (c, created) =
-                container::open_or_create(&store, name.as_deref(), &opened.id, &plan.image)?;
-            if let Some(at) = c.mounted_at() {
-                bail!(
-                    "container {} is already mounted on {}",
-                    c.state.name,
-                    at.display()
-                );
-            }
-            (
-                Some((c.upper(), c.work())),
-                Some((c.state.name.clone(), c.dir.clone())),
-                created,
-            )
-        }
-    };
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let owner = Owner {
-        uid: opts.uid.unwrap_or(uid),
-        gid: opts.gid.unwrap_or(gid),
-    };
-    let mut union = Union::new(opened.layers, opened.spec)?;
-    // The mount's source names what it serves: the container dir, the upper dir or the image.
-    let source = match (&container, &upper) {
-        (Some((_, dir)), _) => dir.clone(),
-        (None, Some((u, _))) => std::path::absolute(u)?,
-        (None, None) => PathBuf::from(&opened.id),
-    };
-    if let Some((u, w)) = &upper {
-        let dir = UpperDir::open(u, w)
-            .with_context(|| format!("opening upper dir {} (work {})", u.display(), w.display()))?;
-        dir.clean_work()
-            .with_context(|| format!("cleaning work dir {}", w.display()))?;
-        union = union.with_upper(dir, (owner.uid, owner.gid));
-        opts.writable = !plan.read_only;
-    }
-    let fs = BfcFs::new(union, owner);
-    let what = format!("{} on {}", plan.image, mountpoint.display());
-    let done = Mounted {
-        container: container.map(|c| c.0),
-        created,
-        config: opened.config,
-    };
-    if plan.foreground {
-        init_stderr_log(verbose);
-        mount::serve(fs, &source, &mountpoint, &opts, || {
-            log::info!("mounted {what}")
-        })
-        .with_context(|| format!("mounting {what}"))?;
-        return Ok(done);
-    }
-    match mount::fork_server()? {
-        Forked::Parent(pipe) => {
-            mount::wait_ready(pipe).map_err(|why| anyhow!(why))?;
-            Ok(done)
-        }
-        Forked::Child(mut readiness) => {
-            mount::init_syslog(verbose);
-            let r = mount::serve(fs, &source, &mountpoint, &opts, || readiness.ready());
-            if let Err(e) = &r {
-                log::error!("mounting {what}: {e}");
-                readiness.failed(&format!("mounting {what}: {e}"));
-            }
-            std::process::exit(i32::from(r.is_err()));
-        }
-    }
 }
 
 /// Unmount a bfcfs mount (also one whose server died)
@@ -257,14 +90,4 @@ pub struct UmountArgs {
 pub fn run_umount(args: UmountArgs) -> anyhow::Result<i32> {
     mount::unmount(&args.mountpoint, args.lazy)?;
     Ok(0)
-}
-
-fn init_stderr_log(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let env = env_logger::Env::default().default_filter_or(level);
-    let _ = env_logger::Builder::from_env(env).try_init();
 }

@@ -11,7 +11,6 @@
 pub mod attr;
 pub mod errno;
 pub mod handles;
-pub mod mount;
 mod write;
 
 use std::ffi::OsStr;

@@ -91,8 +91,7 @@ impl Store {
         if let Some(p) = std::env::var_os("BFCFS_ROOT").filter(|p| !p.is_empty()) {
             return Ok(PathBuf::from(p));
         }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             return Ok(PathBuf::from("/var/lib/bfcfs"));
         }
         if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
