@@ -1,9 +1,12 @@
 //! An OCI runtime bundle for an image: `config.json` is the runtime-spec default (what `runc
 //! spec` writes) filled from the image config — Entrypoint + Cmd, Env, WorkingDir, and User as
 //! uid:gid resolved through the image's own /etc/passwd and /etc/group.
+use anyhow::Context;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::container::{self, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -188,4 +191,46 @@ pub fn runtime_spec(config: &ImageConfiguration, rootfs: &Path, hostname: &str) 
     ));
     spec.set_hostname(Some(hostname.to_string()));
     Ok(spec)
+}
+
+/// Mounts an image at `BUNDLE_DIR/rootfs` (in the container `plan` names, or a fresh one) and
+/// writes `BUNDLE_DIR/config.json`; returns the container's name. A bundle that fails leaves
+/// nothing behind: no mount, no container made for it, no directory it created, no config.json.
+/// A `BUNDLE_DIR/rootfs` that is already a mount point is refused, and left as it was.
+pub fn make(bundle_dir: &Path, mut plan: Plan<'_>) -> anyhow::Result<String> {
+    let rootfs = bundle_dir.join("rootfs");
+    let made: Vec<PathBuf> = [bundle_dir, &rootfs]
+        .into_iter()
+        .filter(|d| !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    plan.mountpoint = rootfs.clone();
+    let r = std::fs::create_dir_all(&rootfs)
+        .with_context(|| format!("creating {}", rootfs.display()))
+        .and_then(|()| container::mount_image(plan))
+        .and_then(|m| {
+            let name = m.container.clone().unwrap_or_default();
+            let config = m.config.clone().unwrap_or_default();
+            let p = bundle_dir.join("config.json");
+            let written = runtime_spec(&config, &rootfs, &name)
+                .context("building config.json")
+                .and_then(|spec| {
+                    spec.save(&p)
+                        .with_context(|| format!("writing {}", p.display()))
+                });
+            match written {
+                Ok(()) => Ok(name),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&p);
+                    m.undo(&rootfs);
+                    Err(e)
+                }
+            }
+        });
+    if r.is_err() {
+        for d in made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    r
 }

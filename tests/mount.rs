@@ -408,25 +408,6 @@ fn server_pid(mnt: &Path) -> i32 {
     panic!("no server process for {}", mnt.display());
 }
 
-/// Waits (without sleeping) until process `pid` has exited: poll(2) on a pidfd.
-fn wait_exit(pid: i32) {
-    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    if fd < 0 {
-        return; // already gone
-    }
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; fd is closed after.
-    unsafe {
-        libc::poll(&mut p, 1, 30_000);
-        libc::close(fd);
-    }
-}
-
 #[test]
 fn sigterm_unmounts_cleanly() {
     let m = mount(&fixtures().join("plain.bfc"), &[]);

@@ -1,10 +1,10 @@
 //! `bfcfs bundle`, `bfcfs containers`, `bfcfs rm-container`.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::container::{self, Plan, UpperChoice};
-use crate::mount::{self, MountOptions};
+use crate::mount::MountOptions;
 use crate::store::Store;
 
 /// Mount an image as BUNDLE_DIR/rootfs (read-write, in a container) and write BUNDLE_DIR/config.json for runc
@@ -41,15 +41,13 @@ fn store(root: Option<&Path>) -> anyhow::Result<Store> {
 }
 
 pub fn bundle(root: Option<&Path>, args: BundleArgs, verbose: u8) -> anyhow::Result<i32> {
-    let rootfs = args.bundle_dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let mut o = args.options.clone();
     o.push("suid,dev,allow_other".into());
     let key = |file: &Path| super::keys::key_for_encrypted(&Default::default(), file);
     let plan = Plan {
         root,
         image: args.image.clone(),
-        mountpoint: rootfs.clone(),
+        mountpoint: args.bundle_dir.join("rootfs"),
         options: MountOptions::parse(&o)?,
         foreground: false,
         upper: UpperChoice::Container(args.container.clone()),
@@ -58,20 +56,7 @@ pub fn bundle(root: Option<&Path>, args: BundleArgs, verbose: u8) -> anyhow::Res
         subdir: None,
         verbose,
     };
-    let m = container::mount_image(plan)?;
-    let name = m.container.clone().unwrap_or_default();
-    let config = m.config.unwrap_or_default();
-    let written = crate::bundle::runtime_spec(&config, &rootfs, &name)
-        .context("building config.json")
-        .and_then(|spec| {
-            let p = args.bundle_dir.join("config.json");
-            spec.save(&p)
-                .with_context(|| format!("writing {}", p.display()))
-        });
-    if let Err(e) = written {
-        let _ = mount::unmount(&rootfs, true);
-        return Err(e);
-    }
+    let name = crate::bundle::make(&args.bundle_dir, plan)?;
     println!("{name}");
     Ok(0)
 }

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::container::{self, Plan, UpperChoice};
-use crate::mount::{self, MountOptions};
+use crate::mount::MountOptions;
 
 /// Mount an image or a BFC file (read-only, or read-write with an upper dir; returns once the
 /// mount answers)
@@ -88,6 +88,6 @@ pub struct UmountArgs {
 }
 
 pub fn run_umount(args: UmountArgs) -> anyhow::Result<i32> {
-    mount::unmount(&args.mountpoint, args.lazy)?;
+    container::unmount(&args.mountpoint, args.lazy)?;
     Ok(0)
 }

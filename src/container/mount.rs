@@ -13,7 +13,7 @@ use crate::container;
 use crate::fs::attr::Owner;
 use crate::fs::BfcFs;
 use crate::image;
-use crate::mount::{daemon, log, serve, Forked, MountOptions};
+use crate::mount::{daemon, log, mountinfo, serve, Forked, MountOptions};
 use crate::overlay::Union;
 use crate::store::Store;
 use crate::upper::UpperDir;
@@ -59,6 +59,25 @@ pub struct Mounted {
     pub container: Option<String>,
     pub created: bool,
     pub config: Option<ImageConfiguration>,
+    /// This process's hold on the container (the server has its own).
+    held: Option<container::Held>,
+}
+
+impl Mounted {
+    /// Takes a mount that succeeded back when a later step fails: unmounts `mountpoint`
+    /// (lazily, so it cannot fail on a busy mount) and removes the container if it was created
+    /// for this mount.
+    pub fn undo(self, mountpoint: &Path) {
+        if let Err(e) = crate::mount::unmount(mountpoint, true) {
+            ::log::warn!("{e}");
+        }
+        Undo {
+            held: self.held,
+            created: self.created,
+            dirs: Vec::new(),
+        }
+        .run();
+    }
 }
 
 /// The image's layers: a `.bfc` file path, else a store reference.
@@ -94,40 +113,92 @@ fn open_image(plan: &Plan<'_>) -> anyhow::Result<image::Opened> {
     Ok(image::open_layers(&store, &plan.image, cache)?)
 }
 
-/// Mounts `plan` (forking a server unless `foreground`) and returns once the mount answers.
-pub fn mount_image(plan: Plan<'_>) -> anyhow::Result<Mounted> {
-    let mut opts = plan.options.clone();
-    let mountpoint = plan
-        .mountpoint
+/// What a mount that fails must undo: the container it created, the upper and work dirs it
+/// made. It also holds the container (its lock) for as long as the mount is served.
+#[derive(Default)]
+struct Undo {
+    held: Option<container::Held>,
+    created: bool,
+    dirs: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn run(self) {
+        if let (Some(held), true) = (self.held, self.created) {
+            if let Err(e) = container::discard(held) {
+                ::log::warn!("removing the container of a failed mount: {e}");
+            }
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The mount point, absolute, checked to be a directory that is not a mount point already.
+fn check_mountpoint(asked: &Path) -> anyhow::Result<PathBuf> {
+    let mountpoint = asked
         .canonicalize()
-        .with_context(|| format!("mount point {}", plan.mountpoint.display()))?;
+        .with_context(|| format!("mount point {}", asked.display()))?;
     if !mountpoint.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
+    if let Some(m) = mountinfo::mount_at(&mountpoint) {
+        bail!(
+            "{} is already a mount point ({} from {}): unmount it first or choose another directory",
+            mountpoint.display(),
+            m.fstype,
+            m.source.to_string_lossy()
+        );
+    }
+    Ok(mountpoint)
+}
+
+/// Mounts `plan` (forking a server unless `foreground`) and returns once the mount answers.
+/// A mount that fails leaves nothing behind: no container it created, no upper dir it made.
+pub fn mount_image(plan: Plan<'_>) -> anyhow::Result<Mounted> {
+    let mountpoint = check_mountpoint(&plan.mountpoint)?;
     let opened = open_image(&plan)?;
+    let mut undo = Undo::default();
+    let r = build_and_serve(&plan, mountpoint, opened, &mut undo);
+    if r.is_err() {
+        undo.run();
+    }
+    r
+}
+
+fn build_and_serve(
+    plan: &Plan<'_>,
+    mountpoint: PathBuf,
+    opened: image::Opened,
+    undo: &mut Undo,
+) -> anyhow::Result<Mounted> {
+    let mut opts = plan.options.clone();
     let choice = match &plan.upper {
         UpperChoice::Default if opened.config.is_none() => UpperChoice::None,
         UpperChoice::Default => UpperChoice::Container(None),
         c => c.clone(),
     };
-    let (upper, container, created) = match &choice {
-        UpperChoice::None | UpperChoice::Default => (None, None, false),
-        UpperChoice::Dir { upper, work } => (Some((upper.clone(), work.clone())), None, false),
+    let (upper, container) = match &choice {
+        UpperChoice::None | UpperChoice::Default => (None, None),
+        UpperChoice::Dir { upper, work } => {
+            undo.dirs = [upper, work]
+                .into_iter()
+                .filter(|d| !d.exists())
+                .cloned()
+                .collect();
+            (Some((upper.clone(), work.clone())), None)
+        }
         UpperChoice::Container(name) => {
             let store = Store::open(&Store::default_root(plan.root)?)?;
-            let (c, created) =
+            let (held, created) =
                 container::open_or_create(&store, name.as_deref(), &opened.id, &plan.image)?;
-            if let Some(at) = c.mounted_at() {
-                bail!(
-                    "container {} is already mounted on {}",
-                    c.state.name,
-                    at.display()
-                );
-            }
+            let c = held.container.clone();
+            undo.held = Some(held);
+            undo.created = created;
             (
                 Some((c.upper(), c.work())),
                 Some((c.state.name.clone(), c.dir.clone())),
-                created,
             )
         }
     };
@@ -156,10 +227,11 @@ pub fn mount_image(plan: Plan<'_>) -> anyhow::Result<Mounted> {
     }
     let fs = BfcFs::new(union, owner);
     let what = format!("{} on {}", plan.image, mountpoint.display());
-    let done = Mounted {
+    let mut done = Mounted {
         container: container.map(|c| c.0),
-        created,
+        created: undo.created,
         config: opened.config,
+        held: None,
     };
     if plan.foreground {
         log::init_stderr_log(plan.verbose);
@@ -167,14 +239,17 @@ pub fn mount_image(plan: Plan<'_>) -> anyhow::Result<Mounted> {
             ::log::info!("mounted {what}")
         })
         .with_context(|| format!("mounting {what}"))?;
+        done.held = undo.held.take();
         return Ok(done);
     }
     match daemon::fork_server()? {
         Forked::Parent(pipe) => {
             daemon::wait_ready(pipe).map_err(|why| anyhow!(why))?;
+            done.held = undo.held.take();
             Ok(done)
         }
         Forked::Child(mut readiness) => {
+            // The server keeps the container's lock (`undo.held`, inherited) until it exits.
             log::init_syslog(plan.verbose);
             let r = serve(fs, &source, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {

@@ -51,3 +51,22 @@ pub fn bfcfs(args: &[&str]) -> (i32, String, String) {
 pub mod cli;
 pub mod raw;
 pub mod tree;
+
+/// Waits (without sleeping) until process `pid` has exited: poll(2) on a pidfd.
+pub fn wait_exit(pid: i32) {
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return; // already gone
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; fd is closed after.
+    unsafe {
+        libc::poll(&mut p, 1, 30_000);
+        libc::close(fd);
+    }
+}
