@@ -226,6 +226,7 @@ fn build_and_serve(
         opts.writable = !plan.read_only;
     }
     let fs = BfcFs::new(union, owner);
+    let slot = fs.notifier_slot();
     let what = format!("{} on {}", plan.image, mountpoint.display());
     let mut done = Mounted {
         container: container.map(|c| c.0),
@@ -235,7 +236,7 @@ fn build_and_serve(
     };
     if plan.foreground {
         log::init_stderr_log(plan.verbose);
-        serve(fs, &source, &mountpoint, &opts, || {
+        serve(fs, slot, &source, &mountpoint, &opts, || {
             ::log::info!("mounted {what}")
         })
         .with_context(|| format!("mounting {what}"))?;
@@ -251,7 +252,7 @@ fn build_and_serve(
         Forked::Child(mut readiness) => {
             // The server keeps the container's lock (`undo.held`, inherited) until it exits.
             log::init_syslog(plan.verbose);
-            let r = serve(fs, &source, &mountpoint, &opts, || readiness.ready());
+            let r = serve(fs, slot, &source, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {
                 ::log::error!("mounting {what}: {e}");
                 readiness.failed(&format!("mounting {what}: {e}"));

@@ -11,12 +11,14 @@
 pub mod attr;
 pub mod errno;
 pub mod handles;
+pub mod notify;
 mod write;
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -43,16 +45,31 @@ pub struct BfcFs {
     handles: Handles,
     /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
     passthrough: bool,
+    invalidator: Option<Arc<notify::Invalidator>>,
 }
 
 impl BfcFs {
-    pub fn new(union: Union, owner: Owner) -> BfcFs {
+    /// A file system over `union`. With an upper dir, copy-ups the kernel did not ask for are
+    /// told to it (`notify`): hand the session's notifier to `notifier_slot` once it exists.
+    pub fn new(mut union: Union, owner: Owner) -> BfcFs {
+        let invalidator = union.is_writable().then(|| {
+            let inv = Arc::new(notify::Invalidator::new());
+            let tell = inv.clone();
+            union.on_copy_up(Box::new(move |id| tell.attrs_changed(id)));
+            inv
+        });
         BfcFs {
             union,
             owner,
             handles: Handles::default(),
             passthrough: false,
+            invalidator,
         }
+    }
+
+    /// Where the session's notifier goes (None: a read-only mount needs none).
+    pub fn notifier_slot(&self) -> Option<notify::Slot> {
+        self.invalidator.as_ref().map(|i| i.slot())
     }
 
     fn attr(&self, ino: NodeId) -> Result<fuser::FileAttr, Errno> {

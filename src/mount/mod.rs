@@ -27,6 +27,8 @@ use daemon::Unmount;
 /// Mounts `fs` from `source` at `mountpoint` and serves until it is unmounted. `ready` runs once
 /// the kernel has completed the INIT handshake, i.e. once requests to the mountpoint are answered.
 /// SIGTERM, SIGINT and SIGHUP unmount (lazily if the mount is busy), which ends the serving loop.
+/// `notifier` (from `BfcFs::notifier_slot`) gets the session's notifier to tell the kernel about
+/// changes it did not ask for.
 ///
 /// As root bfcfs mounts /dev/fuse itself and hands the fd to fuser (`Session::from_fd`), so the
 /// server never unmounts by path when it ends: after an external `umount`, fuser 0.18's own
@@ -34,6 +36,7 @@ use daemon::Unmount;
 /// through fusermount3 (fuser's `Session::new`).
 pub fn serve<FS: Filesystem>(
     fs: FS,
+    notifier: Option<crate::fs::notify::Slot>,
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
@@ -59,6 +62,9 @@ pub fn serve<FS: Filesystem>(
         }
         Err(e) => return Err(e),
     };
+    if let Some(slot) = notifier {
+        slot.start(session.notifier())?;
+    }
     std::thread::Builder::new()
         .name("bfcfs-signals".into())
         .spawn(move || daemon::wait_and_unmount(signals, unmount, &mnt))?;

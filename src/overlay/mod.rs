@@ -201,7 +201,6 @@ struct Upper {
 }
 
 /// The union of a layer stack, with an optional writable upper directory on top.
-#[derive(Debug)]
 pub struct Union {
     layers: Vec<Layer>,
     spec: WhiteoutSpec,
@@ -211,9 +210,29 @@ pub struct Union {
     /// Whether any entry of any layer has extended attributes (computed on first use).
     any_xattrs: OnceLock<bool>,
     upper: Option<Upper>,
+    /// Told the id of every node copied up (the FUSE adapter drops the kernel's cached attributes).
+    on_copy_up: Option<CopyUpHook>,
+}
+
+/// See `Union::on_copy_up`.
+pub type CopyUpHook = Box<dyn Fn(NodeId) + Send + Sync>;
+
+impl std::fmt::Debug for Union {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Union")
+            .field("layers", &self.layers)
+            .field("upper", &self.upper)
+            .finish()
+    }
 }
 
 impl Union {
+    /// Calls `hook` with the id of every node once it is copied up: its attributes (link count of
+    /// a merged directory, ctime) may differ from what was shown before.
+    pub fn on_copy_up(&mut self, hook: CopyUpHook) {
+        self.on_copy_up = Some(hook);
+    }
+
     /// A union of `layers`, top first. Fails when a layer root (`--subdir`) is missing everywhere
     /// or is not a directory.
     pub fn new(layers: Vec<Layer>, spec: WhiteoutSpec) -> Result<Union, Error> {
@@ -249,6 +268,7 @@ impl Union {
             implicit_mtime_ns,
             any_xattrs: OnceLock::new(),
             upper: None,
+            on_copy_up: None,
         })
     }
 

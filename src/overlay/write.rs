@@ -266,6 +266,9 @@ impl Union {
                 .map_err(|e| upper_err("recording the origin of", p, e))?;
         }
         self.nodes.update(id, |k| k.source = Source::Upper);
+        if let Some(hook) = &self.on_copy_up {
+            hook(id);
+        }
         if let Source::Entry { layer, idx } = n.source {
             if let Some(group) = self.layers[layer].container.entry(idx).link_group {
                 self.copy_up_links(up, id, n, layer, group)?;
