@@ -173,19 +173,7 @@ impl NodeTable {
         let id = match r.id {
             // Another name of a known file (a hard link): one node, one more name.
             Some(id) if inner.nodes.get(&id).is_some_and(|s| !s.node.detached) => {
-                if let Some(s) = inner.nodes.get_mut(&id) {
-                    s.lookups += 1;
-                }
-                inner
-                    .aliases
-                    .entry(id)
-                    .or_default()
-                    .push((parent, name.into()));
-                inner
-                    .children
-                    .entry(parent)
-                    .or_default()
-                    .insert(name.into(), id);
+                inner.add_alias(id, parent, name);
                 return Inserted::Known(id);
             }
             // Free, or held by the kernel for a file that is gone (an unlinked upper inode
@@ -265,21 +253,7 @@ impl NodeTable {
     /// Another name `name` in `parent` for node `id` (a new hard link), counted as the
     /// kernel's lookup that the link reply is.
     pub fn add_name(&self, id: NodeId, parent: NodeId, name: &[u8]) {
-        let mut inner = self.write();
-        let Some(s) = inner.nodes.get_mut(&id) else {
-            return;
-        };
-        s.lookups += 1;
-        inner
-            .aliases
-            .entry(id)
-            .or_default()
-            .push((parent, name.into()));
-        inner
-            .children
-            .entry(parent)
-            .or_default()
-            .insert(name.into(), id);
+        self.write().add_alias(id, parent, name);
     }
 
     /// Forgets name `name` of `parent` (unlinked, removed or replaced). When it was the node's
@@ -393,6 +367,24 @@ impl NodeTable {
                 s.node = Arc::new(n);
             }
         }
+    }
+}
+
+impl Inner {
+    /// Records `name` in `parent` as one more name of known node `id`, counting the lookup.
+    fn add_alias(&mut self, id: NodeId, parent: NodeId, name: &[u8]) {
+        let Some(s) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        s.lookups += 1;
+        self.aliases
+            .entry(id)
+            .or_default()
+            .push((parent, name.into()));
+        self.children
+            .entry(parent)
+            .or_default()
+            .insert(name.into(), id);
     }
 }
 

@@ -34,17 +34,22 @@ impl Meta {
     }
 }
 
+/// chown, then chmod (chown clears setuid bits the mode may set).
+fn owner_and_mode(fd: impl AsFd, meta: &Meta) -> io::Result<()> {
+    rfs::fchown(
+        &fd,
+        Some(rfs::Uid::from_raw(meta.uid)),
+        Some(rfs::Gid::from_raw(meta.gid)),
+    )
+    .map_err(errno)?;
+    rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm as _)).map_err(errno)
+}
+
 impl UpperDir {
     /// Applies owner, mode, xattrs and times through an open descriptor (chown first: it clears
     /// setuid bits).
     fn apply_fd(&self, fd: impl AsFd, meta: &Meta) -> io::Result<()> {
-        rfs::fchown(
-            &fd,
-            Some(rfs::Uid::from_raw(meta.uid)),
-            Some(rfs::Gid::from_raw(meta.gid)),
-        )
-        .map_err(errno)?;
-        rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm as _)).map_err(errno)?;
+        owner_and_mode(&fd, meta)?;
         for (n, v) in &meta.xattrs {
             rfs::fsetxattr(&fd, os(n), v, rfs::XattrFlags::empty()).map_err(errno)?;
         }
@@ -173,16 +178,7 @@ impl UpperDir {
             Mode::from_raw_mode(0o600),
         )
         .map_err(errno)?;
-        let r = (|| {
-            rfs::fchown(
-                &fd,
-                Some(rfs::Uid::from_raw(meta.uid)),
-                Some(rfs::Gid::from_raw(meta.gid)),
-            )
-            .map_err(errno)?;
-            rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm as _)).map_err(errno)?;
-            rfs::fstat(&fd).map_err(errno)
-        })();
+        let r = owner_and_mode(&fd, meta).and_then(|()| rfs::fstat(&fd).map_err(errno));
         match r {
             Ok(st) => Ok((fd, st)),
             Err(e) => {
