@@ -63,8 +63,9 @@ impl Node {
 #[derive(Debug)]
 struct Slot {
     node: Arc<Node>,
-    /// The kernel's lookup count (FUSE `forget` contract); the root is never forgotten.
-    lookups: u64,
+    /// The kernel's lookup count (FUSE `forget` contract); the root is never forgotten. Atomic,
+    /// so a lookup of a known name counts under the table's read lock.
+    lookups: AtomicU64,
 }
 
 /// A name in a directory: (parent, name).
@@ -103,7 +104,7 @@ impl NodeTable {
             ROOT,
             Slot {
                 node: Arc::new(node),
-                lookups: 1,
+                lookups: AtomicU64::new(1),
             },
         );
         NodeTable {
@@ -142,16 +143,20 @@ impl NodeTable {
 
     /// Counts one more kernel lookup of known node `id`.
     pub fn add_lookup(&self, id: NodeId) {
-        if let Some(s) = self.write().nodes.get_mut(&id) {
-            s.lookups += 1;
+        if let Some(s) = self.read().nodes.get(&id) {
+            s.lookups.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Counts one more kernel lookup of the known child `name` of `parent`.
     pub fn lookup_known(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
-        let mut inner = self.write();
+        let inner = self.read();
         let id = *inner.children.get(&parent)?.get(name)?;
-        inner.nodes.get_mut(&id)?.lookups += 1;
+        inner
+            .nodes
+            .get(&id)?
+            .lookups
+            .fetch_add(1, Ordering::Relaxed);
         Some(id)
     }
 
@@ -160,8 +165,8 @@ impl NodeTable {
     pub fn insert(&self, parent: NodeId, name: &[u8], path: Vec<u8>, r: Resolved) -> Inserted {
         let mut inner = self.write();
         if let Some(&id) = inner.children.get(&parent).and_then(|c| c.get(name)) {
-            if let Some(s) = inner.nodes.get_mut(&id) {
-                s.lookups += 1;
+            if let Some(s) = inner.nodes.get(&id) {
+                s.lookups.fetch_add(1, Ordering::Relaxed);
                 return Inserted::Known(id);
             }
         }
@@ -186,7 +191,7 @@ impl NodeTable {
             id,
             Slot {
                 node: Arc::new(node),
-                lookups: 1,
+                lookups: AtomicU64::new(1),
             },
         );
         inner
@@ -202,12 +207,26 @@ impl NodeTable {
         if id == ROOT {
             return;
         }
+        {
+            let inner = self.read();
+            let Some(s) = inner.nodes.get(&id) else {
+                return;
+            };
+            let sub = |v: u64| Some(v.saturating_sub(n));
+            let before = s
+                .lookups
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, sub);
+            if before.map_or(0, |v| v.saturating_sub(n)) > 0 {
+                return;
+            }
+        }
         let mut inner = self.write();
-        let Some(s) = inner.nodes.get_mut(&id) else {
-            return;
-        };
-        s.lookups = s.lookups.saturating_sub(n);
-        if s.lookups > 0 {
+        // A lookup may have counted again between the two locks: then the node stays.
+        if inner
+            .nodes
+            .get(&id)
+            .is_none_or(|s| s.lookups.load(Ordering::Acquire) > 0)
+        {
             return;
         }
         let node = inner.nodes.remove(&id).map(|s| s.node);
@@ -376,7 +395,7 @@ impl Inner {
         let Some(s) = self.nodes.get_mut(&id) else {
             return;
         };
-        s.lookups += 1;
+        *s.lookups.get_mut() += 1;
         self.aliases
             .entry(id)
             .or_default()
