@@ -313,11 +313,25 @@ impl Union {
     /// directory costs no system call. An upper entry that a lower one was copied up from keeps
     /// the lower id (recorded at copy-up), so its inode number never changes.
     fn resolve_child(&self, dir: &Node, path: &[u8]) -> Result<Option<Resolved>, Error> {
+        self.resolve_child_seen(dir, path, None)
+    }
+
+    /// `resolve_child` with the upper dir's lstat of `path` already at hand when `seen` is Some
+    /// (a listing stats every entry once: no second look per name).
+    fn resolve_child_seen(
+        &self,
+        dir: &Node,
+        path: &[u8],
+        seen: Option<Option<rustix::fs::Stat>>,
+    ) -> Result<Option<Resolved>, Error> {
         let lower = || self.resolve_lower(dir, path);
         let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) else {
             return Ok(lower());
         };
-        let st = up.dir.stat(path).map_err(|e| upper_err("stat", path, e))?;
+        let st = match seen {
+            Some(st) => st,
+            None => up.dir.stat(path).map_err(|e| upper_err("stat", path, e))?,
+        };
         let Some(st) = st else { return Ok(lower()) };
         if crate::upper::is_whiteout(&st) {
             return Ok(None);
@@ -443,22 +457,40 @@ impl Union {
     /// inode numbers are the ids the names resolve to.
     fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
         let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
+        let mut upper = HashMap::new();
         if let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) {
             let listed = up
                 .dir
                 .list(&dir.path)
                 .map_err(|e| upper_err("listing", &dir.path, e))?;
-            names.extend(listed.into_iter().map(|(n, _)| n));
+            for (n, st) in listed {
+                names.insert(n.clone());
+                upper.insert(n, st);
+            }
         }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let Some((ino, n)) = self.child(id, dir, &name)? else {
-                continue;
+            let known = self
+                .nodes
+                .child(id, &name)
+                .and_then(|i| Some((i, self.nodes.get(i)?)));
+            let (ino, kind) = match known {
+                Some((i, n)) => (i, n.kind),
+                None if !self.spec.name_visible(&name) => continue,
+                None => {
+                    let path = merge::join(&dir.path, &name);
+                    let seen = dir.source == Source::Upper;
+                    let st = seen.then(|| upper.get(&name).copied());
+                    match self.resolve_child_seen(dir, &path, st)? {
+                        Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
+                        None => continue,
+                    }
+                }
             };
             out.push(DirEntry {
                 name: name.into(),
-                ino: if ino == 0 { self.nodes.fresh_id() } else { ino },
-                kind: n.kind,
+                ino,
+                kind,
             });
         }
         Ok(out.into())
