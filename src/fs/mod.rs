@@ -285,6 +285,13 @@ impl Filesystem for BfcFs {
         {
             self.passthrough = true;
         }
+        // With an upper dir xattrs can appear at any time, so getxattr can never be ENOSYS and
+        // `ls -l` would ask for two ACLs of every entry on every walk. With FUSE_POSIX_ACL the
+        // kernel asks once per inode and keeps the answer (and checks ACLs itself, as overlayfs
+        // does with the upper file's); chmod and ACL changes reach us as setxattr.
+        if self.union.is_writable() && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            log::debug!("kernel lacks FUSE_POSIX_ACL");
+        }
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
