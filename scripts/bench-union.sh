@@ -19,8 +19,11 @@
 # in d/, spread round-robin over the layers): lstat of every file on a fresh read-only mount.
 # Prints medians of RUNS runs (interleaved) and the ratio bfcfs / fuse-overlayfs.
 # Usage: scripts/bench-union.sh [RUNS]   (root; needs fuse-overlayfs, python3)
+#        SECTIONS="read meta copyup layers" (the default: all) picks what to measure.
 set -euo pipefail
 RUNS=${1:-5}
+SECTIONS=${SECTIONS:-read meta copyup layers}
+has() { case " $SECTIONS " in *" $1 "*) return 0;; *) return 1;; esac; }
 cd "$(dirname "$0")/.."
 ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
 BFCFS=${BFCFS:-$PWD/target/release/bfcfs}
@@ -92,6 +95,7 @@ server_rss_kib() { # the process serving $MNT
 declare -A R
 TOOLS=(bfcfs fuse-overlayfs overlayfs)
 for run in $(seq "$RUNS"); do
+  has read || break
   for t in "${TOOLS[@]}"; do
     drop_caches; t0=$(now); mount_tool "$t"; ls "$MNT" >/dev/null; R[$t,mount]+="$(since "$t0") "
     t0=$(now); find "$MNT" >/dev/null; R[$t,find]+="$(since "$t0") "
@@ -108,6 +112,7 @@ done
 
 # Metadata rows: small-file trees made once.
 for n in 5000 40000; do
+  has meta || break
   python3 - "$W/small$n" "$n" <<'PY'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -119,6 +124,7 @@ PY
   tar -cf "$W/small$n.tar" -C "$W/small$n" . && rm -rf "$W/small$n"
 done
 for run in $(seq "$RUNS"); do
+  has meta || break
   for t in "${TOOLS[@]}"; do
     for n in 5000 40000; do
       mount_tool "$t"; ls -lR "$MNT" >/dev/null; mkdir "$MNT/tmp/u"
@@ -131,6 +137,7 @@ for run in $(seq "$RUNS"); do
 done
 
 # mkdir during the copy-up of a 1 GiB lower file: a third image layer with that file.
+if has copyup; then
 head -c $((1 << 30)) /dev/urandom >"$W/big.bin"
 mkdir -p "$W/L2/big" && mv "$W/big.bin" "$W/L2/big/file"
 tar -cf "$W/tars/2.tar" -C "$W/L2" .
@@ -170,8 +177,10 @@ for run in $(seq "$RUNS"); do
     wait "$cp"; unmount
   done
 done
+fi
 
-med() { printf '%s\n' ${R[$1,$2]} | median; }
+med() { [ -n "${R[$1,$2]:-}" ] || { echo 0; return; }; printf '%s\n' ${R[$1,$2]} | median; }
+ratio() { if [ "$(echo "$2 > 0" | bc)" = 1 ]; then echo "$1 / $2" | bc -l; else echo 0; fi; }
 ENTRIES=$(find "$ROOTFS" | wc -l)
 printf '\nimage: debian bookworm minbase, 2 layers, %s entries · %s runs, medians · bfcfs %s\n' \
   "$ENTRIES" "$RUNS" "$(git rev-parse --short HEAD)"
@@ -183,17 +192,22 @@ for w in mount find lslr tarcold tarwarm untar5000 untar40000 rm5000 rm40000 mkd
     tarcold) label="tar (cold)";; tarwarm) label="tar (warm)";; untar5000) label="untar 5,000 files";;
     untar40000) label="untar 40,000 files";; rm5000) label="rm -rf 5,000 files";; rm40000) label="rm -rf 40,000 files";;
     mkdir) label="mkdir during a 1 GiB copy-up";; esac
+  [ "$a" = 0 ] && continue
   printf '| %s | %.3f s | %.3f s | %.3f s | %.2f× | %.2f× |\n' "$label" "$a" "$b" "$c" \
-    "$(echo "$a / $b" | bc -l)" "$(echo "$a / $c" | bc -l)"
+    "$(ratio "$a" "$b")" "$(ratio "$a" "$c")"
 done
 a=$(med bfcfs rss); b=$(med fuse-overlayfs rss)
-printf '| server RSS after tar | %.1f MiB | %.1f MiB | (kernel) | %.2f× | |\n' "$(echo "$a/1024" | bc -l)" "$(echo "$b/1024" | bc -l)" "$(echo "$a / $b" | bc -l)"
-printf '\nper-file cost, 40,000 files over 5,000 files (1.0 = no growth with size):\n'
-for t in "${TOOLS[@]}"; do
-  printf '  %-15s untar %.2f×   rm -rf %.2f×\n' "$t" \
-    "$(echo "$(med "$t" untar40000) / 8 / $(med "$t" untar5000)" | bc -l)" \
-    "$(echo "$(med "$t" rm40000) / 8 / $(med "$t" rm5000)" | bc -l)"
-done
+has read && printf '| server RSS after tar | %.1f MiB | %.1f MiB | (kernel) | %.2f× | |\n' \
+  "$(echo "$a/1024" | bc -l)" "$(echo "$b/1024" | bc -l)" "$(ratio "$a" "$b")"
+if has meta; then
+  printf '\nper-file cost, 40,000 files over 5,000 files (1.0 = no growth with size):\n'
+  for t in "${TOOLS[@]}"; do
+    printf '  %-15s untar %.2f×   rm -rf %.2f×\n' "$t" \
+      "$(ratio "$(med "$t" untar40000)" "$(echo "8 * $(med "$t" untar5000)" | bc -l)")" \
+      "$(ratio "$(med "$t" rm40000)" "$(echo "8 * $(med "$t" rm5000)" | bc -l)")"
+  done
+fi
+has layers || exit 0
 
 # Lookup cost vs layer count.
 printf '\n| layers | lstat of 5000 files, fresh mount | per lookup | vs 1 layer |\n|---:|---:|---:|---:|\n'
