@@ -1,7 +1,10 @@
 //! The union view: a stack of read-only BFC layers (one for a `.bfc` file, N for an image) seen as
-//! one tree. Lookups, listings, attributes and content by `NodeId`; no FUSE types here, so the FUSE
-//! adapter stays a thin translation and a later writable upper directory can slot in beside the
-//! layers (a `Source` variant and a first look in the upper dir in `lookup`).
+//! one tree, with an optional writable upper directory on top. Lookups, listings, attributes and
+//! content by `NodeId`; no FUSE types here, so the FUSE adapter stays a thin translation.
+//! - `id`: what a node's id is (derived from the file, so stable without a table);
+//! - `merge`: the OCI rules that resolve a name across layers, and merged listings;
+//! - `node`: the table of the nodes the kernel holds (lookup counts, children by parent);
+//! - `write` (this module's `impl Union` for changes): copy-up and every change through the upper.
 mod id;
 mod merge;
 mod node;
