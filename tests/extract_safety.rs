@@ -281,7 +281,7 @@ fn hardlinks_can_only_join_entries_of_the_container() {
         fix_index_crc(&mut b);
         let name = format!("bad-link-{k}.bfc");
         fs::write(s.dir().join(&name), &b).unwrap();
-        let err = decode_all(&s.dir().join(&name)).err().expect("accepted");
+        let err = decode_all(&s.dir().join(&name)).expect_err("accepted");
         assert!(err.is_corruption(), "{err:?}");
         assert!(err.to_string().contains("extension"), "{err}");
         s.extract(&name, &["-f"]).fails_with(1);
