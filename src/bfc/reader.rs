@@ -215,65 +215,44 @@ impl Container {
         // One read-ahead for the whole index instead of a page fault per 4 KiB (cold mounts).
         bytes.will_need(index_offset, index_size as usize);
         let index = &data[index_offset as usize..(index_offset + index_size) as usize];
-        let computed = codec::bfc_crc(index);
-        if computed != index_crc {
-            return Err(Error::BadChecksum {
-                file: file.clone(),
-                what: "index".into(),
-                offset: index_offset,
-                stored: index_crc,
-                computed,
-            });
-        }
+        let bad_crc = |computed: u32| Error::BadChecksum {
+            file: file.clone(),
+            what: "index".into(),
+            offset: index_offset,
+            stored: index_crc,
+            computed,
+        };
         if u32::try_from(index_size).is_err() {
+            let computed = codec::bfc_crc(index);
+            if computed != index_crc {
+                return Err(bad_crc(computed));
+            }
             return Err(Error::Unsupported {
                 file: file.clone(),
                 what: format!("an index of {index_size} bytes (at most 4 GiB)"),
             });
         }
-
-        // Where each record starts; that it fits and has a file type. Everything else about an
-        // entry is checked when it is decoded.
-        let mut c = Cursor::new(&file, index, index_offset);
-        let IndexHeader { version, count } = IndexHeader::decode(&mut c)?;
-        if version != INDEX_VERSION {
-            return Err(Error::Unsupported {
-                file: file.clone(),
-                what: format!("index version {version}"),
-            });
-        }
-        if (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining() {
-            return Err(c.corrupt(format!(
-                "entry count {count} does not fit in an index of {index_size} bytes"
-            )));
-        }
-        let mut offsets: Vec<u32> = Vec::with_capacity(count as usize);
-        let mut any_encrypted = false;
-        for k in 0..count {
-            let at = c.offset();
-            // The entry number is added only on error, so a valid index parses without
-            // formatting anything.
-            let plen = c.u32("path length").map_err(|e| in_entry(e, k))? as usize;
-            let path = c.bytes(plen, "path").map_err(|e| in_entry(e, k))?;
-            let fixed = c
-                .bytes(INDEX_ENTRY_FIXED - 4, "index entry fields")
-                .map_err(|e| in_entry(e, k))?;
-            let field =
-                |o: usize| u32::from_le_bytes([fixed[o], fixed[o + 1], fixed[o + 2], fixed[o + 3]]);
-            let mode = field(16);
-            if Kind::from_mode(mode).is_none() {
-                return Err(Error::Corrupt {
-                    file: file.clone(),
-                    offset: at,
-                    what: format!(
-                        "index entry {k} ({}): mode {mode:#o} has no file type",
-                        show(path)
-                    ),
+        // One pass over the index: the checksum runs just behind the record walk, over bytes
+        // still in cache. A damaged index fails its checksum before anything else is reported.
+        let mut crc = RunningCrc::default();
+        let scan = scan_records(&file, index, index_offset, &mut crc);
+        let (offsets, any_encrypted, pos) = match scan {
+            Ok(found) => found,
+            Err(e) => {
+                let computed = codec::bfc_crc(index);
+                return Err(if computed != index_crc {
+                    bad_crc(computed)
+                } else {
+                    e
                 });
             }
-            any_encrypted |= field(32) == u32::from(ENC_CHACHA20_POLY1305);
-            offsets.push((at - index_offset) as u32);
+        };
+        let computed = crc.finish(index);
+        if computed != index_crc {
+            return Err(bad_crc(computed));
         }
+        let count = offsets.len() as u32;
+        let mut c = Cursor::new(&file, &index[pos..], index_offset + pos as u64);
 
         let ext = if features & FEATURE_BFCFS_EXT != 0 {
             ExtIndex::parse(&mut c, count)?
@@ -792,6 +771,89 @@ impl Container {
     pub(crate) fn data(&self) -> &[u8] {
         self.bytes.as_slice()
     }
+}
+
+/// The checksum of the index, computed in blocks just ahead of the record walk: the checksum
+/// streams each block into cache, where the walk (a chain of dependent loads) then finds it.
+#[derive(Default)]
+struct RunningCrc {
+    upto: usize,
+    crc: u32,
+}
+
+impl RunningCrc {
+    const BLOCK: usize = 128 << 10;
+
+    /// Checksums the next block once the walk at `pos` comes near the end of the last one.
+    fn advance(&mut self, index: &[u8], pos: usize) {
+        if pos + Self::BLOCK / 2 >= self.upto && self.upto < index.len() {
+            let end = (self.upto + Self::BLOCK).min(index.len());
+            self.crc = codec::bfc_crc_append(self.crc, &index[self.upto..end]);
+            self.upto = end;
+        }
+    }
+
+    fn finish(self, index: &[u8]) -> u32 {
+        codec::bfc_crc_append(self.crc, &index[self.upto..])
+    }
+}
+
+/// Walks the index records: checks that each fits and has a file type. Returns where each
+/// starts (relative to the index), whether any is encrypted, and where the records end.
+fn scan_records(
+    file: &Path,
+    index: &[u8],
+    index_offset: u64,
+    crc: &mut RunningCrc,
+) -> Result<(Vec<u32>, bool, usize)> {
+    let index_size = index.len();
+    let mut c = Cursor::new(file, index, index_offset);
+    let IndexHeader { version, count } = IndexHeader::decode(&mut c)?;
+    if version != INDEX_VERSION {
+        return Err(Error::Unsupported {
+            file: file.to_path_buf(),
+            what: format!("index version {version}"),
+        });
+    }
+    if (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining() {
+        return Err(c.corrupt(format!(
+            "entry count {count} does not fit in an index of {index_size} bytes"
+        )));
+    }
+    let mut offsets: Vec<u32> = Vec::with_capacity(count as usize);
+    let mut any_encrypted = false;
+    let mut pos = c.offset() - index_offset;
+    for k in 0..count {
+        crc.advance(index, pos as usize);
+        let Some(r) = RecordRef::at(&index[pos as usize..]) else {
+            // Cold path: read the record again through the cursor for the precise error.
+            let mut c = Cursor::new(file, &index[pos as usize..], index_offset + pos);
+            let plen = c.u32("path length").map_err(|e| in_entry(e, k))? as usize;
+            c.bytes(plen, "path").map_err(|e| in_entry(e, k))?;
+            c.bytes(INDEX_ENTRY_FIXED - 4, "index entry fields")
+                .map_err(|e| in_entry(e, k))?;
+            return Err(c.corrupt(format!("index entry {k} does not fit")));
+        };
+        let mode = r.mode();
+        if !matches!(
+            mode & S_IFMT,
+            S_IFREG | S_IFDIR | S_IFLNK | S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK
+        ) {
+            return Err(Error::Corrupt {
+                file: file.to_path_buf(),
+                offset: index_offset + pos,
+                what: format!(
+                    "index entry {k} ({}): mode {mode:#o} has no file type",
+                    show(r.path())
+                ),
+            });
+        }
+        any_encrypted |= r.enc() == u32::from(ENC_CHACHA20_POLY1305);
+        // The caller refuses indexes over 4 GiB.
+        offsets.push(pos as u32);
+        pos += r.len() as u64;
+    }
+    Ok((offsets, any_encrypted, pos as usize))
 }
 
 /// Names the index entry in a truncation or corruption error raised while parsing it.
