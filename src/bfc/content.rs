@@ -2,6 +2,7 @@
 //! No byte is handed out before its check passed: a chunk's checksum (chunk tables), the whole
 //! file's checksum (upstream files, checked once per open container), and the AEAD tag of the
 //! whole payload (checked once before any plaintext is released).
+use super::ahead;
 use super::codec::{self, ContentKey, NONCE_SIZE, TAG_SIZE};
 use super::error::{show, Error, Result};
 use super::layout::*;
@@ -236,7 +237,12 @@ impl Container {
         let last = (offset + want as u64 - 1) / gran;
         let mut done = 0usize;
         for k in first..=last {
-            let chunk = match self.cache.get((i as u32, k as u32)) {
+            let cached = match chunks {
+                // A chunk being decoded ahead is waited for rather than decoded twice.
+                Some(_) => self.cache.get_or_wait((i as u32, k as u32)),
+                None => self.cache.get((i as u32, k as u32)),
+            };
+            let chunk = match cached {
                 Some(c) => c,
                 None => match &chunks {
                     Some(ch) => {
@@ -259,7 +265,56 @@ impl Container {
             buf[done..done + n].copy_from_slice(&chunk[from..from + n]);
             done += n;
         }
+        if let Some(ch) = &chunks {
+            self.read_ahead(&e, ch, &p, last);
+        }
         Ok(done)
+    }
+
+    /// After a read that ended in chunk `k` of `e`: when the file is being read in order, has
+    /// the next chunks decoded on the worker threads (see `ahead.rs`).
+    fn read_ahead(&self, e: &Entry, ch: &Chunks, p: &Payload<'_>, k: u64) {
+        let i = e.idx as u32;
+        let prev = self
+            .last_chunk
+            .lock()
+            .unwrap_or_else(|g| g.into_inner())
+            .put(i, k as u32);
+        let in_order = k == 0 || prev.is_some_and(|p| p == k as u32 || p + 1 == k as u32);
+        let n = ch.table.stored.len() as u64;
+        if !in_order || k + 1 >= n {
+            return;
+        }
+        let (body_start, body_len) = if e.enc != ENC_NONE {
+            (
+                NONCE_SIZE as u64,
+                p.stored_size - (NONCE_SIZE + TAG_SIZE) as u64,
+            )
+        } else {
+            (0, p.stored_size)
+        };
+        let cs = u64::from(ch.table.chunk_size);
+        for j in k + 1..(k + 1 + ahead::AHEAD).min(n) {
+            let (lo, hi) = (ch.offsets[j as usize], ch.offsets[j as usize + 1]);
+            if hi > body_len || !self.cache.claim((i, j as u32)) {
+                continue;
+            }
+            let cipher = match (&self.key, e.enc != ENC_NONE) {
+                (Some(key), true) => Some((key.clone(), p.nonce(), lo)),
+                _ => None,
+            };
+            ahead::submit(ahead::Job {
+                bytes: self.bytes.clone(),
+                cache: self.cache.clone(),
+                key: (i, j as u32),
+                at: p.offset + body_start + lo,
+                stored_len: (hi - lo) as usize,
+                len: (e.size - j * cs).min(cs) as usize,
+                crc: ch.table.crcs[j as usize],
+                comp: e.comp,
+                cipher,
+            });
+        }
     }
 
     /// Decodes chunk `k` of a chunked entry and checks its checksum.
@@ -296,33 +351,13 @@ impl Container {
         } else {
             (&p.data[lo as usize..hi as usize]).into()
         };
-        let out: Vec<u8> = if e.comp == COMP_ZSTD {
-            let mut out = vec![0u8; len];
-            let n = zstd::bulk::decompress_to_buffer(&stored, &mut out).map_err(|err| {
-                self.corrupt(
-                    p.offset + lo,
-                    format!("zstd chunk {k} of {}: {err}", show(&e.path)),
-                )
-            })?;
-            if n != len {
-                return Err(self.corrupt(
-                    p.offset + lo,
-                    format!(
-                        "zstd chunk {k} of {} decodes to {n} bytes, expected {len}",
-                        show(&e.path)
-                    ),
-                ));
-            }
-            out
-        } else {
-            if stored.len() != len {
-                return Err(self.corrupt(
-                    p.offset + lo,
-                    format!("raw chunk {k} of {} has the wrong size", show(&e.path)),
-                ));
-            }
-            stored.into_owned()
-        };
+        let out = ahead::decode_chunk(&stored, e.comp, len).map_err(|err| {
+            let codec = if e.comp == COMP_ZSTD { "zstd" } else { "raw" };
+            self.corrupt(
+                p.offset + lo,
+                format!("{codec} chunk {k} of {}: {err}", show(&e.path)),
+            )
+        })?;
         let computed = codec::bfc_crc(&out);
         if computed != ch.table.crcs[k] {
             return Err(Error::BadChecksum {
@@ -384,6 +419,8 @@ impl Container {
             ));
         }
         let p = self.payload(e)?;
+        // The whole stored range in one request rather than a page fault at a time (cold reads).
+        self.bytes.will_need(p.offset, p.data.len());
         let source: Box<dyn io::BufRead + Send + '_> = if e.enc != ENC_NONE {
             self.ensure_tag(e, &p)?;
             let key = self.key_for(e)?.clone();
@@ -640,6 +677,7 @@ impl Container {
                 }
             }
             None => self.once(e.idx, || {
+                self.bytes.will_need(p.offset, p.data.len());
                 let computed = codec::bfc_crc(p.data);
                 if computed == e.crc {
                     Ok(())
@@ -649,5 +687,80 @@ impl Container {
             })?,
         }
         Ok(&p.data[offset as usize..offset as usize + want])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bfc::reader::DEFAULT_CACHE_BYTES;
+    use crate::bfc::writer::{Compression, Meta, Writer, WriterOptions};
+    use std::time::{Duration, Instant};
+
+    /// A zstd container holding `big`: 40 chunks of compressible, position-dependent bytes.
+    fn container() -> (Container, Vec<u8>) {
+        let data: Vec<u8> = (0..40 * 128 * 1024u32)
+            .map(|i| (i / 7 % 251) as u8 ^ (i >> 17) as u8)
+            .collect();
+        let opts = WriterOptions {
+            compression: Compression::Zstd,
+            ..WriterOptions::default()
+        };
+        let name = std::path::Path::new("ahead.bfc");
+        let mut w = Writer::new(std::io::Cursor::new(Vec::new()), opts, name).unwrap();
+        let meta = Meta {
+            mode: 0o644,
+            ..Meta::default()
+        };
+        w.add_file(b"big", &meta, &mut &data[..]).unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        (Container::from_bytes("ahead.bfc", bytes).unwrap(), data)
+    }
+
+    fn cached_within(c: &Container, key: (u32, u32), limit: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if c.cache.get(key).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn sequential_reads_have_the_next_chunks_decoded_ahead() {
+        let (c, data) = container();
+        let i = c.find(b"big").unwrap();
+        let mut buf = vec![0u8; 128 << 10];
+        assert_eq!(c.read_at(i, 0, &mut buf).unwrap(), buf.len());
+        assert_eq!(buf, data[..buf.len()]);
+        for k in 1..=ahead::AHEAD as u32 {
+            assert!(
+                cached_within(&c, (i as u32, k), Duration::from_secs(10)),
+                "chunk {k}"
+            );
+        }
+        // Reading on in order returns the same bytes as the file.
+        for k in 1..40u64 {
+            let off = k * (128 << 10);
+            let n = c.read_at(i, off, &mut buf).unwrap();
+            assert_eq!(buf[..n], data[off as usize..off as usize + n], "chunk {k}");
+        }
+        assert!(c.cache.bytes() <= DEFAULT_CACHE_BYTES);
+    }
+
+    #[test]
+    fn random_reads_decode_nothing_ahead() {
+        let (c, data) = container();
+        let i = c.find(b"big").unwrap();
+        let mut buf = vec![0u8; 4096];
+        let off = 20 * (128 << 10) + 5;
+        let n = c.read_at(i, off, &mut buf).unwrap();
+        assert_eq!(buf[..n], data[off as usize..off as usize + n]);
+        let off = 7 * (128 << 10) + 9;
+        c.read_at(i, off, &mut buf).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.cache.get((i as u32, 8)).is_none() && c.cache.get((i as u32, 21)).is_none());
     }
 }

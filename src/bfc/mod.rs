@@ -1,5 +1,6 @@
 //! BFC containers: reading (memory-mapped, validated once at open) and writing (one forward pass).
 //! This module knows nothing of OCI or FUSE.
+pub mod ahead;
 pub mod cache;
 pub mod codec;
 pub mod content;

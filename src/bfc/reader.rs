@@ -129,13 +129,15 @@ pub enum Child {
 
 /// Decoded chunk tables kept at once (each is a few KiB per GiB of content).
 const CHUNK_TABLES: usize = 64;
+/// Compressed files whose read position is remembered at once.
+const READERS: usize = 256;
 
 /// An open BFC container. Opening checks the header, the footer, the index checksum and that
 /// every index record fits (one pass, no allocation per entry); each entry is decoded and
 /// checked when it is used (`entry`), and `verify` checks them all.
 pub struct Container {
     pub(crate) file: PathBuf,
-    pub(crate) bytes: Bytes,
+    pub(crate) bytes: Arc<Bytes>,
     pub(crate) block_size: u32,
     pub(crate) features: u64,
     pub(crate) salt: [u8; 16],
@@ -147,7 +149,10 @@ pub struct Container {
     any_encrypted: bool,
     chunk_tables: Mutex<LruCache<u32, Arc<Chunks>>>,
     pub(crate) key: Option<ContentKey>,
-    pub(crate) cache: ChunkCache,
+    pub(crate) cache: Arc<ChunkCache>,
+    /// Last chunk read of recently read compressed files (entry -> chunk), to spot
+    /// sequential readers.
+    pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
     pub(crate) checked: Vec<AtomicU8>,
 }
@@ -262,7 +267,7 @@ impl Container {
         let checked = (0..offsets.len()).map(|_| AtomicU8::new(0)).collect();
         Ok(Container {
             file,
-            bytes,
+            bytes: Arc::new(bytes),
             block_size,
             features,
             salt,
@@ -275,7 +280,10 @@ impl Container {
                 NonZeroUsize::new(CHUNK_TABLES).unwrap_or(NonZeroUsize::MIN),
             )),
             key: None,
-            cache: ChunkCache::new(DEFAULT_CACHE_BYTES),
+            cache: Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)),
+            last_chunk: Mutex::new(LruCache::new(
+                NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
+            )),
             checked,
         })
     }
@@ -559,7 +567,7 @@ impl Container {
     }
     /// Sets the byte bound of the decoded-chunk cache.
     pub fn set_cache_bytes(&mut self, bytes: usize) {
-        self.cache = ChunkCache::new(bytes);
+        self.cache = Arc::new(ChunkCache::new(bytes));
     }
 
     /// True once `set_key` accepted a key.
