@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# Benchmark `bfcfs mount` (stored and zstd) against squashfuse, squashfuse_ll and the native
-# directory, side by side in one run, on a Debian minbase rootfs. Prints a markdown table of
-# medians and ratios against native; `--record` also appends it to BENCHMARKS.md.
+# Benchmark `bfcfs mount` (stored and zstd) against squashfuse, squashfuse_ll, kernel erofs
+# (uncompressed and lz4hc) and the native directory, side by side in one run, on a Debian
+# minbase rootfs; then a synthetic image of N entries (default 1,000,000) against the same tree
+# on the native file system. Prints markdown tables of medians and ratios against native;
+# `--record` also appends them to BENCHMARKS.md.
 #
-#   sudo scripts/bench-mount.sh [--runs N] [--record]
+#   sudo scripts/bench-mount.sh [--runs N] [--synth ENTRIES] [--synth-only] [--record]
 #
-# Needs root (mounts, drop_caches), debootstrap, squashfs-tools, squashfuse, fuse3, fio.
-# Rows (issue 3):
+# Needs root (mounts, drop_caches), debootstrap, squashfs-tools, squashfuse, erofs-utils
+# (`mount -t erofs IMAGE` of a file needs no loop device on kernels >= 6.12), fuse3, fio,
+# python3 (scripts/gen-synthetic-image.py). `--synth 0` skips the synthetic image,
+# `--synth-only` runs only it.
+# Rows (issues 3, 15):
 #   1. mount -> first `ls` returns           4. `tar cf - MNT | wc -c`, cold (drop_caches) and warm
 #   2. `find MNT | wc -l` on a fresh mount   5. fio random 4 KiB reads of a 1 GiB file (cold, IOPS)
-#   3. `ls -lR MNT` warm                     6. peak RSS of the server after 4
+#   3. `ls -lR MNT` warm                     6. peak and anonymous RSS of the server after 4
+# Synthetic image: mount -> first ls, find | wc -l, ls -lR, server RssAnon after mount and after
+# find, and `bfcfs pull` of its single uncompressed tar layer: time and peak RSS.
 set -euo pipefail
 
 RUNS=5
 RECORD=0
+SYNTH=1000000
+SYNTH_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
+        --synth) SYNTH="$2"; shift 2 ;;
+        --synth-only) SYNTH_ONLY=1; shift ;;
         --record) RECORD=1; shift ;;
-        *) echo "usage: $0 [--runs N] [--record]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--runs N] [--synth ENTRIES] [--synth-only] [--record]" >&2; exit 2 ;;
     esac
 done
 
@@ -43,6 +54,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- inputs (cached between runs) ---------------------------------------------------------
+if [ "$SYNTH_ONLY" = 0 ]; then
 if [ ! -d "$ROOTFS/usr" ]; then
     echo "building $ROOTFS (debootstrap --variant=minbase bookworm)" >&2
     rm -rf "$ROOTFS.tmp"
@@ -66,14 +78,23 @@ build_sq() { # SRC OUT
         mksquashfs "$1" "$2.tmp" -comp zstd -noappend -quiet -no-progress >/dev/null && mv "$2.tmp" "$2"
     fi
 }
+build_erofs() { # SRC OUT [mkfs.erofs options]
+    local src=$1 out=$2; shift 2
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ]; then
+        mkfs.erofs "$@" "$out.tmp" "$src" >/dev/null 2>&1 && mv "$out.tmp" "$out"
+    fi
+}
 for set in rootfs big; do
     src=$ROOTFS; [ $set = big ] && src=$BIGDIR
     build_bfc "$src" "$CACHE/$set-stored.bfc" none
     build_bfc "$src" "$CACHE/$set-zstd.bfc" zstd
     build_sq "$src" "$CACHE/$set.squashfs"
+    build_erofs "$src" "$CACHE/$set.erofs"
+    build_erofs "$src" "$CACHE/$set-lz4hc.erofs" -zlz4hc
 done
 
-TARGETS=(native bfcfs-stored bfcfs-zstd squashfuse squashfuse_ll)
+fi
+TARGETS=(native bfcfs-stored bfcfs-zstd squashfuse squashfuse_ll erofs erofs-lz4hc)
 
 # mount_target TARGET SET: mounts on $MNT (nothing for native); prints the tree's path.
 mount_target() {
@@ -83,6 +104,8 @@ mount_target() {
         bfcfs-zstd) "$BFCFS" mount "$CACHE/$2-zstd.bfc" "$MNT" ;;
         squashfuse) squashfuse "$CACHE/$2.squashfs" "$MNT" ;;
         squashfuse_ll) squashfuse_ll "$CACHE/$2.squashfs" "$MNT" ;;
+        erofs) mount -t erofs -o ro "$CACHE/$2.erofs" "$MNT" ;;
+        erofs-lz4hc) mount -t erofs -o ro "$CACHE/$2-lz4hc.erofs" "$MNT" ;;
     esac
     echo "$MNT"
 }
@@ -100,6 +123,7 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); } # START END -> milliseconds
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print a[int((NR + 1) / 2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"; else printf "%.2f", a / b }'; }
 
 # measure TARGET: one run of every row; values go to V. Returns 1 if the mount went away under a
 # row (seen on this shared machine now and then, for squashfuse and bfcfs alike): the caller retries.
@@ -139,6 +163,7 @@ measure() {
     unmount_target $t fio || return 1
 }
 
+if [ "$SYNTH_ONLY" = 0 ]; then
 RETRIES=0
 for run in $(seq 1 "$RUNS"); do
     for t in "${TARGETS[@]}"; do
@@ -155,7 +180,6 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 med() { echo "${R[$1,$2]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"; else printf "%.2f", a / b }'; }
 
 {
     echo "### bench-mount $(date -u +%Y-%m-%d) — medians of $RUNS runs"
@@ -165,7 +189,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"
     echo "Times in ms (ratio to native in parentheses; lower is better). IOPS: higher is better,"
     echo "ratio = native IOPS / IOPS. Server memory after the tar rows, MiB: peak RSS (VmHWM, which"
     echo "counts the pages of a memory-mapped image that were touched: page cache, shared, reclaimable)"
-    echo "and anonymous RSS (RssAnon: the server's own memory)."
+    echo "and anonymous RSS (RssAnon: the server's own memory); \`-\` for kernel file systems."
     echo
     printf '| row |'; for t in "${TARGETS[@]}"; do printf ' %s |' "$t"; done; echo
     printf '|---|'; for t in "${TARGETS[@]}"; do printf -- '---|'; done; echo
@@ -193,6 +217,78 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"
     printf '| entries seen by find |'; for t in "${TARGETS[@]}"; do printf ' %s |' "${R[$t,count]}"; done; echo
     [ $RETRIES = 0 ] || { echo; echo "($RETRIES measurement(s) repeated: a mount went away under them.)"; }
 } > "$WORK/table.md"
+else
+    : > "$WORK/table.md"
+fi
+
+# --- synthetic image of $SYNTH entries ----------------------------------------------------
+if [ "$SYNTH" -gt 0 ]; then
+    SYN=$CACHE/synth-$SYNTH
+    if [ ! -f "$SYN/index.json" ]; then
+        echo "building $SYN (OCI layout, one tar layer of $SYNTH entries)" >&2
+        rm -rf "$SYN.tmp"
+        python3 "$REPO/scripts/gen-synthetic-image.py" "$SYN.tmp" "$SYNTH"
+        mv "$SYN.tmp" "$SYN"
+    fi
+    if [ ! -d "$SYN-tree" ]; then
+        echo "extracting $SYN-tree (the same tree on the native file system)" >&2
+        rm -rf "$SYN-tree.tmp"; mkdir -p "$SYN-tree.tmp"
+        layer=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["manifests"][0]["digest"].split(":")[1])' "$SYN/index.json")
+        layer=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["layers"][0]["digest"].split(":")[1])' "$SYN/blobs/sha256/$layer")
+        tar xf "$SYN/blobs/sha256/$layer" -C "$SYN-tree.tmp"
+        mv "$SYN-tree.tmp" "$SYN-tree"
+    fi
+    declare -A S
+    for run in $(seq 1 "$RUNS"); do
+        # pull: time and peak RSS (a fresh store each run)
+        rm -rf "$WORK/store"
+        /usr/bin/time -f "%e %M" -o "$WORK/pull.time" "$BFCFS" --root "$WORK/store" pull -q "oci:$SYN" >/dev/null
+        read -r secs kib < "$WORK/pull.time"
+        S[pull]+="$(awk -v s="$secs" 'BEGIN {printf "%d", s * 1000}') "; S[pullrss]+="$kib "
+        layer_file=$(ls "$WORK/store/layers/"*.bfc)
+        # mount -> first ls, find, ls -lR, RssAnon (the layer file, read-only)
+        s=$(now); "$BFCFS" mount "$layer_file" "$MNT"; ls "$MNT" >/dev/null; e=$(now)
+        S[bfcfs,mount]+="$(ms $s $e) "
+        pid=$(server_pid)
+        S[bfcfs,anon0]+="$(awk '/RssAnon/ {print $2}' /proc/$pid/status) "
+        s=$(now); n=$(find "$MNT" | wc -l); e=$(now)
+        S[bfcfs,find]+="$(ms $s $e) "; S[bfcfs,count]=$n
+        S[bfcfs,anon1]+="$(awk '/RssAnon/ {print $2}' /proc/$pid/status) "
+        s=$(now); ls -lR "$MNT" >/dev/null; e=$(now)
+        S[bfcfs,lslr]+="$(ms $s $e) "
+        umount "$MNT" 2>/dev/null || umount -l "$MNT"
+        # the native tree (warm)
+        s=$(now); ls "$SYN-tree" >/dev/null; e=$(now); S[native,mount]+="$(ms $s $e) "
+        s=$(now); n=$(find "$SYN-tree" | wc -l); e=$(now)
+        S[native,find]+="$(ms $s $e) "; S[native,count]=$n
+        s=$(now); ls -lR "$SYN-tree" >/dev/null; e=$(now); S[native,lslr]+="$(ms $s $e) "
+        echo "synthetic run $run/$RUNS done" >&2
+    done
+    smed() { echo "${S[$1]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
+    mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }'; }
+    {
+        echo
+        echo "Synthetic image: $SYNTH entries ($(( SYNTH / 1000 )) directories of 1,000 files of a few"
+        echo "bytes, \`scripts/gen-synthetic-image.py\`), pulled from an OCI layout with one uncompressed"
+        echo "tar layer; bfcfs mounts the layer's BFC file read-only; native is the same tree on $(df -T "$CACHE" | awk 'NR==2 {print $2}')."
+        echo
+        echo "| row | native | bfcfs |"
+        echo "|---|---|---|"
+        for row in mount find lslr; do
+            case $row in
+                mount) label="mount → first ls, ms" ;; find) label="find \| wc -l (fresh mount), ms" ;;
+                lslr) label="ls -lR, ms" ;;
+            esac
+            base=$(smed native,$row); v=$(smed bfcfs,$row)
+            echo "| $label | $base | $v ($(ratio "$v" "$base")×) |"
+        done
+        echo "| server RssAnon after mount → ls, MiB | - | $(mib "$(smed bfcfs,anon0)") |"
+        echo "| server RssAnon after find, MiB | - | $(mib "$(smed bfcfs,anon1)") |"
+        echo "| bfcfs pull (convert the layer), ms | - | $(smed pull) |"
+        echo "| bfcfs pull peak RSS, MiB | - | $(mib "$(smed pullrss)") |"
+        echo "| entries seen by find | ${S[native,count]} | ${S[bfcfs,count]} |"
+    } >> "$WORK/table.md"
+fi
 
 cat "$WORK/table.md"
 if [ $RECORD = 1 ]; then

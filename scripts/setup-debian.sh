@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
   fuse3 attr               # FUSE mounts, xattr tools
-  squashfs-tools squashfuse fio hyperfine debootstrap   # benchmarks
+  squashfs-tools squashfuse erofs-utils fio hyperfine debootstrap   # benchmarks
   docker-registry skopeo umoci apache2-utils            # registry tests
   runc fuse-overlayfs                                   # container tests
   pkg-config libzstd-dev                                # crates that build C

@@ -478,8 +478,8 @@ fn file_over_4_gib_round_trips_through_zstd_with_bounded_memory() {
     // Content at the data regions, at their edges and in the holes, read with the library.
     let c = bfcfs::bfc::Container::open(&bfc).unwrap();
     let i = c.find(b"huge.bin").expect("huge.bin in the container");
-    assert_eq!(c.entry(i).size, HUGE);
-    assert!(c.entry(i).is_chunked());
+    assert_eq!(c.entry(i).unwrap().size, HUGE);
+    assert!(c.entry(i).unwrap().is_chunked());
     for (k, (off, len)) in huge_regions().into_iter().enumerate() {
         let want = noise(len, k as u64 + 10);
         let mut got = vec![0u8; len];

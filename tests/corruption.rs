@@ -130,7 +130,8 @@ fn read_all(name: &str, bytes: Vec<u8>, key: Option<&Key>) -> Result<Contents, E
     }
     let mut out = Vec::new();
     for i in 0..c.len() {
-        let e = c.entry(i);
+        // Entries are decoded and checked when reached: damage to one shows here.
+        let e = c.entry(i)?;
         match e.kind {
             Kind::File => {
                 let mut v = Vec::new();

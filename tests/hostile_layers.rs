@@ -87,8 +87,7 @@ fn read(c: &Container, p: &str) -> Vec<u8> {
 
 fn paths(c: &Container) -> Vec<String> {
     c.entries()
-        .iter()
-        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path).into_owned())
         .collect()
 }
 
@@ -144,7 +143,7 @@ fn corpus() -> Vec<Case> {
             limits: small(),
             expect: Expect::Ok(|c| {
                 assert_eq!(paths(c), ["d"]);
-                assert_eq!(c.entry(0).kind, Kind::File);
+                assert_eq!(c.entry(0).unwrap().kind, Kind::File);
             }),
         },
         Case {
@@ -296,7 +295,7 @@ fn corpus() -> Vec<Case> {
                 b"L".to_vec(),
             )]),
             limits: small(),
-            expect: Expect::Ok(|c| assert_eq!(c.entry(0).path.len(), 401)),
+            expect: Expect::Ok(|c| assert_eq!(c.entry(0).unwrap().path.len(), 401)),
         },
         Case {
             name: "whiteout without a name is rejected",
@@ -308,7 +307,7 @@ fn corpus() -> Vec<Case> {
             name: "non-UTF-8 whiteout is still a whiteout",
             blob: t(&[file(b".wh.\xff\xfe", b"")]),
             limits: small(),
-            expect: Expect::Ok(|c| assert_eq!(c.entry(0).whiteout, Whiteout::Whiteout)),
+            expect: Expect::Ok(|c| assert_eq!(c.entry(0).unwrap().whiteout, Whiteout::Whiteout)),
         },
         Case {
             name: "AUFS metadata is dropped",
@@ -333,8 +332,11 @@ fn corpus() -> Vec<Case> {
             blob: make_tar(&[M::CharDev("dev/sda", 8, 0), M::Fifo("p")]),
             limits: small(),
             expect: Expect::Ok(|c| {
-                assert_eq!(c.entry(c.find(b"dev/sda").unwrap()).kind, Kind::CharDev);
-                assert_eq!(c.entry(c.find(b"p").unwrap()).kind, Kind::Fifo);
+                assert_eq!(
+                    c.entry(c.find(b"dev/sda").unwrap()).unwrap().kind,
+                    Kind::CharDev
+                );
+                assert_eq!(c.entry(c.find(b"p").unwrap()).unwrap().kind, Kind::Fifo);
             }),
         },
     ];

@@ -212,11 +212,14 @@ fn subdir_mounts_one_directory_as_the_root() {
 fn library_contents(file: &Path) -> Vec<(String, Vec<u8>)> {
     let c = Container::open(file).unwrap();
     (0..c.len())
-        .filter(|&i| c.entry(i).kind == Kind::File && c.entry(i).size > 0)
+        .filter(|&i| c.entry(i).unwrap().kind == Kind::File && c.entry(i).unwrap().size > 0)
         .map(|i| {
             let mut data = Vec::new();
             c.open_reader(i).unwrap().copy_to(&mut data).unwrap();
-            (String::from_utf8(c.entry(i).path.clone()).unwrap(), data)
+            (
+                String::from_utf8(c.entry(i).unwrap().path.clone()).unwrap(),
+                data,
+            )
         })
         .collect()
 }
@@ -263,7 +266,7 @@ fn eight_threads_reading_random_ranges_get_the_source_bytes() {
 /// Offset in the container file of the first payload byte of stored file `path`.
 fn stored_payload_offset(file: &Path, path: &str) -> u64 {
     let c = Container::open(file).unwrap();
-    let e = c.entry(c.find(path.as_bytes()).unwrap());
+    let e = c.entry(c.find(path.as_bytes()).unwrap()).unwrap();
     e.obj_offset + e.obj_size - e.size
 }
 

@@ -65,23 +65,29 @@ fn rich_layer(comp: Comp) -> Layer {
 }
 
 fn check_rich(c: &Container) {
-    let e = c.entry(c.find(b"etc/passwd").unwrap());
+    let e = c.entry(c.find(b"etc/passwd").unwrap()).unwrap();
     assert_eq!((e.mode & 0o7777, e.uid, e.gid), (0o640, Some(0), Some(42)));
     assert_eq!(e.mtime_ns, 1_700_000_000 * 1_000_000_000);
     assert_eq!(content(c, "etc/passwd"), b"root:x:0:0\n");
-    assert_eq!(c.entry(c.find(b"bin/tool").unwrap()).mode & 0o7777, 0o4755);
+    assert_eq!(
+        c.entry(c.find(b"bin/tool").unwrap()).unwrap().mode & 0o7777,
+        0o4755
+    );
     assert_eq!(
         c.symlink_target(c.find(b"bin/sh").unwrap()).unwrap(),
         b"/bin/tool"
     );
-    let t2 = c.entry(c.find(b"bin/tool2").unwrap());
+    let t2 = c.entry(c.find(b"bin/tool2").unwrap()).unwrap();
     assert_eq!(t2.nlink, 2);
     assert_eq!(content(c, "bin/tool2"), b"#!/bin/sh\n");
-    assert_eq!(c.entry(c.find(b"run/fifo").unwrap()).kind, Kind::Fifo);
-    let dev = c.entry(c.find(b"dev/null").unwrap());
+    assert_eq!(
+        c.entry(c.find(b"run/fifo").unwrap()).unwrap().kind,
+        Kind::Fifo
+    );
+    let dev = c.entry(c.find(b"dev/null").unwrap()).unwrap();
     assert_eq!(dev.kind, Kind::CharDev);
     assert_eq!(dev.rdev, libc::makedev(1, 3));
-    let cap = c.entry(c.find(b"bin/cap").unwrap());
+    let cap = c.entry(c.find(b"bin/cap").unwrap()).unwrap();
     assert_eq!(
         cap.xattrs,
         vec![(
@@ -246,15 +252,17 @@ fn whiteouts_and_opaque_dirs_become_markers() {
     pull(&store, &format!("{}/wh:1", reg.host())).unwrap();
     let c = layer_file(&store, &up);
     assert_eq!(
-        c.entry(c.find(b".wh.gone").unwrap()).whiteout,
+        c.entry(c.find(b".wh.gone").unwrap()).unwrap().whiteout,
         Whiteout::Whiteout
     );
     assert_eq!(
-        c.entry(c.find(b"dir/.wh..wh..opq").unwrap()).whiteout,
+        c.entry(c.find(b"dir/.wh..wh..opq").unwrap())
+            .unwrap()
+            .whiteout,
         Whiteout::Opaque
     );
     assert_eq!(
-        c.entry(c.find(b"dir/new").unwrap()).whiteout,
+        c.entry(c.find(b"dir/new").unwrap()).unwrap().whiteout,
         Whiteout::None
     );
 }
@@ -578,7 +586,7 @@ fn single_file_image_is_written_and_inspected() {
     assert_eq!(content(&c, &p2), b"changed");
     let wh = format!("layers/{}/.wh.gone", &l2.diff_id()[7..]);
     assert_eq!(
-        c.entry(c.find(wh.as_bytes()).unwrap()).whiteout,
+        c.entry(c.find(wh.as_bytes()).unwrap()).unwrap().whiteout,
         Whiteout::Whiteout
     );
     let v: serde_json::Value = serde_json::from_str(&run_ok(bfcfs(&root).args([

@@ -20,7 +20,7 @@ fn check_container(c: &serde_json::Value, manifest: &serde_json::Value) {
         let i = con
             .find(path.as_bytes())
             .unwrap_or_else(|| panic!("{file}: {path} missing"));
-        let e = con.entry(i);
+        let e = con.entry(i).unwrap();
         assert_eq!(
             e.perm() as u64,
             want["mode"].as_u64().unwrap(),
@@ -80,7 +80,7 @@ fn encrypted_fixtures_report_missing_and_wrong_keys() {
     for name in ["enc-password.bfc", "zstd-enc-keyfile.bfc"] {
         let mut con = Container::open(&fixtures().join(name)).unwrap();
         let i = (0..con.len())
-            .find(|&i| con.entry(i).kind == Kind::File)
+            .find(|&i| con.entry(i).unwrap().kind == Kind::File)
             .unwrap();
         let err = con.open_reader(i).err().expect("needs a key");
         assert!(
@@ -105,11 +105,11 @@ fn encrypted_fixtures_report_missing_and_wrong_keys() {
 #[test]
 fn children_list_implicit_and_real_directories() {
     let con = Container::open(&fixtures().join("plain.bfc")).unwrap();
-    let root = con.children(b"");
+    let root = con.children(b"").unwrap();
     assert_eq!(
         root,
         vec![bfcfs::bfc::Child::Entry(con.find(b"tree").unwrap())]
     );
-    let kids = con.children(b"tree");
+    let kids = con.children(b"tree").unwrap();
     assert!(kids.len() > 3);
 }

@@ -66,7 +66,7 @@ fn check(bytes: Vec<u8>, files: &[(String, Vec<u8>)], key: Option<Key>) {
     }
     for (p, want) in files {
         let i = c.find(p.as_bytes()).unwrap();
-        let e = c.entry(i);
+        let e = c.entry(i).unwrap();
         assert_eq!(e.kind, Kind::File);
         assert_eq!(e.size, want.len() as u64, "{p}");
         assert_eq!(e.perm(), 0o640);
@@ -99,19 +99,27 @@ fn check(bytes: Vec<u8>, files: &[(String, Vec<u8>)], key: Option<Key>) {
     let l = c.find(b"d/link").unwrap();
     assert_eq!(c.symlink_target(l).unwrap(), b"../d/small");
     let (b, bl) = (c.find(b"d/big").unwrap(), c.find(b"d/big-link").unwrap());
-    assert_eq!(c.entry(b).nlink, 2);
-    assert_eq!(c.entry(b).link_group, c.entry(bl).link_group);
-    assert!(c.entry(b).link_group.is_some());
-    let n = c.find(b"d/null").unwrap();
-    assert_eq!(c.entry(n).kind, Kind::CharDev);
-    assert_eq!(c.entry(n).rdev, libc::makedev(1, 3));
-    assert_eq!(c.entry(c.find(b"d/fifo").unwrap()).kind, Kind::Fifo);
+    assert_eq!(c.entry(b).unwrap().nlink, 2);
     assert_eq!(
-        c.entry(c.find(b"d/.wh.gone").unwrap()).whiteout,
+        c.entry(b).unwrap().link_group,
+        c.entry(bl).unwrap().link_group
+    );
+    assert!(c.entry(b).unwrap().link_group.is_some());
+    let n = c.find(b"d/null").unwrap();
+    assert_eq!(c.entry(n).unwrap().kind, Kind::CharDev);
+    assert_eq!(c.entry(n).unwrap().rdev, libc::makedev(1, 3));
+    assert_eq!(
+        c.entry(c.find(b"d/fifo").unwrap()).unwrap().kind,
+        Kind::Fifo
+    );
+    assert_eq!(
+        c.entry(c.find(b"d/.wh.gone").unwrap()).unwrap().whiteout,
         Whiteout::Whiteout
     );
     assert_eq!(
-        c.entry(c.find(b"d/sub/.wh..wh..opq").unwrap()).whiteout,
+        c.entry(c.find(b"d/sub/.wh..wh..opq").unwrap())
+            .unwrap()
+            .whiteout,
         Whiteout::Opaque
     );
     assert_eq!(c.image_blob("manifest.json"), Some(&b"{}"[..]));
@@ -175,5 +183,5 @@ fn later_add_of_a_path_wins() {
         .copy_to(&mut got)
         .unwrap();
     assert_eq!(got, b"new!");
-    assert_eq!(c.entry(c.find(b"x").unwrap()).kind, Kind::File);
+    assert_eq!(c.entry(c.find(b"x").unwrap()).unwrap().kind, Kind::File);
 }

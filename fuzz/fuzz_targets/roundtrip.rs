@@ -291,7 +291,7 @@ fn check(c: &Container, model: &BTreeMap<Vec<u8>, Expect>, blobs: &[(String, Vec
         .any(|e| e.meta.uid.is_some() || e.meta.gid.is_some());
     for (p, want) in model {
         let i = c.find(p).unwrap_or_else(|| panic!("{p:?} is missing"));
-        let e = c.entry(i);
+        let e = c.entry(i).unwrap();
         assert_eq!(e.kind, want.kind, "{p:?}");
         assert_eq!(e.perm(), want.meta.mode & 0o7777, "{p:?}");
         assert_eq!(e.mtime_ns, want.meta.mtime_ns, "{p:?}");
@@ -346,7 +346,7 @@ fn check(c: &Container, model: &BTreeMap<Vec<u8>, Expect>, blobs: &[(String, Vec
         };
         assert!(c.is_dir(parent) || model.get(parent).is_some(), "{p:?}");
         assert!(
-            c.children(parent).contains(&Child::Entry(i)),
+            c.children(parent).unwrap().contains(&Child::Entry(i)),
             "{p:?} not listed"
         );
     }

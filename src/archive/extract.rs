@@ -88,16 +88,20 @@ pub fn extract(
         progress,
         buf: vec![0u8; 256 << 10],
     };
+    // Open checks the container's structure, each entry is checked when decoded: check them
+    // all before writing anything, so a damaged index extracts nothing.
+    for i in 0..c.len() {
+        c.entry(i)?;
+    }
     let mut dir_meta = Vec::new();
     for i in 0..c.len() {
-        let e = c.entry(i);
-        if !selected(&e.path, &opts.only) {
+        if !selected(c.path(i), &opts.only) {
             continue;
         }
         match x.one(i) {
             Ok(()) => {
                 x.stats.entries += 1;
-                if e.kind == Kind::Dir {
+                if c.kind(i) == Kind::Dir {
                     dir_meta.push(i);
                 }
             }
@@ -105,13 +109,13 @@ pub fn extract(
             Err(err) => {
                 let msg = crate::error_chain::chain(&err);
                 eprintln!("bfcfs: {msg}");
-                x.stats.failed.push(format!("{}: {msg}", show(&e.path)));
+                x.stats.failed.push(format!("{}: {msg}", show(c.path(i))));
             }
         }
     }
     // Directory metadata last, deepest first, so adding children does not disturb mtimes.
     for &i in dir_meta.iter().rev() {
-        let e = c.entry(i);
+        let e = &c.entry(i)?;
         let p = x.target(&e.path);
         x.set_owner(&p, e)?;
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(e.perm()))
@@ -213,7 +217,7 @@ impl Extractor<'_> {
 
     fn one(&mut self, i: usize) -> Result<()> {
         let c = self.c;
-        let e = c.entry(i);
+        let e = &c.entry(i)?;
         self.parents(&e.path)?;
         let p = self.target(&e.path);
         let exists = self.make_room(&p, e.kind == Kind::Dir)?;
@@ -271,7 +275,7 @@ impl Extractor<'_> {
     /// Writes content to a temporary name beside the target and renames it into place only
     /// when every check passed: a damaged entry leaves nothing behind.
     fn file(&mut self, i: usize, p: &Path) -> Result<()> {
-        let e = self.c.entry(i);
+        let e = self.c.entry(i)?;
         let dir = p.parent().unwrap_or(&self.dest);
         let mut tmp = tempfile::Builder::new()
             .prefix(".bfcfs-extract.")

@@ -1,19 +1,24 @@
 //! Decoded chunks of compressed or encrypted content, kept in an LRU bounded in bytes so a hot
-//! working set is decoded once and memory stays within `cache_size`.
+//! working set is decoded once and memory stays within `cache_size`. A chunk being decoded ahead
+//! of a sequential reader (see `ahead.rs`) is marked in flight: a reader that needs it waits for
+//! it instead of decoding it a second time.
 use lru::LruCache;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// (entry index, chunk number)
 pub type ChunkKey = (u32, u32);
 
 pub struct ChunkCache {
     inner: Mutex<Inner>,
+    ready: Condvar,
     cap: usize,
 }
 
 struct Inner {
     lru: LruCache<ChunkKey, Arc<[u8]>>,
     bytes: usize,
+    inflight: HashSet<ChunkKey>,
 }
 
 impl ChunkCache {
@@ -22,26 +27,71 @@ impl ChunkCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
+                inflight: HashSet::new(),
             }),
+            ready: Condvar::new(),
             cap: cap_bytes,
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn get(&self, key: ChunkKey) -> Option<Arc<[u8]>> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.lru.get(&key).cloned()
+        self.lock().lru.get(&key).cloned()
+    }
+
+    /// The chunk if cached; while another thread decodes it, waits for that first.
+    pub fn get_or_wait(&self, key: ChunkKey) -> Option<Arc<[u8]>> {
+        let mut g = self.lock();
+        loop {
+            if let Some(v) = g.lru.get(&key) {
+                return Some(v.clone());
+            }
+            if !g.inflight.contains(&key) {
+                return None;
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Claims `key` for decoding ahead: false when it is cached or already being decoded. A
+    /// claim must end with `complete`.
+    pub fn claim(&self, key: ChunkKey) -> bool {
+        let mut g = self.lock();
+        if g.lru.contains(&key) {
+            return false;
+        }
+        g.inflight.insert(key)
+    }
+
+    /// Ends a claim: caches the decoded chunk (nothing when decoding failed: the reader then
+    /// decodes it itself and reports the error) and wakes the readers waiting for it.
+    pub fn complete(&self, key: ChunkKey, data: Option<Arc<[u8]>>) {
+        {
+            let mut g = self.lock();
+            g.inflight.remove(&key);
+            if let Some(d) = data {
+                Self::put(&mut g, self.cap, key, d);
+            }
+        }
+        self.ready.notify_all();
     }
 
     pub fn insert(&self, key: ChunkKey, data: Arc<[u8]>) {
-        if data.len() > self.cap {
+        Self::put(&mut self.lock(), self.cap, key, data);
+    }
+
+    fn put(g: &mut Inner, cap: usize, key: ChunkKey, data: Arc<[u8]>) {
+        if data.len() > cap {
             return;
         }
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.bytes += data.len();
         if let Some(old) = g.lru.put(key, data) {
             g.bytes -= old.len();
         }
-        while g.bytes > self.cap {
+        while g.bytes > cap {
             match g.lru.pop_lru() {
                 Some((_, v)) => g.bytes -= v.len(),
                 None => break,
@@ -51,6 +101,36 @@ impl ChunkCache {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_its_cap_and_hands_over_claimed_chunks() {
+        let c = Arc::new(ChunkCache::new(300));
+        for k in 0..10 {
+            c.insert((0, k), Arc::from(vec![k as u8; 100]));
+            assert!(c.bytes() <= 300);
+        }
+        assert!(c.get((0, 0)).is_none() && c.get((0, 9)).is_some());
+        // A claimed chunk: a reader waits for it, a second claim is refused.
+        assert!(c.claim((1, 0)));
+        assert!(!c.claim((1, 0)));
+        assert!(!c.claim((0, 9)));
+        let reader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.get_or_wait((1, 0)))
+        };
+        c.complete((1, 0), Some(Arc::from(vec![7u8; 50])));
+        assert_eq!(reader.join().unwrap().as_deref(), Some(&[7u8; 50][..]));
+        // A failed claim leaves nothing and releases waiters.
+        assert!(c.claim((1, 1)));
+        c.complete((1, 1), None);
+        assert!(c.get_or_wait((1, 1)).is_none());
+        assert!(c.bytes() <= 300);
     }
 }

@@ -2,10 +2,11 @@
 //! No byte is handed out before its check passed: a chunk's checksum (chunk tables), the whole
 //! file's checksum (upstream files, checked once per open container), and the AEAD tag of the
 //! whole payload (checked once before any plaintext is released).
+use super::ahead;
 use super::codec::{self, ContentKey, NONCE_SIZE, TAG_SIZE};
 use super::error::{show, Error, Result};
 use super::layout::*;
-use super::reader::{Container, Kind};
+use super::reader::{Chunks, Container, Entry, Kind};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,9 +51,20 @@ impl Container {
         }
     }
 
-    /// Parses and checks entry `i`'s object header and locates its payload.
-    pub(crate) fn payload(&self, i: usize) -> Result<Payload<'_>> {
-        let e = &self.entries[i];
+    /// Parses and checks entry `e`'s object header and locates its payload.
+    pub(crate) fn payload(&self, e: &Entry) -> Result<Payload<'_>> {
+        if e.comp > COMP_ZSTD {
+            return Err(Error::Unsupported {
+                file: self.file.clone(),
+                what: format!("compression {} of entry {}", e.comp, show(&e.path)),
+            });
+        }
+        if e.enc > ENC_CHACHA20_POLY1305 {
+            return Err(Error::Unsupported {
+                file: self.file.clone(),
+                what: format!("encryption {} of entry {}", e.enc, show(&e.path)),
+            });
+        }
         let data = self.data();
         // Validated at open: the object lies inside the object area.
         let obj = &data[e.obj_offset as usize..(e.obj_offset + e.obj_size) as usize];
@@ -103,20 +115,20 @@ impl Container {
         })
     }
 
-    fn key_for(&self, i: usize) -> Result<&ContentKey> {
+    fn key_for(&self, e: &Entry) -> Result<&ContentKey> {
         self.key.as_ref().ok_or_else(|| Error::KeyRequired {
             file: self.file.clone(),
-            path: show(&self.entries[i].path),
+            path: show(&e.path),
         })
     }
 
     /// The target of symlink `i`, checked against its checksum.
     pub fn symlink_target(&self, i: usize) -> Result<&[u8]> {
-        let e = &self.entries[i];
+        let e = self.entry(i)?;
         if e.kind != Kind::Symlink {
             return Err(self.corrupt(e.obj_offset, format!("{} is not a symlink", show(&e.path))));
         }
-        let p = self.payload(i)?;
+        let p = self.payload(&e)?;
         let t = p.data.get(..e.size as usize).ok_or_else(|| {
             self.corrupt(
                 p.offset,
@@ -125,24 +137,24 @@ impl Container {
         })?;
         let computed = codec::bfc_crc(t);
         if computed != e.crc {
-            return Err(self.bad_checksum(i, p.offset, computed));
+            return Err(self.bad_checksum(&e, p.offset, computed));
         }
         Ok(t)
     }
 
-    fn bad_checksum(&self, i: usize, offset: u64, computed: u32) -> Error {
+    fn bad_checksum(&self, e: &Entry, offset: u64, computed: u32) -> Error {
         Error::BadChecksum {
             file: self.file.clone(),
-            what: format!("content of {}", show(&self.entries[i].path)),
+            what: format!("content of {}", show(&e.path)),
             offset,
-            stored: self.entries[i].crc,
+            stored: e.crc,
             computed,
         }
     }
 
     /// Checks the AEAD tag of entry `i` with `key` (used to test a key). Ok(false): tag fails.
     pub(crate) fn check_tag_with(&self, i: usize, key: &ContentKey) -> Result<bool> {
-        let p = self.payload(i)?;
+        let p = self.payload(&self.entry(i)?)?;
         let mut s = codec::AeadStream::new(key, &p.nonce(), p.name);
         s.authenticate(p.ciphertext());
         Ok(s.verify(p.tag()))
@@ -171,9 +183,9 @@ impl Container {
         }
     }
 
-    fn ensure_tag(&self, i: usize, p: &Payload<'_>) -> Result<()> {
-        let key = self.key_for(i)?;
-        self.once(i, || {
+    fn ensure_tag(&self, e: &Entry, p: &Payload<'_>) -> Result<()> {
+        let key = self.key_for(e)?;
+        self.once(e.idx, || {
             let mut s = codec::AeadStream::new(key, &p.nonce(), p.name);
             s.authenticate(p.ciphertext());
             if s.verify(p.tag()) {
@@ -183,7 +195,7 @@ impl Container {
                     file: self.file.clone(),
                     what: format!(
                         "authentication tag of {} (damaged content: the key itself was checked)",
-                        show(&self.entries[i].path)
+                        show(&e.path)
                     ),
                     offset: p.offset + p.stored_size - TAG_SIZE as u64,
                     stored: 0,
@@ -195,7 +207,7 @@ impl Container {
 
     /// Reads up to `buf.len()` bytes of file `i` at `offset`. Returns 0 at or past the end.
     pub fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let e = &self.entries[i];
+        let e = self.entry(i)?;
         if e.kind != Kind::File {
             return Err(self.corrupt(
                 e.obj_offset,
@@ -207,16 +219,17 @@ impl Container {
         }
         let want = (e.size - offset).min(buf.len() as u64) as usize;
         let buf = &mut buf[..want];
-        let p = self.payload(i)?;
+        let p = self.payload(&e)?;
+        let chunks = self.chunk_table(&e)?;
         if e.comp == COMP_NONE && e.enc == ENC_NONE {
-            let src = self.checked_stored(i, &p, offset, want)?;
+            let src = self.checked_stored(&e, chunks.as_deref(), &p, offset, want)?;
             buf.copy_from_slice(src);
             return Ok(want);
         }
         if e.enc != ENC_NONE {
-            self.ensure_tag(i, &p)?;
+            self.ensure_tag(&e, &p)?;
         }
-        let gran = match &e.chunks {
+        let gran = match &chunks {
             Some(ch) => u64::from(ch.table.chunk_size),
             None => VIRTUAL_CHUNK,
         };
@@ -224,15 +237,20 @@ impl Container {
         let last = (offset + want as u64 - 1) / gran;
         let mut done = 0usize;
         for k in first..=last {
-            let chunk = match self.cache.get((i as u32, k as u32)) {
+            let cached = match chunks {
+                // A chunk being decoded ahead is waited for rather than decoded twice.
+                Some(_) => self.cache.get_or_wait((i as u32, k as u32)),
+                None => self.cache.get((i as u32, k as u32)),
+            };
+            let chunk = match cached {
                 Some(c) => c,
-                None => match e.chunks {
-                    Some(_) => {
-                        let c = self.decode_chunk(i, &p, k as usize)?;
+                None => match &chunks {
+                    Some(ch) => {
+                        let c = self.decode_chunk(&e, ch, &p, k as usize)?;
                         self.cache.insert((i as u32, k as u32), c.clone());
                         c
                     }
-                    None => self.decode_upto(i, k)?,
+                    None => self.decode_upto(&e, k)?,
                 },
             };
             let chunk_start = k * gran;
@@ -247,15 +265,60 @@ impl Container {
             buf[done..done + n].copy_from_slice(&chunk[from..from + n]);
             done += n;
         }
+        if let Some(ch) = &chunks {
+            self.read_ahead(&e, ch, &p, last);
+        }
         Ok(done)
     }
 
-    /// Decodes chunk `k` of a chunked entry and checks its checksum.
-    fn decode_chunk(&self, i: usize, p: &Payload<'_>, k: usize) -> Result<Arc<[u8]>> {
-        let e = &self.entries[i];
-        let Some(ch) = &e.chunks else {
-            return Err(self.corrupt(e.obj_offset, "no chunk table".into()));
+    /// After a read that ended in chunk `k` of `e`: when the file is being read in order, has
+    /// the next chunks decoded on the worker threads (see `ahead.rs`).
+    fn read_ahead(&self, e: &Entry, ch: &Chunks, p: &Payload<'_>, k: u64) {
+        let i = e.idx as u32;
+        let prev = self
+            .last_chunk
+            .lock()
+            .unwrap_or_else(|g| g.into_inner())
+            .put(i, k as u32);
+        let in_order = k == 0 || prev.is_some_and(|p| p == k as u32 || p + 1 == k as u32);
+        let n = ch.table.stored.len() as u64;
+        if !in_order || k + 1 >= n {
+            return;
+        }
+        let (body_start, body_len) = if e.enc != ENC_NONE {
+            (
+                NONCE_SIZE as u64,
+                p.stored_size - (NONCE_SIZE + TAG_SIZE) as u64,
+            )
+        } else {
+            (0, p.stored_size)
         };
+        let cs = u64::from(ch.table.chunk_size);
+        for j in k + 1..(k + 1 + ahead::AHEAD).min(n) {
+            let (lo, hi) = (ch.offsets[j as usize], ch.offsets[j as usize + 1]);
+            if hi > body_len || !self.cache.claim((i, j as u32)) {
+                continue;
+            }
+            let cipher = match (&self.key, e.enc != ENC_NONE) {
+                (Some(key), true) => Some((key.clone(), p.nonce(), lo)),
+                _ => None,
+            };
+            ahead::submit(ahead::Job {
+                bytes: self.bytes.clone(),
+                cache: self.cache.clone(),
+                key: (i, j as u32),
+                at: p.offset + body_start + lo,
+                stored_len: (hi - lo) as usize,
+                len: (e.size - j * cs).min(cs) as usize,
+                crc: ch.table.crcs[j as usize],
+                comp: e.comp,
+                cipher,
+            });
+        }
+    }
+
+    /// Decodes chunk `k` of a chunked entry and checks its checksum.
+    fn decode_chunk(&self, e: &Entry, ch: &Chunks, p: &Payload<'_>, k: usize) -> Result<Arc<[u8]>> {
         let cs = u64::from(ch.table.chunk_size);
         let len = (e.size - k as u64 * cs).min(cs) as usize;
         let (lo, hi) = (ch.offsets[k], ch.offsets[k + 1]);
@@ -281,40 +344,20 @@ impl Container {
         self.bytes
             .will_need(p.offset + body_start + lo, (hi - lo) as usize);
         let stored: std::borrow::Cow<'_, [u8]> = if e.enc != ENC_NONE {
-            let key = self.key_for(i)?;
+            let key = self.key_for(e)?;
             let mut v = p.ciphertext()[lo as usize..hi as usize].to_vec();
             codec::decrypt_range(key, &p.nonce(), lo, &mut v);
             v.into()
         } else {
             (&p.data[lo as usize..hi as usize]).into()
         };
-        let out: Vec<u8> = if e.comp == COMP_ZSTD {
-            let mut out = vec![0u8; len];
-            let n = zstd::bulk::decompress_to_buffer(&stored, &mut out).map_err(|err| {
-                self.corrupt(
-                    p.offset + lo,
-                    format!("zstd chunk {k} of {}: {err}", show(&e.path)),
-                )
-            })?;
-            if n != len {
-                return Err(self.corrupt(
-                    p.offset + lo,
-                    format!(
-                        "zstd chunk {k} of {} decodes to {n} bytes, expected {len}",
-                        show(&e.path)
-                    ),
-                ));
-            }
-            out
-        } else {
-            if stored.len() != len {
-                return Err(self.corrupt(
-                    p.offset + lo,
-                    format!("raw chunk {k} of {} has the wrong size", show(&e.path)),
-                ));
-            }
-            stored.into_owned()
-        };
+        let out = ahead::decode_chunk(&stored, e.comp, len).map_err(|err| {
+            let codec = if e.comp == COMP_ZSTD { "zstd" } else { "raw" };
+            self.corrupt(
+                p.offset + lo,
+                format!("{codec} chunk {k} of {}: {err}", show(&e.path)),
+            )
+        })?;
         let computed = codec::bfc_crc(&out);
         if computed != ch.table.crcs[k] {
             return Err(Error::BadChecksum {
@@ -330,11 +373,12 @@ impl Container {
 
     /// For content without a chunk table: checks the whole file once, then decodes from the
     /// start up to granule `k`, caching every granule on the way.
-    fn decode_upto(&self, i: usize, k: u64) -> Result<Arc<[u8]>> {
+    fn decode_upto(&self, e: &Entry, k: u64) -> Result<Arc<[u8]>> {
+        let i = e.idx;
         self.once(i, || {
-            self.open_reader(i)?.copy_to(&mut io::sink()).map(|_| ())
+            self.reader_of(e)?.copy_to(&mut io::sink()).map(|_| ())
         })?;
-        let mut r = self.open_reader(i)?;
+        let mut r = self.reader_of(e)?;
         let mut n = 0u64;
         loop {
             let mut v = Vec::with_capacity(VIRTUAL_CHUNK as usize);
@@ -344,8 +388,8 @@ impl Container {
                 .map_err(|err| self.unwrap_io(err))?;
             if v.is_empty() {
                 return Err(self.corrupt(
-                    self.entries[i].obj_offset,
-                    format!("{} decodes short of its size", show(&self.entries[i].path)),
+                    e.obj_offset,
+                    format!("{} decodes short of its size", show(&e.path)),
                 ));
             }
             let c: Arc<[u8]> = v.into();
@@ -364,17 +408,22 @@ impl Container {
     /// Streams the whole content of file `i`, checking size and checksum at the end (and the
     /// AEAD tag before the first byte).
     pub fn open_reader(&self, i: usize) -> Result<EntryReader<'_>> {
-        let e = &self.entries[i];
+        self.reader_of(&self.entry(i)?)
+    }
+
+    fn reader_of(&self, e: &Entry) -> Result<EntryReader<'_>> {
         if e.kind != Kind::File {
             return Err(self.corrupt(
                 e.obj_offset,
                 format!("{} is not a regular file", show(&e.path)),
             ));
         }
-        let p = self.payload(i)?;
+        let p = self.payload(e)?;
+        // The whole stored range in one request rather than a page fault at a time (cold reads).
+        self.bytes.will_need(p.offset, p.data.len());
         let source: Box<dyn io::BufRead + Send + '_> = if e.enc != ENC_NONE {
-            self.ensure_tag(i, &p)?;
-            let key = self.key_for(i)?.clone();
+            self.ensure_tag(e, &p)?;
+            let key = self.key_for(e)?.clone();
             Box::new(io::BufReader::with_capacity(
                 64 << 10,
                 Decrypt::new(key, p.nonce(), p.ciphertext()),
@@ -402,46 +451,46 @@ impl Container {
     }
 
     /// Checks entry `i`'s object header against its index entry without decoding content.
+    /// Decodes and checks entry `i` itself too.
     pub fn check_object(&self, i: usize) -> Result<()> {
-        self.payload(i).map(|_| ())
+        let e = self.entry(i)?;
+        self.payload(&e)?;
+        self.chunk_table(&e).map(|_| ())
     }
 
     /// Decodes all of entry `i` and checks every checksum (and the tag when encrypted).
     /// Directories have nothing to check; symlink targets are checked.
     pub fn verify_entry(&self, i: usize) -> Result<()> {
-        let e = &self.entries[i];
+        let e = self.entry(i)?;
         match e.kind {
             Kind::File => {}
             Kind::Symlink => return self.symlink_target(i).map(|_| ()),
             _ => return Ok(()),
         }
-        if e.chunks.is_some() {
-            let p = self.payload(i)?;
+        if let Some(ch) = self.chunk_table(&e)? {
+            let p = self.payload(&e)?;
             if e.enc != ENC_NONE {
-                self.ensure_tag(i, &p)?;
+                self.ensure_tag(&e, &p)?;
             }
-            let n = e.chunks.as_ref().map_or(0, |c| c.table.stored.len());
+            let n = ch.table.stored.len();
+            let cs = u64::from(ch.table.chunk_size);
             let mut crc = 0u32;
             for k in 0..n {
                 let c = if e.comp == COMP_NONE && e.enc == ENC_NONE {
-                    let cs = e
-                        .chunks
-                        .as_ref()
-                        .map_or(0, |c| u64::from(c.table.chunk_size));
                     let mut buf = vec![0u8; (e.size - k as u64 * cs).min(cs) as usize];
                     self.read_at(i, k as u64 * cs, &mut buf)?;
                     Arc::from(buf)
                 } else {
-                    self.decode_chunk(i, &p, k)?
+                    self.decode_chunk(&e, &ch, &p, k)?
                 };
                 crc = codec::bfc_crc_append(crc, &c);
             }
             if crc != e.crc {
-                return Err(self.bad_checksum(i, p.offset, crc));
+                return Err(self.bad_checksum(&e, p.offset, crc));
             }
             return Ok(());
         }
-        self.open_reader(i)?.copy_to(&mut io::sink()).map(|_| ())
+        self.reader_of(&e)?.copy_to(&mut io::sink()).map(|_| ())
     }
 }
 
@@ -585,7 +634,7 @@ impl Container {
     /// file once). `None` when the content is compressed or encrypted: use `read_at` then.
     /// Lets the FUSE adapter hand mapped bytes to the kernel without a copy.
     pub fn stored_slice(&self, i: usize, offset: u64, len: usize) -> Result<Option<&[u8]>> {
-        let e = &self.entries[i];
+        let e = self.entry(i)?;
         if e.kind != Kind::File || e.comp != COMP_NONE || e.enc != ENC_NONE {
             return Ok(None);
         }
@@ -593,21 +642,23 @@ impl Container {
             return Ok(Some(&[]));
         }
         let want = (e.size - offset).min(len as u64) as usize;
-        let p = self.payload(i)?;
-        self.checked_stored(i, &p, offset, want).map(Some)
+        let p = self.payload(&e)?;
+        let chunks = self.chunk_table(&e)?;
+        self.checked_stored(&e, chunks.as_deref(), &p, offset, want)
+            .map(Some)
     }
 
     /// `want` bytes at `offset` of stored file `i`, after their checks: the checksum of every
     /// chunk they touch, or (no chunk table) the whole file's checksum once per open container.
     fn checked_stored<'a>(
         &self,
-        i: usize,
+        e: &Entry,
+        chunks: Option<&Chunks>,
         p: &Payload<'a>,
         offset: u64,
         want: usize,
     ) -> Result<&'a [u8]> {
-        let e = &self.entries[i];
-        match &e.chunks {
+        match chunks {
             Some(ch) => {
                 let cs = u64::from(ch.table.chunk_size);
                 for k in offset / cs..=(offset + want as u64 - 1) / cs {
@@ -625,15 +676,91 @@ impl Container {
                     }
                 }
             }
-            None => self.once(i, || {
+            None => self.once(e.idx, || {
+                self.bytes.will_need(p.offset, p.data.len());
                 let computed = codec::bfc_crc(p.data);
                 if computed == e.crc {
                     Ok(())
                 } else {
-                    Err(self.bad_checksum(i, p.offset, computed))
+                    Err(self.bad_checksum(e, p.offset, computed))
                 }
             })?,
         }
         Ok(&p.data[offset as usize..offset as usize + want])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bfc::reader::DEFAULT_CACHE_BYTES;
+    use crate::bfc::writer::{Compression, Meta, Writer, WriterOptions};
+    use std::time::{Duration, Instant};
+
+    /// A zstd container holding `big`: 40 chunks of compressible, position-dependent bytes.
+    fn container() -> (Container, Vec<u8>) {
+        let data: Vec<u8> = (0..40 * 128 * 1024u32)
+            .map(|i| (i / 7 % 251) as u8 ^ (i >> 17) as u8)
+            .collect();
+        let opts = WriterOptions {
+            compression: Compression::Zstd,
+            ..WriterOptions::default()
+        };
+        let name = std::path::Path::new("ahead.bfc");
+        let mut w = Writer::new(std::io::Cursor::new(Vec::new()), opts, name).unwrap();
+        let meta = Meta {
+            mode: 0o644,
+            ..Meta::default()
+        };
+        w.add_file(b"big", &meta, &mut &data[..]).unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        (Container::from_bytes("ahead.bfc", bytes).unwrap(), data)
+    }
+
+    fn cached_within(c: &Container, key: (u32, u32), limit: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if c.cache.get(key).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn sequential_reads_have_the_next_chunks_decoded_ahead() {
+        let (c, data) = container();
+        let i = c.find(b"big").unwrap();
+        let mut buf = vec![0u8; 128 << 10];
+        assert_eq!(c.read_at(i, 0, &mut buf).unwrap(), buf.len());
+        assert_eq!(buf, data[..buf.len()]);
+        for k in 1..=ahead::AHEAD as u32 {
+            assert!(
+                cached_within(&c, (i as u32, k), Duration::from_secs(10)),
+                "chunk {k}"
+            );
+        }
+        // Reading on in order returns the same bytes as the file.
+        for k in 1..40u64 {
+            let off = k * (128 << 10);
+            let n = c.read_at(i, off, &mut buf).unwrap();
+            assert_eq!(buf[..n], data[off as usize..off as usize + n], "chunk {k}");
+        }
+        assert!(c.cache.bytes() <= DEFAULT_CACHE_BYTES);
+    }
+
+    #[test]
+    fn random_reads_decode_nothing_ahead() {
+        let (c, data) = container();
+        let i = c.find(b"big").unwrap();
+        let mut buf = vec![0u8; 4096];
+        let off = 20 * (128 << 10) + 5;
+        let n = c.read_at(i, off, &mut buf).unwrap();
+        assert_eq!(buf[..n], data[off as usize..off as usize + n]);
+        let off = 7 * (128 << 10) + 9;
+        c.read_at(i, off, &mut buf).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.cache.get((i as u32, 8)).is_none() && c.cache.get((i as u32, 21)).is_none());
     }
 }

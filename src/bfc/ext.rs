@@ -182,10 +182,55 @@ impl Ext {
         }
         out
     }
+}
 
-    /// Parses the extension. `entries` is the index entry count: every entry number is checked
-    /// against it, and counts are checked against the bytes present before anything is allocated.
-    pub fn decode(c: &mut Cursor<'_>, entries: u32) -> Result<Ext> {
+/// Where a chunk table's records are: `count × (stored_len u32, crc u32)` at absolute offset `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub at: u64,
+    pub chunk_size: u32,
+    pub count: u32,
+}
+
+/// The extension as `Container::open` keeps it: no heap object per index entry. Ownership is
+/// read from its fixed-size records in place; the other sections (one record per special
+/// entry, usually few) become compact arrays sorted by entry number, searched by bisection.
+/// Variable-length records (xattrs, chunk tables) are kept as offsets and decoded on use.
+#[derive(Debug, Default)]
+pub struct ExtIndex {
+    /// Absolute offset of the OWNERS records (one `(uid, gid)` per entry), when present.
+    pub owners_at: Option<u64>,
+    /// (entry, major, minor), sorted by entry.
+    pub devices: Vec<(u32, u32, u32)>,
+    /// (entry, absolute offset of `name_len u32, value_len u32, name, value`), sorted by entry
+    /// (stable: an entry's xattrs keep their order).
+    pub xattrs: Vec<(u32, u64)>,
+    /// (entry, first entry of its group), sorted by entry.
+    pub hardlinks: Vec<(u32, u32)>,
+    /// (first entry of a group, names in the group), sorted by first.
+    pub groups: Vec<(u32, u32)>,
+    /// (entry, kind), sorted by entry.
+    pub whiteouts: Vec<(u32, Whiteout)>,
+    /// (entry, table), sorted by entry.
+    pub chunks: Vec<(u32, ChunkRef)>,
+    pub blobs: Vec<(String, Vec<u8>)>,
+    pub keycheck: Option<[u8; 28]>,
+}
+
+/// The value stored for `entry` in an array sorted by entry.
+pub fn lookup<T: Copy>(v: &[(u32, T)], entry: u32) -> Option<T> {
+    v.binary_search_by_key(&entry, |(e, _)| *e)
+        .ok()
+        .map(|k| v[k].1)
+}
+
+impl ExtIndex {
+    /// Parses the extension at the cursor and checks its structure: every count against the
+    /// bytes present (before anything is allocated), every entry number against `entries`,
+    /// every xattr name, whiteout kind and chunk size. What a record must mean for its entry
+    /// (a device is a device node, a chunk table covers the file's size) is checked when that
+    /// entry is decoded.
+    pub fn parse(c: &mut Cursor<'_>, entries: u32) -> Result<ExtIndex> {
         if c.rest().get(..4) != Some(&MAGIC[..]) {
             return Err(
                 c.corrupt("feature bit 16 is set but no BFCX extension follows the index entries")
@@ -199,7 +244,7 @@ impl Ext {
             )));
         }
         let n = c.u32("extension section count")?;
-        let mut ext = Ext::default();
+        let mut ext = ExtIndex::default();
         for _ in 0..n {
             let tag = c.u32("extension section tag")?;
             let len = c.u64("extension section length")?;
@@ -212,114 +257,132 @@ impl Ext {
             let start = c.offset();
             let body = c.bytes(len, "extension section")?;
             let mut s = Cursor::new(c_file(c), body, start);
-            // Errors inside a section say which section they are in.
-            let mut section = || -> Result<()> {
-                match tag {
-                    TAG_OWNERS => {
-                        let k = count(&mut s, 8, "owner records")?;
-                        if k != entries {
-                            return Err(
-                                s.corrupt(format!("{k} owner records for {entries} entries"))
-                            );
-                        }
-                        for _ in 0..k {
-                            ext.owners.push((s.u32("uid")?, s.u32("gid")?));
-                        }
-                    }
-                    TAG_DEVICES => {
-                        let k = count(&mut s, 12, "device records")?;
-                        for _ in 0..k {
-                            let e = entry(&mut s, entries)?;
-                            ext.devices.push((e, s.u32("major")?, s.u32("minor")?));
-                        }
-                    }
-                    TAG_XATTRS => {
-                        let k = count(&mut s, 12, "xattr records")?;
-                        for _ in 0..k {
-                            let e = entry(&mut s, entries)?;
-                            let nl = s.u32("xattr name length")? as usize;
-                            let vl = s.u32("xattr value length")? as usize;
-                            let name = s.bytes(nl, "xattr name")?.to_vec();
-                            let value = s.bytes(vl, "xattr value")?.to_vec();
-                            if name.is_empty() || name.contains(&0) {
-                                return Err(s.corrupt("xattr name is empty or holds NUL"));
-                            }
-                            ext.xattrs.push((e, name, value));
-                        }
-                    }
-                    TAG_HARDLINKS => {
-                        let k = count(&mut s, 8, "hardlink records")?;
-                        for _ in 0..k {
-                            let e = entry(&mut s, entries)?;
-                            let t = entry(&mut s, entries)?;
-                            ext.hardlinks.push((e, t));
-                        }
-                    }
-                    TAG_WHITEOUTS => {
-                        let k = count(&mut s, 5, "whiteout records")?;
-                        for _ in 0..k {
-                            let e = entry(&mut s, entries)?;
-                            let w = match s.u8("whiteout kind")? {
-                                1 => Whiteout::Whiteout,
-                                2 => Whiteout::Opaque,
-                                other => return Err(s.corrupt(format!("whiteout kind {other}"))),
-                            };
-                            ext.whiteouts.push((e, w));
-                        }
-                    }
-                    TAG_CHUNKS => {
-                        let k = count(&mut s, 12, "chunk tables")?;
-                        for _ in 0..k {
-                            let e = entry(&mut s, entries)?;
-                            let chunk_size = s.u32("chunk size")?;
-                            if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
-                                return Err(s.corrupt(format!("chunk size {chunk_size}")));
-                            }
-                            let m = count(&mut s, 8, "chunks")? as usize;
-                            let mut stored = Vec::with_capacity(m);
-                            let mut crcs = Vec::with_capacity(m);
-                            for _ in 0..m {
-                                stored.push(s.u32("chunk stored size")?);
-                                crcs.push(s.u32("chunk checksum")?);
-                            }
-                            ext.chunks.push((
-                                e,
-                                ChunkTable {
-                                    chunk_size,
-                                    stored,
-                                    crcs,
-                                },
-                            ));
-                        }
-                    }
-                    TAG_BLOBS => {
-                        let k = count(&mut s, 12, "blobs")?;
-                        for _ in 0..k {
-                            let nl = s.u32("blob name length")? as usize;
-                            let name = s.bytes(nl, "blob name")?;
-                            let name = String::from_utf8(name.to_vec())
-                                .map_err(|_| s.corrupt("blob name is not UTF-8"))?;
-                            let dl = s.u64("blob length")?;
-                            let dl = usize::try_from(dl).map_err(|_| s.corrupt("blob length"))?;
-                            ext.blobs.push((name, s.bytes(dl, "blob")?.to_vec()));
-                        }
-                    }
-                    TAG_KEYCHECK => {
-                        ext.keycheck = Some(s.array::<28>("key check")?);
-                    }
-                    t if t & CRITICAL != 0 => {
-                        return Err(super::error::Error::Unsupported {
-                            file: c_file(c).to_path_buf(),
-                            what: format!("extension section {t:#x} (made by a newer bfcfs?)"),
-                        })
-                    }
-                    _ => {}
-                }
-                Ok(())
-            };
-            section().map_err(|e| in_section(e, tag))?;
+            ext.section(&mut s, tag, entries)
+                .map_err(|e| in_section(e, tag))?;
+        }
+        ext.devices.sort_by_key(|r| r.0);
+        ext.xattrs.sort_by_key(|r| r.0);
+        ext.hardlinks.sort_by_key(|r| r.0);
+        ext.whiteouts.sort_by_key(|r| r.0);
+        ext.chunks.sort_by_key(|r| r.0);
+        let mut firsts: Vec<u32> = ext.hardlinks.iter().map(|r| r.1).collect();
+        firsts.sort_unstable();
+        for f in firsts {
+            match ext.groups.last_mut() {
+                Some((g, n)) if *g == f => *n += 1,
+                _ => ext.groups.push((f, 2)),
+            }
         }
         Ok(ext)
+    }
+
+    fn section(&mut self, s: &mut Cursor<'_>, tag: u32, entries: u32) -> Result<()> {
+        match tag {
+            TAG_OWNERS => {
+                let k = count(s, 8, "owner records")?;
+                if k != entries {
+                    return Err(s.corrupt(format!("{k} owner records for {entries} entries")));
+                }
+                self.owners_at = Some(s.offset());
+            }
+            TAG_DEVICES => {
+                let k = count(s, 12, "device records")?;
+                for _ in 0..k {
+                    let e = entry(s, entries)?;
+                    self.devices.push((e, s.u32("major")?, s.u32("minor")?));
+                }
+            }
+            TAG_XATTRS => {
+                let k = count(s, 12, "xattr records")?;
+                for _ in 0..k {
+                    let e = entry(s, entries)?;
+                    let at = s.offset();
+                    let nl = s.u32("xattr name length")? as usize;
+                    let vl = s.u32("xattr value length")? as usize;
+                    let name = s.bytes(nl, "xattr name")?;
+                    s.bytes(vl, "xattr value")?;
+                    if name.is_empty() || name.contains(&0) {
+                        return Err(s.corrupt("xattr name is empty or holds NUL"));
+                    }
+                    self.xattrs.push((e, at));
+                }
+            }
+            TAG_HARDLINKS => {
+                let k = count(s, 8, "hardlink records")?;
+                for _ in 0..k {
+                    let e = entry(s, entries)?;
+                    let t = entry(s, entries)?;
+                    self.hardlinks.push((e, t));
+                }
+            }
+            TAG_WHITEOUTS => {
+                let k = count(s, 5, "whiteout records")?;
+                for _ in 0..k {
+                    let e = entry(s, entries)?;
+                    let w = match s.u8("whiteout kind")? {
+                        1 => Whiteout::Whiteout,
+                        2 => Whiteout::Opaque,
+                        other => return Err(s.corrupt(format!("whiteout kind {other}"))),
+                    };
+                    self.whiteouts.push((e, w));
+                }
+            }
+            TAG_CHUNKS => {
+                let k = count(s, 12, "chunk tables")?;
+                for _ in 0..k {
+                    let e = entry(s, entries)?;
+                    let chunk_size = s.u32("chunk size")?;
+                    if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+                        return Err(s.corrupt(format!("chunk size {chunk_size}")));
+                    }
+                    let m = count(s, 8, "chunks")?;
+                    let at = s.offset();
+                    s.bytes(m as usize * 8, "chunk records")?;
+                    self.chunks.push((
+                        e,
+                        ChunkRef {
+                            at,
+                            chunk_size,
+                            count: m,
+                        },
+                    ));
+                }
+            }
+            TAG_BLOBS => {
+                let k = count(s, 12, "blobs")?;
+                for _ in 0..k {
+                    let nl = s.u32("blob name length")? as usize;
+                    let name = s.bytes(nl, "blob name")?;
+                    let name = String::from_utf8(name.to_vec())
+                        .map_err(|_| s.corrupt("blob name is not UTF-8"))?;
+                    let dl = s.u64("blob length")?;
+                    let dl = usize::try_from(dl).map_err(|_| s.corrupt("blob length"))?;
+                    self.blobs.push((name, s.bytes(dl, "blob")?.to_vec()));
+                }
+            }
+            TAG_KEYCHECK => {
+                self.keycheck = Some(s.array::<28>("key check")?);
+            }
+            t if t & CRITICAL != 0 => {
+                return Err(super::error::Error::Unsupported {
+                    file: s.file().to_path_buf(),
+                    what: format!("extension section {t:#x} (made by a newer bfcfs?)"),
+                })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The xattr record at absolute offset `at` of `data` (checked at open).
+    pub fn xattr_at(data: &[u8], file: &std::path::Path, at: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+        let rest = usize::try_from(at).ok().and_then(|a| data.get(a..));
+        let mut s = Cursor::new(file, rest.unwrap_or(&[]), at);
+        let nl = s.u32("xattr name length")? as usize;
+        let vl = s.u32("xattr value length")? as usize;
+        let name = s.bytes(nl, "xattr name")?.to_vec();
+        let value = s.bytes(vl, "xattr value")?.to_vec();
+        Ok((name, value))
     }
 }
 

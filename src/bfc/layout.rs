@@ -247,6 +247,80 @@ impl IndexRecord {
     }
 }
 
+/// One index record read in place: `rec` starts at its path length and holds the whole record
+/// (`Container::open` checked that it fits). Field offsets after the path, relative to
+/// `4 + path_len`: 0 obj_offset, 8 obj_size, 16 mode, 20 mtime_ns, 28 comp, 32 enc,
+/// 36 orig_size, 44 crc — the layout `IndexRecord::encode_into` writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    rec: &'a [u8],
+    plen: usize,
+}
+
+impl<'a> RecordRef<'a> {
+    /// A record with an empty path and zero fields.
+    pub const EMPTY: RecordRef<'static> = RecordRef {
+        rec: &[0u8; INDEX_ENTRY_FIXED],
+        plen: 0,
+    };
+
+    /// The record starting at `rec[0]`, or None when `rec` is too short to hold it.
+    pub fn at(rec: &'a [u8]) -> Option<RecordRef<'a>> {
+        let plen = u32::from_le_bytes(*rec.first_chunk::<4>()?) as usize;
+        let len = plen.checked_add(INDEX_ENTRY_FIXED)?;
+        Some(RecordRef {
+            rec: rec.get(..len)?,
+            plen,
+        })
+    }
+    /// Bytes of the whole record.
+    pub fn len(&self) -> usize {
+        self.rec.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rec.is_empty()
+    }
+    pub fn path(&self) -> &'a [u8] {
+        &self.rec[4..4 + self.plen]
+    }
+    fn u32_at(&self, off: usize) -> u32 {
+        let at = 4 + self.plen + off;
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.rec[at..at + 4]);
+        u32::from_le_bytes(b)
+    }
+    fn u64_at(&self, off: usize) -> u64 {
+        let at = 4 + self.plen + off;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.rec[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+    pub fn obj_offset(&self) -> u64 {
+        self.u64_at(0)
+    }
+    pub fn obj_size(&self) -> u64 {
+        self.u64_at(8)
+    }
+    pub fn mode(&self) -> u32 {
+        self.u32_at(16)
+    }
+    pub fn mtime_ns(&self) -> u64 {
+        self.u64_at(20)
+    }
+    pub fn comp(&self) -> u32 {
+        self.u32_at(28)
+    }
+    pub fn enc(&self) -> u32 {
+        self.u32_at(32)
+    }
+    pub fn orig_size(&self) -> u64 {
+        self.u64_at(36)
+    }
+    pub fn crc(&self) -> u32 {
+        self.u32_at(44)
+    }
+}
+
 /// The 56-byte footer at EOF-56. Offsets: 0 `BFCFIDX\0`, 8 index size, 16 index checksum,
 /// 20 index offset, 28 container checksum (never checked), 32 reserved, 48 `BFCFEND\0`.
 #[derive(Debug, Clone, Copy)]
@@ -368,6 +442,23 @@ mod tests {
         assert_eq!(IndexHeader::decode(&mut c).unwrap(), head);
         assert_eq!(IndexRecord::decode(&mut c).unwrap(), rec);
         assert_eq!(c.remaining(), 0);
+        let r = RecordRef::at(&b[8..]).unwrap();
+        assert_eq!(
+            IndexRecord {
+                path: r.path().to_vec(),
+                obj_offset: r.obj_offset(),
+                obj_size: r.obj_size(),
+                mode: r.mode(),
+                mtime_ns: r.mtime_ns(),
+                comp: r.comp(),
+                enc: r.enc(),
+                orig_size: r.orig_size(),
+                crc: r.crc(),
+            },
+            rec
+        );
+        assert_eq!(r.len(), b.len() - 8);
+        assert!(RecordRef::at(&b[8..b.len() - 1]).is_none());
         let err = IndexRecord::decode(&mut cursor(&b[8..b.len() - 1])).unwrap_err();
         assert!(err.to_string().contains("reading checksum"), "{err}");
     }

@@ -1,5 +1,7 @@
-//! BFC containers: reading (memory-mapped, validated once at open) and writing (one forward pass).
+//! BFC containers: reading (memory-mapped; structure and index checksum checked at open, each entry
+//! when first used) and writing (one forward pass).
 //! This module knows nothing of OCI or FUSE.
+pub mod ahead;
 pub mod cache;
 pub mod codec;
 pub mod content;

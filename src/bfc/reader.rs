@@ -1,15 +1,21 @@
-//! `Container::open` checks everything about the file's structure once — header, footer, index,
-//! extension, every path and every object range — and then the rest of the code trusts it.
-//! Content checksums are checked when content is read (see `content.rs`).
+//! `Container::open` checks the file's structure in one pass that allocates nothing per entry —
+//! header, footer, the index checksum, that every index record fits and has a file type, and the
+//! extension's sections — so opening costs the same whatever the number of entries beyond that
+//! pass. Each entry's own fields (safe path, sort order, object range, extension records) are
+//! checked when it is decoded (`Container::entry`), and content checksums when content is read
+//! (see `content.rs`). `verify` decodes and checks every entry.
 use super::cache::ChunkCache;
 use super::codec::{self, ContentKey, Key};
 use super::cursor::Cursor;
 use super::error::{show, Error, Result};
-use super::ext::{ChunkTable, Ext, Whiteout};
+use super::ext::{self, ChunkRef, ChunkTable, ExtIndex, Whiteout};
 use super::layout::*;
 use super::map::Bytes;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU8;
+use std::sync::{Arc, Mutex};
 
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +68,8 @@ impl Kind {
     }
 }
 
-/// One index entry, validated, with what the extension says about it.
+/// One index entry, decoded and checked on demand by [`Container::entry`], with what the
+/// extension says about it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub path: Vec<u8>,
@@ -84,10 +91,14 @@ pub struct Entry {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub obj_offset: u64,
     pub obj_size: u64,
+    /// Compression and encryption ids as stored (255 stands for any id over 254). Unknown ids
+    /// fail reading the content, not decoding the entry.
     pub comp: u8,
     pub enc: u8,
     pub crc: u32,
-    pub(crate) chunks: Option<Box<Chunks>>,
+    /// Index position.
+    pub(crate) idx: usize,
+    pub(crate) chunks: Option<ChunkRef>,
 }
 
 /// A chunk table with its precomputed stored offsets.
@@ -116,20 +127,32 @@ pub enum Child {
     Implicit(Vec<u8>),
 }
 
-/// An open, validated BFC container.
+/// Decoded chunk tables kept at once (each is a few KiB per GiB of content).
+const CHUNK_TABLES: usize = 64;
+/// Compressed files whose read position is remembered at once.
+const READERS: usize = 256;
+
+/// An open BFC container. Opening checks the header, the footer, the index checksum and that
+/// every index record fits (one pass, no allocation per entry); each entry is decoded and
+/// checked when it is used (`entry`), and `verify` checks them all.
 pub struct Container {
     pub(crate) file: PathBuf,
-    pub(crate) bytes: Bytes,
+    pub(crate) bytes: Arc<Bytes>,
     pub(crate) block_size: u32,
     pub(crate) features: u64,
     pub(crate) salt: [u8; 16],
     pub(crate) index_offset: u64,
     pub(crate) index_size: u64,
-    pub(crate) entries: Vec<Entry>,
-    pub(crate) blobs: Vec<(String, Vec<u8>)>,
-    pub(crate) keycheck: Option<[u8; 28]>,
+    /// Start of each index record, relative to the index start (indexes over 4 GiB are refused).
+    offsets: Vec<u32>,
+    ext: ExtIndex,
+    any_encrypted: bool,
+    chunk_tables: Mutex<LruCache<u32, Arc<Chunks>>>,
     pub(crate) key: Option<ContentKey>,
-    pub(crate) cache: ChunkCache,
+    pub(crate) cache: Arc<ChunkCache>,
+    /// Last chunk read of recently read compressed files (entry -> chunk), to spot
+    /// sequential readers.
+    pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
     pub(crate) checked: Vec<AtomicU8>,
 }
@@ -197,143 +220,70 @@ impl Container {
         // One read-ahead for the whole index instead of a page fault per 4 KiB (cold mounts).
         bytes.will_need(index_offset, index_size as usize);
         let index = &data[index_offset as usize..(index_offset + index_size) as usize];
-        let computed = codec::bfc_crc(index);
-        if computed != index_crc {
-            return Err(Error::BadChecksum {
-                file: file.clone(),
-                what: "index".into(),
-                offset: index_offset,
-                stored: index_crc,
-                computed,
-            });
-        }
-
-        // Index entries.
-        let mut c = Cursor::new(&file, index, index_offset);
-        let IndexHeader { version, count } = IndexHeader::decode(&mut c)?;
-        if version != INDEX_VERSION {
+        let bad_crc = |computed: u32| Error::BadChecksum {
+            file: file.clone(),
+            what: "index".into(),
+            offset: index_offset,
+            stored: index_crc,
+            computed,
+        };
+        if u32::try_from(index_size).is_err() {
+            let computed = codec::bfc_crc(index);
+            if computed != index_crc {
+                return Err(bad_crc(computed));
+            }
             return Err(Error::Unsupported {
                 file: file.clone(),
-                what: format!("index version {version}"),
+                what: format!("an index of {index_size} bytes (at most 4 GiB)"),
             });
         }
-        if (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining() {
-            return Err(c.corrupt(format!(
-                "entry count {count} does not fit in an index of {index_size} bytes"
-            )));
+        // One pass over the index: the checksum runs just behind the record walk, over bytes
+        // still in cache. A damaged index fails its checksum before anything else is reported.
+        let mut crc = RunningCrc::default();
+        let scan = scan_records(&file, index, index_offset, &mut crc);
+        let (offsets, any_encrypted, pos) = match scan {
+            Ok(found) => found,
+            Err(e) => {
+                let computed = codec::bfc_crc(index);
+                return Err(if computed != index_crc {
+                    bad_crc(computed)
+                } else {
+                    e
+                });
+            }
+        };
+        let computed = crc.finish(index);
+        if computed != index_crc {
+            return Err(bad_crc(computed));
         }
-        let mut entries: Vec<Entry> = Vec::with_capacity(count as usize);
-        for k in 0..count {
-            let at = c.offset();
-            // The entry number is added only on error, so a valid index parses without
-            // formatting anything.
-            let IndexRecord {
-                path,
-                obj_offset,
-                obj_size,
-                mode,
-                mtime_ns: mtime,
-                comp,
-                enc,
-                orig_size: size,
-                crc,
-            } = IndexRecord::decode(&mut c).map_err(|e| in_entry(e, k))?;
-            if let Err(why) = check_path(&path) {
-                return Err(Error::Corrupt {
-                    file: file.clone(),
-                    offset: at,
-                    what: format!("index entry {k}: path {:?} {why}", show(&path)),
-                });
-            }
-            if let Some(prev) = entries.last() {
-                if prev.path >= path {
-                    return Err(Error::Corrupt {
-                        file: file.clone(),
-                        offset: at,
-                        what: format!(
-                            "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
-                            show(&path),
-                            show(&prev.path)
-                        ),
-                    });
-                }
-            }
-            let bad = |w: String| Error::Corrupt {
-                file: file.clone(),
-                offset: at,
-                what: format!("index entry {k} ({}): {w}", show(&path)),
-            };
-            let kind = Kind::from_mode(mode)
-                .ok_or_else(|| bad(format!("mode {mode:#o} has no file type")))?;
-            let obj_end = obj_offset.checked_add(obj_size);
-            if obj_offset < HEADER_SIZE as u64
-                || obj_end.is_none_or(|e| e > index_offset)
-                || (obj_size < OBJ_HEADER_SIZE as u64)
-            {
-                return Err(bad(format!(
-                    "object {obj_offset}+{obj_size} is outside the object area {HEADER_SIZE}..{index_offset}"
-                )));
-            }
-            if comp > u32::from(COMP_ZSTD) {
-                return Err(Error::Unsupported {
-                    file: file.clone(),
-                    what: format!("compression {comp} of entry {}", show(&path)),
-                });
-            }
-            if enc > u32::from(ENC_CHACHA20_POLY1305) {
-                return Err(Error::Unsupported {
-                    file: file.clone(),
-                    what: format!("encryption {enc} of entry {}", show(&path)),
-                });
-            }
-            if kind == Kind::Symlink && size > 65535 {
-                return Err(bad(format!("symlink target of {size} bytes")));
-            }
-            entries.push(Entry {
-                path,
-                kind,
-                mode,
-                mtime_ns: mtime as i64,
-                size,
-                uid: None,
-                gid: None,
-                rdev: 0,
-                nlink: 1,
-                link_group: None,
-                whiteout: Whiteout::None,
-                xattrs: Vec::new(),
-                obj_offset,
-                obj_size,
-                comp: comp as u8,
-                enc: enc as u8,
-                crc,
-                chunks: None,
-            });
-        }
+        let count = offsets.len() as u32;
+        let mut c = Cursor::new(&file, &index[pos..], index_offset + pos as u64);
 
-        // Extension.
-        let mut blobs = Vec::new();
-        let mut keycheck = None;
-        if features & FEATURE_BFCFS_EXT != 0 {
-            let ext = Ext::decode(&mut c, count)?;
-            apply_ext(&file, &mut entries, ext.clone(), index_offset)?;
-            blobs = ext.blobs;
-            keycheck = ext.keycheck;
-        }
-        let checked = (0..entries.len()).map(|_| AtomicU8::new(0)).collect();
+        let ext = if features & FEATURE_BFCFS_EXT != 0 {
+            ExtIndex::parse(&mut c, count)?
+        } else {
+            ExtIndex::default()
+        };
+        let checked = (0..offsets.len()).map(|_| AtomicU8::new(0)).collect();
         Ok(Container {
             file,
-            bytes,
+            bytes: Arc::new(bytes),
             block_size,
             features,
             salt,
             index_offset,
             index_size,
-            entries,
-            blobs,
-            keycheck,
+            offsets,
+            ext,
+            any_encrypted,
+            chunk_tables: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CHUNK_TABLES).unwrap_or(NonZeroUsize::MIN),
+            )),
             key: None,
-            cache: ChunkCache::new(DEFAULT_CACHE_BYTES),
+            cache: Arc::new(ChunkCache::new(DEFAULT_CACHE_BYTES)),
+            last_chunk: Mutex::new(LruCache::new(
+                NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
+            )),
             checked,
         })
     }
@@ -343,17 +293,263 @@ impl Container {
         &self.file
     }
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.offsets.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.offsets.is_empty()
     }
-    pub fn entry(&self, i: usize) -> &Entry {
-        &self.entries[i]
+
+    /// Index record `i` read in place (open checked that it fits).
+    fn record(&self, i: usize) -> RecordRef<'_> {
+        let start = self.index_offset as usize + self.offsets[i] as usize;
+        let end = (self.index_offset + self.index_size) as usize;
+        // Open checked that every record lies inside the index; an empty record (never made)
+        // would read as the empty path.
+        RecordRef::at(&self.data()[start..end]).unwrap_or(RecordRef::EMPTY)
     }
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
+
+    /// Path bytes of entry `i` as stored (checked by `entry`), for searches.
+    pub fn path(&self, i: usize) -> &[u8] {
+        self.record(i).path()
     }
+
+    /// Kind of entry `i` (its file type was checked at open).
+    pub fn kind(&self, i: usize) -> Kind {
+        Kind::from_mode(self.record(i).mode()).unwrap_or(Kind::File)
+    }
+
+    /// Recorded size of entry `i`.
+    pub fn size(&self, i: usize) -> u64 {
+        self.record(i).orig_size()
+    }
+
+    /// Whiteout mark of entry `i` (from the extension).
+    pub fn whiteout(&self, i: usize) -> Whiteout {
+        ext::lookup(&self.ext.whiteouts, i as u32).unwrap_or_default()
+    }
+
+    /// Link group of entry `i`: the first entry of its hardlink group, if it has other names.
+    pub fn link_group(&self, i: usize) -> Option<u32> {
+        let i = i as u32;
+        ext::lookup(&self.ext.hardlinks, i).or_else(|| ext::lookup(&self.ext.groups, i).map(|_| i))
+    }
+
+    /// Every entry of link group `group` (its first entry included).
+    pub fn link_names(&self, group: u32) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .ext
+            .hardlinks
+            .iter()
+            .filter(|(_, t)| *t == group)
+            .map(|(e, _)| *e as usize)
+            .collect();
+        if !out.is_empty() {
+            out.push(group as usize);
+            out.sort_unstable();
+        }
+        out
+    }
+
+    /// True when any entry has extended attributes.
+    pub fn has_xattrs(&self) -> bool {
+        !self.ext.xattrs.is_empty()
+    }
+
+    /// Entry `i`, decoded and checked: a safe path sorted after the previous one, an object
+    /// inside the object area, and extension records that fit the entry. Errors name the entry
+    /// and the offset of its record.
+    pub fn entry(&self, i: usize) -> Result<Entry> {
+        let r = self.record(i);
+        let at = self.index_offset + u64::from(self.offsets[i]);
+        let path = r.path();
+        self.check_name(i)?;
+        let bad = |w: String| Error::Corrupt {
+            file: self.file.clone(),
+            offset: at,
+            what: format!("index entry {i} ({}): {w}", show(path)),
+        };
+        let mode = r.mode();
+        let kind =
+            Kind::from_mode(mode).ok_or_else(|| bad(format!("mode {mode:#o} has no file type")))?;
+        let (obj_offset, obj_size, size) = (r.obj_offset(), r.obj_size(), r.orig_size());
+        let obj_end = obj_offset.checked_add(obj_size);
+        if obj_offset < HEADER_SIZE as u64
+            || obj_end.is_none_or(|e| e > self.index_offset)
+            || (obj_size < OBJ_HEADER_SIZE as u64)
+        {
+            return Err(bad(format!(
+                "object {obj_offset}+{obj_size} is outside the object area {HEADER_SIZE}..{}",
+                self.index_offset
+            )));
+        }
+        if kind == Kind::Symlink && size > 65535 {
+            return Err(bad(format!("symlink target of {size} bytes")));
+        }
+        let mut e = Entry {
+            path: path.to_vec(),
+            kind,
+            mode,
+            mtime_ns: r.mtime_ns() as i64,
+            size,
+            uid: None,
+            gid: None,
+            rdev: 0,
+            nlink: 1,
+            link_group: None,
+            whiteout: Whiteout::None,
+            xattrs: Vec::new(),
+            obj_offset,
+            obj_size,
+            comp: u8::try_from(r.comp()).unwrap_or(u8::MAX),
+            enc: u8::try_from(r.enc()).unwrap_or(u8::MAX),
+            crc: r.crc(),
+            idx: i,
+            chunks: None,
+        };
+        if self.features & FEATURE_BFCFS_EXT != 0 {
+            self.apply_ext(&mut e)?;
+        }
+        Ok(e)
+    }
+
+    /// Every entry in index order, each decoded and checked as by `entry`.
+    pub fn entries(&self) -> impl Iterator<Item = Result<Entry>> + '_ {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    /// Adds what the extension says about `e`, checking that it agrees with the index.
+    fn apply_ext(&self, e: &mut Entry) -> Result<()> {
+        let bad = |what: String| Error::Corrupt {
+            file: self.file.clone(),
+            offset: self.index_offset,
+            what: format!("extension: {what}"),
+        };
+        let i = e.idx as u32;
+        let x = &self.ext;
+        if let Some(at) = x.owners_at {
+            let o = (at + u64::from(i) * 8) as usize;
+            let d = self.data();
+            let word = |p: usize| u32::from_le_bytes([d[p], d[p + 1], d[p + 2], d[p + 3]]);
+            e.uid = Some(word(o));
+            e.gid = Some(word(o + 4));
+        }
+        if let Ok(k) = x.devices.binary_search_by_key(&i, |r| r.0) {
+            let (_, major, minor) = x.devices[k];
+            if !matches!(e.kind, Kind::CharDev | Kind::BlockDev) {
+                return Err(bad(format!(
+                    "device numbers for {}, which is not a device",
+                    show(&e.path)
+                )));
+            }
+            e.rdev = libc::makedev(major, minor);
+        }
+        let lo = x.xattrs.partition_point(|r| r.0 < i);
+        for (_, at) in x.xattrs[lo..].iter().take_while(|r| r.0 == i) {
+            e.xattrs
+                .push(ExtIndex::xattr_at(self.data(), &self.file, *at)?);
+        }
+        if let Some(t) = ext::lookup(&x.hardlinks, i) {
+            let to = self.record(t as usize);
+            if e.kind != Kind::File
+                || Kind::from_mode(to.mode()) != Some(Kind::File)
+                || e.obj_offset != to.obj_offset()
+                || e.size != to.orig_size()
+            {
+                return Err(bad(format!(
+                    "hardlink {} -> {} does not name one regular file object",
+                    show(&e.path),
+                    show(to.path())
+                )));
+            }
+        }
+        if let Some(g) = self.link_group(e.idx) {
+            if e.kind != Kind::File {
+                return Err(bad(format!(
+                    "hardlink {} -> {} does not name one regular file object",
+                    show(self.path(g as usize)),
+                    show(&e.path)
+                )));
+            }
+            e.link_group = Some(g);
+            e.nlink = ext::lookup(&x.groups, g).unwrap_or(1);
+        }
+        if let Some(w) = ext::lookup(&x.whiteouts, i) {
+            if e.kind != Kind::File {
+                return Err(bad(format!(
+                    "whiteout marker {} is not a regular file",
+                    show(&e.path)
+                )));
+            }
+            e.whiteout = w;
+        }
+        if let Some(ch) = ext::lookup(&x.chunks, i) {
+            let cs = u64::from(ch.chunk_size);
+            if e.kind != Kind::File || e.size.div_ceil(cs) != u64::from(ch.count) {
+                return Err(bad(format!(
+                    "chunk table of {} has {} chunks of {cs} bytes for {} bytes",
+                    show(&e.path),
+                    ch.count,
+                    e.size
+                )));
+            }
+            e.chunks = Some(ch);
+        }
+        Ok(())
+    }
+
+    /// The chunk table of `e`, decoded and checked once while it stays in a small cache.
+    pub(crate) fn chunk_table(&self, e: &Entry) -> Result<Option<Arc<Chunks>>> {
+        let Some(ch) = e.chunks else {
+            return Ok(None);
+        };
+        let key = e.idx as u32;
+        if let Some(t) = self.lock_tables().get(&key) {
+            return Ok(Some(t.clone()));
+        }
+        let rest = usize::try_from(ch.at)
+            .ok()
+            .and_then(|a| self.data().get(a..))
+            .unwrap_or(&[]);
+        let mut c = Cursor::new(&self.file, rest, ch.at);
+        let m = ch.count as usize;
+        let mut stored = Vec::with_capacity(m.min(c.remaining() / 8));
+        let mut crcs = Vec::with_capacity(m.min(c.remaining() / 8));
+        for _ in 0..m {
+            stored.push(c.u32("chunk stored size")?);
+            crcs.push(c.u32("chunk checksum")?);
+        }
+        let table = ChunkTable {
+            chunk_size: ch.chunk_size,
+            stored,
+            crcs,
+        };
+        // Raw chunks are read by position: their stored sizes must be their lengths.
+        if e.comp == COMP_NONE {
+            let cs = u64::from(ch.chunk_size);
+            if let Some(k) = (0..table.stored.len())
+                .find(|&k| u64::from(table.stored[k]) != (e.size - k as u64 * cs).min(cs))
+            {
+                return Err(Error::Corrupt {
+                    file: self.file.clone(),
+                    offset: self.index_offset,
+                    what: format!(
+                        "extension: chunk table of {}: raw chunk {k} claims {} stored bytes",
+                        show(&e.path),
+                        table.stored[k]
+                    ),
+                });
+            }
+        }
+        let offsets = table.offsets();
+        let t = Arc::new(Chunks { table, offsets });
+        self.lock_tables().put(key, t.clone());
+        Ok(Some(t))
+    }
+
+    fn lock_tables(&self) -> std::sync::MutexGuard<'_, LruCache<u32, Arc<Chunks>>> {
+        self.chunk_tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn block_size(&self) -> u32 {
         self.block_size
     }
@@ -371,7 +567,7 @@ impl Container {
     }
     /// Sets the byte bound of the decoded-chunk cache.
     pub fn set_cache_bytes(&mut self, bytes: usize) {
-        self.cache = ChunkCache::new(bytes);
+        self.cache = Arc::new(ChunkCache::new(bytes));
     }
 
     /// True once `set_key` accepted a key.
@@ -381,25 +577,39 @@ impl Container {
 
     /// True when any entry is encrypted.
     pub fn is_encrypted(&self) -> bool {
-        self.entries.iter().any(|e| e.enc != ENC_NONE)
+        self.any_encrypted
     }
 
     /// A named blob from the extension (e.g. an image's manifest).
     pub fn image_blob(&self, name: &str) -> Option<&[u8]> {
-        self.blobs
+        self.ext
+            .blobs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, d)| d.as_slice())
     }
     pub fn image_blob_names(&self) -> impl Iterator<Item = &str> {
-        self.blobs.iter().map(|(n, _)| n.as_str())
+        self.ext.blobs.iter().map(|(n, _)| n.as_str())
     }
 
-    /// Index of the entry at `path`, by binary search.
+    /// First entry whose path is not below `key` in byte order.
+    fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.path(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Index of the entry at `path`, by binary search over the records in place.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        self.entries
-            .binary_search_by(|e| e.path.as_slice().cmp(path))
-            .ok()
+        let i = self.lower_bound(path);
+        (i < self.len() && self.path(i) == path).then_some(i)
     }
 
     /// True when `dir` is the root, a directory entry, or an implicit directory (a prefix of
@@ -409,7 +619,7 @@ impl Container {
             return true;
         }
         match self.find(dir) {
-            Some(i) => self.entries[i].kind == Kind::Dir,
+            Some(i) => self.kind(i) == Kind::Dir,
             None => {
                 let (lo, hi) = self.prefix_range(dir);
                 lo < hi
@@ -420,29 +630,28 @@ impl Container {
     /// Range of entries whose path starts with `dir/` (all entries for the root).
     fn prefix_range(&self, dir: &[u8]) -> (usize, usize) {
         if dir.is_empty() {
-            return (0, self.entries.len());
+            return (0, self.len());
         }
-        let mut lo_key = dir.to_vec();
-        lo_key.push(b'/');
-        let mut hi_key = dir.to_vec();
-        hi_key.push(b'/' + 1);
-        let lo = self
-            .entries
-            .partition_point(|e| e.path.as_slice() < lo_key.as_slice());
-        let hi = self
-            .entries
-            .partition_point(|e| e.path.as_slice() < hi_key.as_slice());
-        (lo, hi)
+        let mut key = dir.to_vec();
+        key.push(b'/');
+        let lo = self.lower_bound(&key);
+        if let Some(last) = key.last_mut() {
+            *last = b'/' + 1;
+        }
+        (lo, self.lower_bound(&key))
     }
 
     /// Direct children of directory `dir` ("" is the root) in byte order of their names, with
-    /// directories that only appear as parents of deeper paths synthesized.
-    pub fn children(&self, dir: &[u8]) -> Vec<Child> {
+    /// directories that only appear as parents of deeper paths synthesized. The path of every
+    /// entry a name comes from is checked (safe, sorted) on the way.
+    pub fn children(&self, dir: &[u8]) -> Result<Vec<Child>> {
         let (mut i, hi) = self.prefix_range(dir);
         let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
         let mut out = Vec::new();
         while i < hi {
-            let rest = &self.entries[i].path[skip..];
+            self.check_name(i)?;
+            let path = self.path(i);
+            let rest = &path[skip..];
             match rest.iter().position(|b| *b == b'/') {
                 None => {
                     out.push(Child::Entry(i));
@@ -450,7 +659,7 @@ impl Container {
                 }
                 Some(slash) => {
                     let name = &rest[..slash];
-                    let full = &self.entries[i].path[..skip + slash];
+                    let full = &path[..skip + slash];
                     // This is the first entry below `full`: skip the whole run of `full/...`
                     // (contiguous in byte order). An implicit duplicate of a listed directory
                     // is removed by the dedup below.
@@ -464,12 +673,46 @@ impl Container {
         // (stable, so a listed entry stays before its implicit twin) and drop the twins.
         out.sort_by(|a, b| self.child_name(a, skip).cmp(self.child_name(b, skip)));
         out.dedup_by(|a, b| self.child_name(a, skip) == self.child_name(b, skip));
-        out
+        Ok(out)
+    }
+
+    /// Checks what makes entry `i`'s path safe to list and find: a safe path, sorted between
+    /// its neighbours. A pair out of order is reported as the later entry's error.
+    fn check_name(&self, i: usize) -> Result<()> {
+        let path = self.path(i);
+        let why = |k: usize, what: String| Error::Corrupt {
+            file: self.file.clone(),
+            offset: self.index_offset + u64::from(self.offsets[k]),
+            what,
+        };
+        if let Err(reason) = check_path(path) {
+            return Err(why(
+                i,
+                format!("index entry {i}: path {:?} {reason}", show(path)),
+            ));
+        }
+        let unsorted = |k: usize| {
+            why(
+                k,
+                format!(
+                    "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
+                    show(self.path(k)),
+                    show(self.path(k - 1))
+                ),
+            )
+        };
+        if i > 0 && self.path(i - 1) >= path {
+            return Err(unsorted(i));
+        }
+        if i + 1 < self.len() && path >= self.path(i + 1) {
+            return Err(unsorted(i + 1));
+        }
+        Ok(())
     }
 
     fn child_name<'a>(&'a self, c: &'a Child, skip: usize) -> &'a [u8] {
         match c {
-            Child::Entry(i) => &self.entries[*i].path[skip..],
+            Child::Entry(i) => &self.path(*i)[skip..],
             Child::Implicit(n) => n,
         }
     }
@@ -479,7 +722,7 @@ impl Container {
         let ck = key
             .derive(&self.salt)
             .map_err(|what| Error::Usage { what })?;
-        if let Some(kc) = self.keycheck {
+        if let Some(kc) = self.ext.keycheck {
             let mut nonce = [0u8; 12];
             nonce.copy_from_slice(&kc[..12]);
             let s = codec::AeadStream::new(&ck, &nonce, super::ext::KEYCHECK_AD);
@@ -494,17 +737,21 @@ impl Container {
         }
         // Upstream containers hold no key check: try the tags of the smallest encrypted files.
         // A wrong key fails them all; damage to one file fails only that one.
-        let mut candidates: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| self.entries[i].enc != ENC_NONE && self.entries[i].kind == Kind::File)
+        let mut candidates: Vec<(u64, usize)> = (0..self.len())
+            .filter(|&i| {
+                let r = self.record(i);
+                r.enc() != u32::from(ENC_NONE) && Kind::from_mode(r.mode()) == Some(Kind::File)
+            })
+            .map(|i| (self.record(i).obj_size(), i))
             .collect();
-        candidates.sort_by_key(|&i| self.entries[i].obj_size);
+        candidates.sort_unstable();
         candidates.truncate(3);
         if candidates.is_empty() {
             self.key = Some(ck);
             return Ok(());
         }
         let mut first_err = None;
-        for &i in &candidates {
+        for &(_, i) in &candidates {
             match self.check_tag_with(i, &ck) {
                 Ok(true) => {
                     self.key = Some(ck);
@@ -523,7 +770,7 @@ impl Container {
             file: self.file.clone(),
             what: format!(
                 "it does not authenticate {} (checked {} encrypted entries)",
-                show(&self.entries[candidates[0]].path),
+                show(self.path(candidates[0].1)),
                 candidates.len()
             ),
         })
@@ -532,6 +779,89 @@ impl Container {
     pub(crate) fn data(&self) -> &[u8] {
         self.bytes.as_slice()
     }
+}
+
+/// The checksum of the index, computed in blocks just ahead of the record walk: the checksum
+/// streams each block into cache, where the walk (a chain of dependent loads) then finds it.
+#[derive(Default)]
+struct RunningCrc {
+    upto: usize,
+    crc: u32,
+}
+
+impl RunningCrc {
+    const BLOCK: usize = 128 << 10;
+
+    /// Checksums the next block once the walk at `pos` comes near the end of the last one.
+    fn advance(&mut self, index: &[u8], pos: usize) {
+        if pos + Self::BLOCK / 2 >= self.upto && self.upto < index.len() {
+            let end = (self.upto + Self::BLOCK).min(index.len());
+            self.crc = codec::bfc_crc_append(self.crc, &index[self.upto..end]);
+            self.upto = end;
+        }
+    }
+
+    fn finish(self, index: &[u8]) -> u32 {
+        codec::bfc_crc_append(self.crc, &index[self.upto..])
+    }
+}
+
+/// Walks the index records: checks that each fits and has a file type. Returns where each
+/// starts (relative to the index), whether any is encrypted, and where the records end.
+fn scan_records(
+    file: &Path,
+    index: &[u8],
+    index_offset: u64,
+    crc: &mut RunningCrc,
+) -> Result<(Vec<u32>, bool, usize)> {
+    let index_size = index.len();
+    let mut c = Cursor::new(file, index, index_offset);
+    let IndexHeader { version, count } = IndexHeader::decode(&mut c)?;
+    if version != INDEX_VERSION {
+        return Err(Error::Unsupported {
+            file: file.to_path_buf(),
+            what: format!("index version {version}"),
+        });
+    }
+    if (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining() {
+        return Err(c.corrupt(format!(
+            "entry count {count} does not fit in an index of {index_size} bytes"
+        )));
+    }
+    let mut offsets: Vec<u32> = Vec::with_capacity(count as usize);
+    let mut any_encrypted = false;
+    let mut pos = c.offset() - index_offset;
+    for k in 0..count {
+        crc.advance(index, pos as usize);
+        let Some(r) = RecordRef::at(&index[pos as usize..]) else {
+            // Cold path: read the record again through the cursor for the precise error.
+            let mut c = Cursor::new(file, &index[pos as usize..], index_offset + pos);
+            let plen = c.u32("path length").map_err(|e| in_entry(e, k))? as usize;
+            c.bytes(plen, "path").map_err(|e| in_entry(e, k))?;
+            c.bytes(INDEX_ENTRY_FIXED - 4, "index entry fields")
+                .map_err(|e| in_entry(e, k))?;
+            return Err(c.corrupt(format!("index entry {k} does not fit")));
+        };
+        let mode = r.mode();
+        if !matches!(
+            mode & S_IFMT,
+            S_IFREG | S_IFDIR | S_IFLNK | S_IFCHR | S_IFBLK | S_IFIFO | S_IFSOCK
+        ) {
+            return Err(Error::Corrupt {
+                file: file.to_path_buf(),
+                offset: index_offset + pos,
+                what: format!(
+                    "index entry {k} ({}): mode {mode:#o} has no file type",
+                    show(r.path())
+                ),
+            });
+        }
+        any_encrypted |= r.enc() == u32::from(ENC_CHACHA20_POLY1305);
+        // The caller refuses indexes over 4 GiB.
+        offsets.push(pos as u32);
+        pos += r.len() as u64;
+    }
+    Ok((offsets, any_encrypted, pos as usize))
 }
 
 /// Names the index entry in a truncation or corruption error raised while parsing it.
@@ -577,98 +907,6 @@ pub fn check_path(path: &[u8]) -> std::result::Result<(), &'static str> {
             b"." | b".." => return Err("has a '.' or '..' component"),
             _ => {}
         }
-    }
-    Ok(())
-}
-
-/// Folds the extension into the entries, checking that it agrees with the index.
-fn apply_ext(file: &Path, entries: &mut [Entry], ext: Ext, index_offset: u64) -> Result<()> {
-    let bad = |what: String| Error::Corrupt {
-        file: file.to_path_buf(),
-        offset: index_offset,
-        what: format!("extension: {what}"),
-    };
-    for (i, (u, g)) in ext.owners.iter().enumerate() {
-        entries[i].uid = Some(*u);
-        entries[i].gid = Some(*g);
-    }
-    for (e, major, minor) in ext.devices {
-        let en = &mut entries[e as usize];
-        if !matches!(en.kind, Kind::CharDev | Kind::BlockDev) {
-            return Err(bad(format!(
-                "device numbers for {}, which is not a device",
-                show(&en.path)
-            )));
-        }
-        en.rdev = libc::makedev(major, minor);
-    }
-    for (e, n, v) in ext.xattrs {
-        entries[e as usize].xattrs.push((n, v));
-    }
-    for (e, t) in ext.hardlinks {
-        let (eo, to) = (&entries[e as usize], &entries[t as usize]);
-        if eo.kind != Kind::File
-            || to.kind != Kind::File
-            || eo.obj_offset != to.obj_offset
-            || eo.size != to.size
-        {
-            return Err(bad(format!(
-                "hardlink {} -> {} does not name one regular file object",
-                show(&eo.path),
-                show(&to.path)
-            )));
-        }
-        entries[e as usize].link_group = Some(t);
-        entries[t as usize].link_group = Some(t);
-    }
-    // nlink for every link group.
-    let mut counts = std::collections::HashMap::<u32, u32>::new();
-    for en in entries.iter() {
-        if let Some(g) = en.link_group {
-            *counts.entry(g).or_default() += 1;
-        }
-    }
-    for en in entries.iter_mut() {
-        if let Some(g) = en.link_group {
-            en.nlink = counts.get(&g).copied().unwrap_or(1);
-        }
-    }
-    for (e, w) in ext.whiteouts {
-        let en = &mut entries[e as usize];
-        if en.kind != Kind::File {
-            return Err(bad(format!(
-                "whiteout marker {} is not a regular file",
-                show(&en.path)
-            )));
-        }
-        en.whiteout = w;
-    }
-    for (e, table) in ext.chunks {
-        let en = &mut entries[e as usize];
-        let cs = u64::from(table.chunk_size);
-        let need = en.size.div_ceil(cs);
-        if en.kind != Kind::File || need != table.stored.len() as u64 {
-            return Err(bad(format!(
-                "chunk table of {} has {} chunks of {cs} bytes for {} bytes",
-                show(&en.path),
-                table.stored.len(),
-                en.size
-            )));
-        }
-        // Raw chunks are read by position: their stored sizes must be their lengths.
-        if en.comp == COMP_NONE {
-            if let Some(k) = (0..table.stored.len())
-                .find(|&k| u64::from(table.stored[k]) != (en.size - k as u64 * cs).min(cs))
-            {
-                return Err(bad(format!(
-                    "chunk table of {}: raw chunk {k} claims {} stored bytes",
-                    show(&en.path),
-                    table.stored[k]
-                )));
-            }
-        }
-        let offsets = table.offsets();
-        en.chunks = Some(Box::new(Chunks { table, offsets }));
     }
     Ok(())
 }

@@ -6,8 +6,9 @@ use super::error::{show, Error, Result};
 use super::ext::{self, ChunkTable, Ext, Whiteout};
 use super::layout::*;
 use super::reader::{check_path, Kind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 /// How content is compressed.
@@ -63,16 +64,41 @@ pub struct Meta {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// An index record plus what the extension says about it.
+/// An index record without its path (the map's key) plus what the extension says about it:
+/// 64 bytes, with what few entries have (xattrs, device numbers, chunk tables) boxed aside, so
+/// a layer of a million entries indexes in about 150 MB.
 #[derive(Debug, Clone)]
 struct Rec {
-    idx: IndexRecord,
+    obj_offset: u64,
+    obj_size: u64,
+    size: u64,
+    mtime_ns: u64,
+    mode: u32,
+    crc: u32,
+    uid: u32,
+    gid: u32,
+    comp: u8,
+    enc: u8,
     kind: Kind,
-    owner: Option<(u32, u32)>,
+    whiteout: Whiteout,
+    has_owner: bool,
+    /// Added by `add_hardlink` (as the new name or its target): may share its object.
+    linked: bool,
+    extra: Option<Box<Extra>>,
+}
+
+/// What only some entries have.
+#[derive(Debug, Clone, Default)]
+struct Extra {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     device: Option<(u32, u32)>,
-    whiteout: Whiteout,
     chunks: Option<ChunkTable>,
+}
+
+impl Rec {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
 }
 
 /// Streaming, append-only BFC writer. The last add of a path wins (its earlier object stays in
@@ -83,7 +109,7 @@ pub struct Writer<W: Write + Seek> {
     opts: WriterOptions,
     header: Header,
     key: Option<ContentKey>,
-    recs: BTreeMap<Vec<u8>, Rec>,
+    recs: BTreeMap<Box<[u8]>, Rec>,
     blobs: Vec<(String, Vec<u8>)>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     used_zstd: bool,
@@ -201,22 +227,32 @@ impl<W: Write + Seek> Writer<W> {
     }
 
     fn insert(&mut self, path: &[u8], rec: Rec) {
-        self.recs.insert(path.to_vec(), rec);
+        self.recs.insert(path.into(), rec);
     }
 
     fn rec(idx: IndexRecord, kind: Kind, meta: &Meta) -> Rec {
-        Rec {
-            idx,
+        let mut rec = Rec {
+            obj_offset: idx.obj_offset,
+            obj_size: idx.obj_size,
+            size: idx.orig_size,
+            mtime_ns: idx.mtime_ns,
+            mode: idx.mode,
+            crc: idx.crc,
+            uid: meta.uid.unwrap_or(0),
+            gid: meta.gid.unwrap_or(0),
+            // The writer only makes the ids it knows.
+            comp: idx.comp as u8,
+            enc: idx.enc as u8,
             kind,
-            owner: match (meta.uid, meta.gid) {
-                (None, None) => None,
-                (u, g) => Some((u.unwrap_or(0), g.unwrap_or(0))),
-            },
-            xattrs: meta.xattrs.clone(),
-            device: None,
             whiteout: Whiteout::None,
-            chunks: None,
+            has_owner: meta.uid.is_some() || meta.gid.is_some(),
+            linked: false,
+            extra: None,
+        };
+        if !meta.xattrs.is_empty() {
+            rec.extra().xattrs = meta.xattrs.clone();
         }
+        rec
     }
 
     /// Removes `path` and everything below it from the index (a later layer entry replacing a
@@ -227,7 +263,11 @@ impl<W: Write + Seek> Writer<W> {
         lo.push(b'/');
         let mut hi = path.to_vec();
         hi.push(b'/' + 1);
-        let doomed: Vec<Vec<u8>> = self.recs.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        let doomed: Vec<Box<[u8]>> = self
+            .recs
+            .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in doomed {
             self.recs.remove(&k);
         }
@@ -336,7 +376,7 @@ impl<W: Write + Seek> Writer<W> {
         }
         let mut rec = self.empty_object(path, TYPE_SPECIAL, kind, meta)?;
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
-            rec.device = Some(rdev);
+            rec.extra().device = Some(rdev);
         }
         self.insert(path, rec);
         Ok(())
@@ -379,7 +419,10 @@ impl<W: Write + Seek> Writer<W> {
             });
         }
         let mut rec = t.clone();
-        rec.idx.path = path.to_vec();
+        rec.linked = true;
+        if let Some(t) = self.recs.get_mut(target) {
+            t.linked = true;
+        }
         self.insert(path, rec);
         Ok(())
     }
@@ -512,7 +555,7 @@ impl<W: Write + Seek> Writer<W> {
         }
         let idx = self.index_record(path, start, mode, meta, comp, enc, size, crc);
         let mut rec = Self::rec(idx, Kind::File, meta);
-        rec.chunks = Some(table);
+        rec.extra().chunks = Some(table);
         self.insert(path, rec);
         Ok(size)
     }
@@ -591,51 +634,89 @@ impl<W: Write + Seek> Writer<W> {
         Ok(size)
     }
 
-    /// Writes the index, the extension and the footer; returns the output.
+    /// Writes the index, the extension and the footer; returns the output. The index records
+    /// stream to the output in path order (nothing the size of the index is built in memory);
+    /// the extension is built alongside.
     pub fn finish(mut self) -> Result<W> {
-        let recs: Vec<Rec> = std::mem::take(&mut self.recs).into_values().collect();
-        if recs.len() > u32::MAX as usize {
-            return Err(Error::Usage {
-                what: "too many entries".into(),
-            });
-        }
+        let recs = std::mem::take(&mut self.recs);
+        let count = u32::try_from(recs.len()).map_err(|_| Error::Usage {
+            what: "too many entries".into(),
+        })?;
+        let any_owner = recs.values().any(|r| r.has_owner);
         let mut ext = Ext::default();
-        if recs.iter().any(|r| r.owner.is_some()) {
-            ext.owners = recs.iter().map(|r| r.owner.unwrap_or((0, 0))).collect();
+        let index_offset = self.pos;
+        let mut index = IndexWriter {
+            buf: Vec::with_capacity(INDEX_BUF),
+            crc: 0,
+            len: 0,
+        };
+        IndexHeader {
+            version: INDEX_VERSION,
+            count,
         }
-        // Hardlink groups: regular files sharing one object.
-        let mut first_of: BTreeMap<u64, u32> = BTreeMap::new();
-        for (i, r) in recs.iter().enumerate() {
-            if r.kind == Kind::File {
-                first_of.entry(r.idx.obj_offset).or_insert(i as u32);
-            }
-        }
-        let mut shared: BTreeMap<u64, u32> = BTreeMap::new();
-        for r in recs.iter().filter(|r| r.kind == Kind::File) {
-            *shared.entry(r.idx.obj_offset).or_default() += 1;
-        }
-        for (i, r) in recs.iter().enumerate() {
+        .encode_into(&mut index.buf);
+        // Hardlink groups: regular files added by `add_hardlink` that share one object; the
+        // first name in path order is the group's.
+        let mut first_of: HashMap<u64, u32> = HashMap::new();
+        let mut rec = IndexRecord {
+            path: Vec::new(),
+            obj_offset: 0,
+            obj_size: 0,
+            mode: 0,
+            mtime_ns: 0,
+            comp: 0,
+            enc: 0,
+            orig_size: 0,
+            crc: 0,
+        };
+        for (i, (path, r)) in recs.into_iter().enumerate() {
             let i = i as u32;
-            if let Some((ma, mi)) = r.device {
-                ext.devices.push((i, ma, mi));
+            rec.path.clear();
+            rec.path.extend_from_slice(&path);
+            rec.obj_offset = r.obj_offset;
+            rec.obj_size = r.obj_size;
+            rec.mode = r.mode;
+            rec.mtime_ns = r.mtime_ns;
+            rec.comp = u32::from(r.comp);
+            rec.enc = u32::from(r.enc);
+            rec.orig_size = r.size;
+            rec.crc = r.crc;
+            rec.encode_into(&mut index.buf);
+            if index.buf.len() >= INDEX_BUF {
+                self.flush_index(&mut index)?;
             }
-            for (n, v) in &r.xattrs {
-                ext.xattrs.push((i, n.clone(), v.clone()));
+            if any_owner {
+                ext.owners.push((r.uid, r.gid));
             }
-            if r.kind == Kind::File && shared.get(&r.idx.obj_offset).copied().unwrap_or(0) > 1 {
-                if let Some(&f) = first_of.get(&r.idx.obj_offset) {
-                    if f != i {
-                        ext.hardlinks.push((i, f));
+            if r.linked && r.kind == Kind::File {
+                match first_of.get(&r.obj_offset) {
+                    Some(&f) => ext.hardlinks.push((i, f)),
+                    None => {
+                        first_of.insert(r.obj_offset, i);
                     }
                 }
             }
             if r.whiteout != Whiteout::None {
                 ext.whiteouts.push((i, r.whiteout));
             }
-            if let Some(t) = &r.chunks {
-                ext.chunks.push((i, t.clone()));
+            if let Some(x) = r.extra {
+                let Extra {
+                    xattrs,
+                    device,
+                    chunks,
+                } = *x;
+                if let Some((ma, mi)) = device {
+                    ext.devices.push((i, ma, mi));
+                }
+                for (n, v) in xattrs {
+                    ext.xattrs.push((i, n, v));
+                }
+                if let Some(t) = chunks {
+                    ext.chunks.push((i, t));
+                }
             }
         }
+        drop(first_of);
         ext.blobs = std::mem::take(&mut self.blobs);
         if let Some(k) = &self.key {
             let nonce = codec::random::<NONCE_SIZE>();
@@ -645,25 +726,17 @@ impl<W: Write + Seek> Writer<W> {
             kc[12..].copy_from_slice(&tag);
             ext.keycheck = Some(kc);
         }
-        let mut index = Vec::new();
-        IndexHeader {
-            version: INDEX_VERSION,
-            count: recs.len() as u32,
-        }
-        .encode_into(&mut index);
-        for r in &recs {
-            r.idx.encode_into(&mut index);
-        }
         if !ext.is_empty() {
-            index.extend_from_slice(&ext.encode());
+            index.buf.extend_from_slice(&ext.encode());
             self.header.features |= FEATURE_BFCFS_EXT;
         }
+        drop(ext);
+        self.flush_index(&mut index)?;
         let footer = Footer {
-            index_size: index.len() as u64,
-            index_crc: codec::bfc_crc(&index),
-            index_offset: self.pos,
+            index_size: index.len,
+            index_crc: index.crc,
+            index_offset,
         };
-        self.write(&index)?;
         self.write(&footer.encode())?;
         let header = self.header.encode();
         self.out.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
@@ -674,6 +747,27 @@ impl<W: Write + Seek> Writer<W> {
         self.out.flush().map_err(|e| self.io(e))?;
         Ok(self.out)
     }
+
+    /// Writes the buffered index bytes, adding them to the index checksum and size.
+    fn flush_index(&mut self, index: &mut IndexWriter) -> Result<()> {
+        index.crc = codec::bfc_crc_append(index.crc, &index.buf);
+        index.len += index.buf.len() as u64;
+        let buf = std::mem::take(&mut index.buf);
+        self.write(&buf)?;
+        index.buf = buf;
+        index.buf.clear();
+        Ok(())
+    }
+}
+
+/// Bytes of index buffered before they are written.
+const INDEX_BUF: usize = 1 << 20;
+
+/// The index as `finish` streams it: pending bytes, checksum and size of what was written.
+struct IndexWriter {
+    buf: Vec<u8>,
+    crc: u32,
+    len: u64,
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.

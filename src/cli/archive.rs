@@ -258,8 +258,8 @@ fn under(path: &[u8], prefix: Option<&str>) -> bool {
     }
 }
 
-fn entry_json(c: &Container, i: usize) -> serde_json::Value {
-    let e = c.entry(i);
+fn entry_json(c: &Container, i: usize) -> bfc::Result<serde_json::Value> {
+    let e = c.entry(i)?;
     let mut v = json!({
         "path": show(&e.path),
         "type": e.kind.name(),
@@ -295,23 +295,27 @@ fn entry_json(c: &Container, i: usize) -> serde_json::Value {
     }
     v["compression"] = json!(if e.comp == 1 { "zstd" } else { "none" });
     v["encrypted"] = json!(e.enc != 0);
-    v
+    Ok(v)
 }
 
 pub fn list(a: ListArgs) -> anyhow::Result<i32> {
     let c = open(&a.file)?;
     let sel: Vec<usize> = (0..c.len())
-        .filter(|&i| under(&c.entry(i).path, a.prefix.as_deref()))
+        .filter(|&i| under(c.path(i), a.prefix.as_deref()))
         .collect();
     if a.json {
-        print_json(&sel.iter().map(|&i| entry_json(&c, i)).collect())?;
+        let all = sel
+            .iter()
+            .map(|&i| entry_json(&c, i))
+            .collect::<bfc::Result<Vec<_>>>()?;
+        print_json(&all.into())?;
         return Ok(0);
     }
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for i in sel {
-        let e = c.entry(i);
+        let e = &c.entry(i)?;
         let r = if a.long {
             let owner = match (e.uid, e.gid) {
                 (Some(u), Some(g)) => format!("{u}/{g}"),
@@ -366,11 +370,7 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<i32> {
         .map(|p| p.trim_end_matches('/').as_bytes().to_vec())
         .collect();
     for o in &only {
-        if !c
-            .entries()
-            .iter()
-            .any(|e| under(&e.path, std::str::from_utf8(o).ok()))
-        {
+        if !(0..c.len()).any(|i| under(c.path(i), std::str::from_utf8(o).ok())) {
             return Err(UsageError(format!(
                 "{}: no entry {} in the container",
                 a.file.display(),
@@ -407,10 +407,9 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<i32> {
 
 /// Bytes of regular-file content (the progress bar's total).
 fn file_bytes(c: &Container) -> u64 {
-    c.entries()
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(|e| e.size)
+    (0..c.len())
+        .filter(|&i| c.kind(i) == Kind::File)
+        .map(|i| c.size(i))
         .sum()
 }
 
@@ -420,13 +419,13 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let bar = bytes_bar(if a.deep { total } else { 0 }, "verify");
     let mut bad = 0usize;
     for i in 0..c.len() {
-        let e = c.entry(i);
+        // Both decode and check the entry itself first.
         let r = if a.deep {
             c.verify_entry(i)
         } else {
             c.check_object(i)
         };
-        bar.inc(e.size);
+        bar.inc(c.size(i));
         if let Err(err) = r {
             bar.suspend(|| eprintln!("bfcfs: {}", crate::error_chain::chain(&err)));
             bad += 1;
@@ -473,8 +472,8 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
         let i = c
             .find(p.trim_end_matches('/').as_bytes())
             .ok_or_else(|| UsageError(format!("{}: no entry {p}", a.file.display())))?;
-        let e = c.entry(i);
-        let mut v = entry_json(&c, i);
+        let e = c.entry(i)?;
+        let mut v = entry_json(&c, i)?;
         v["object_offset"] = json!(e.obj_offset);
         v["object_size"] = json!(e.obj_size);
         v["crc32c"] = json!(format!("{:#010x}", e.crc));
@@ -485,10 +484,11 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
     let mut orig = 0u64;
     for e in c.entries() {
+        let e = e?;
         *counts.entry(e.kind.name()).or_default() += 1;
         if e.kind == Kind::File
             && e.link_group
-                .is_none_or(|g| c.entry(g as usize).path == e.path)
+                .is_none_or(|g| c.path(g as usize) == e.path.as_slice())
         {
             orig += e.size;
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::id::{implicit_id, lower_id, NodeId};
 use super::{Layer, WhiteoutSpec};
-use crate::bfc::{Child, Container, Kind, Whiteout};
+use crate::bfc::{self, Child, Container, Kind, Whiteout};
 /// Where a node's metadata comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -64,7 +64,7 @@ fn lower_bound(c: &Container, key: &[u8]) -> usize {
     let (mut lo, mut hi) = (0, c.len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if c.entry(mid).path.as_slice() < key {
+        if c.path(mid) < key {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -77,23 +77,23 @@ impl WhiteoutSpec {
     /// Whether the entry at `idx` is a whiteout marker of the given type (typed by the writer, or,
     /// under the OCI spec, recognised by its name).
     fn is_marker(self, c: &Container, idx: usize, want: Whiteout) -> bool {
-        let e = c.entry(idx);
-        if e.whiteout == want {
+        let whiteout = c.whiteout(idx);
+        if whiteout == want {
             return true;
         }
         self == WhiteoutSpec::Oci
-            && e.whiteout == Whiteout::None
+            && whiteout == Whiteout::None
             && match want {
-                Whiteout::Opaque => basename(&e.path) == WH_OPAQUE,
-                Whiteout::Whiteout => basename(&e.path).starts_with(WH_PREFIX),
+                Whiteout::Opaque => basename(c.path(idx)) == WH_OPAQUE,
+                Whiteout::Whiteout => basename(c.path(idx)).starts_with(WH_PREFIX),
                 Whiteout::None => false,
             }
     }
 
     /// Whether a listed entry is a whiteout marker (never shown).
     fn hides_entry(self, c: &Container, idx: usize) -> bool {
-        c.entry(idx).whiteout != Whiteout::None
-            || (self == WhiteoutSpec::Oci && basename(&c.entry(idx).path).starts_with(WH_PREFIX))
+        c.whiteout(idx) != Whiteout::None
+            || (self == WhiteoutSpec::Oci && basename(c.path(idx)).starts_with(WH_PREFIX))
     }
 
     /// Whether a name may show at all.
@@ -136,7 +136,7 @@ fn probe_hits(
         let c = &l.container;
         let lp = l.path_of(path);
         match c.find(&lp) {
-            Some(i) if c.entry(i).whiteout == Whiteout::None => hits.push((li, Hit::Entry(i))),
+            Some(i) if c.whiteout(i) == Whiteout::None => hits.push((li, Hit::Entry(i))),
             Some(_) => {}
             None if has_below(c, &lp) => hits.push((li, Hit::Implicit)),
             None => {}
@@ -160,7 +160,7 @@ fn has_below(c: &Container, path: &[u8]) -> bool {
     let mut prefix = path.to_vec();
     prefix.push(b'/');
     let i = lower_bound(c, &prefix);
-    i < c.len() && c.entry(i).path.starts_with(&prefix)
+    i < c.len() && c.path(i).starts_with(&prefix)
 }
 
 /// The id of an implicit directory at layer path `lp` of layer `li`: by its first entry.
@@ -188,10 +188,7 @@ fn fold(
         let (kind, source) = match hit {
             Hit::Whiteout => break,
             Hit::Implicit => (Kind::Dir, Source::Implicit),
-            Hit::Entry(i) => (
-                l.container.entry(i).kind,
-                Source::Entry { layer: li, idx: i },
-            ),
+            Hit::Entry(i) => (l.container.kind(i), Source::Entry { layer: li, idx: i }),
         };
         match (&mut found, kind) {
             (None, Kind::Dir) => {
@@ -215,7 +212,7 @@ fn fold(
                 // A hardlinked file is its group's entry: every name, one id.
                 let id = match source {
                     Source::Entry { idx, .. } => {
-                        let group = l.container.entry(idx).link_group;
+                        let group = l.container.link_group(idx);
                         lower_id(li, group.map_or(idx, |g| g as usize))
                     }
                     Source::Implicit | Source::Upper => None,
@@ -272,14 +269,14 @@ pub(crate) fn child_names(
     spec: WhiteoutSpec,
     dir_layers: &[usize],
     dir: &[u8],
-) -> BTreeSet<Vec<u8>> {
+) -> Result<BTreeSet<Vec<u8>>, bfc::Error> {
     let mut names = BTreeSet::new();
     for &li in dir_layers {
         let Some(l) = layers.get(li) else { continue };
-        for child in l.container.children(&l.path_of(dir)) {
+        for child in l.container.children(&l.path_of(dir))? {
             let name = match child {
                 Child::Entry(i) if spec.hides_entry(&l.container, i) => continue,
-                Child::Entry(i) => basename(&l.container.entry(i).path).to_vec(),
+                Child::Entry(i) => basename(l.container.path(i)).to_vec(),
                 Child::Implicit(n) => n,
             };
             if spec.name_visible(&name) {
@@ -287,7 +284,7 @@ pub(crate) fn child_names(
             }
         }
     }
-    names
+    Ok(names)
 }
 
 /// Every name of one directory with what each contributing layer holds for it, built once per
@@ -315,11 +312,17 @@ impl DirIndex {
         for &li in dir_layers {
             let Some(l) = layers.get(li) else { continue };
             let c = &l.container;
-            for child in c.children(&l.path_of(dir)) {
+            // A damaged index shows when the directory is listed (`child_names`); here its
+            // names are left out.
+            let children = c.children(&l.path_of(dir)).unwrap_or_else(|e| {
+                log::error!("{e}");
+                Vec::new()
+            });
+            for child in children {
                 let (name, hit): (Vec<u8>, Hit) = match child {
                     Child::Implicit(n) => (n, Hit::Implicit),
                     Child::Entry(i) => {
-                        let name = basename(&c.entry(i).path);
+                        let name = basename(c.path(i));
                         if spec.is_marker(c, i, Whiteout::Opaque) && name == WH_OPAQUE {
                             continue; // the directory's own opaque mark: already in `dir_layers`
                         }
@@ -327,7 +330,7 @@ impl DirIndex {
                             Some(target) if spec.is_marker(c, i, Whiteout::Whiteout) => {
                                 (target.to_vec(), Hit::Whiteout)
                             }
-                            _ if c.entry(i).whiteout != Whiteout::None => continue,
+                            _ if c.whiteout(i) != Whiteout::None => continue,
                             _ => (name.to_vec(), Hit::Entry(i)),
                         }
                     }

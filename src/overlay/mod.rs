@@ -459,7 +459,8 @@ impl Union {
     /// whiteouts and opaque directories hide what they hide there too. Builds no nodes: the
     /// inode numbers are the ids the names resolve to.
     fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
-        let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path);
+        let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path)
+            .map_err(|e| self.layer_error("listing", dir, e))?;
         let mut upper = HashMap::new();
         if let Some(up) = self.upper.as_ref().filter(|_| dir.source == Source::Upper) {
             let listed = up
@@ -512,7 +513,10 @@ impl Union {
     fn attr_of_node(&self, id: NodeId, n: &Node) -> Result<Attr, Error> {
         let mut a = match n.source {
             Source::Entry { layer, idx } => {
-                let e = self.layers[layer].container.entry(idx);
+                let e = self.layers[layer]
+                    .container
+                    .entry(idx)
+                    .map_err(|e| self.layer_error("reading the metadata of", n, e))?;
                 Attr {
                     ino: id,
                     kind: e.kind,
@@ -604,11 +608,7 @@ impl Union {
         }
         let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
-        let len = c
-            .entry(idx)
-            .size
-            .saturating_sub(offset)
-            .min(u64::from(size));
+        let len = c.size(idx).saturating_sub(offset).min(u64::from(size));
         let len = usize::try_from(len).unwrap_or(0);
         match c.stored_slice(idx, offset, len) {
             Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
@@ -665,10 +665,14 @@ impl Union {
                 .map(Cow::Owned)
                 .map_err(|e| upper_err("listing the xattrs of", &n.path, e));
         }
-        Ok(Cow::Borrowed(
-            self.entry_of(n)
-                .map_or(&[][..], |(l, idx)| &l.container.entry(idx).xattrs),
-        ))
+        match self.entry_of(n) {
+            Some((l, idx)) => l
+                .container
+                .entry(idx)
+                .map(|e| Cow::Owned(e.xattrs))
+                .map_err(|e| self.layer_error("reading the xattrs of", n, e)),
+            None => Ok(Cow::Borrowed(&[][..])),
+        }
     }
 
     /// Whether any node can have extended attributes (one pass over the indexes, on first call).
@@ -676,11 +680,9 @@ impl Union {
         // Upper entries can get xattrs at any time (and the kernel asks for security.capability
         // before writes): never let the kernel stop asking.
         self.upper.is_some()
-            || *self.any_xattrs.get_or_init(|| {
-                self.layers.iter().any(|l| {
-                    (0..l.container.len()).any(|i| !l.container.entry(i).xattrs.is_empty())
-                })
-            })
+            || *self
+                .any_xattrs
+                .get_or_init(|| self.layers.iter().any(|l| l.container.has_xattrs()))
     }
 
     /// One extended attribute's value.

@@ -270,7 +270,7 @@ impl Union {
             hook(id);
         }
         if let Source::Entry { layer, idx } = n.source {
-            if let Some(group) = self.layers[layer].container.entry(idx).link_group {
+            if let Some(group) = self.layers[layer].container.link_group(idx) {
                 self.copy_up_links(up, id, n, layer, group)?;
             }
         }
@@ -294,10 +294,14 @@ impl Union {
         }
         let others: Vec<Vec<u8>> = l
             .container
-            .entries()
-            .iter()
-            .filter(|e| e.link_group == Some(group))
-            .filter_map(|e| e.path.strip_prefix(root.as_slice()).map(<[u8]>::to_vec))
+            .link_names(group)
+            .into_iter()
+            .filter_map(|i| {
+                l.container
+                    .path(i)
+                    .strip_prefix(root.as_slice())
+                    .map(<[u8]>::to_vec)
+            })
             .filter(|p| p.as_slice() != &*n.path)
             .collect();
         for p in others {

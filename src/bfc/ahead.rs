@@ -1,0 +1,115 @@
+//! Decoding ahead of sequential readers: when a reader takes the chunks of a compressed file in
+//! order, the next few are decoded on worker threads (two, one per core on the machines bfcfs
+//! targets; several files read at once keep both busy) and land in the chunk cache before the
+//! reader asks. Each job asks the kernel for the chunk's whole stored range at once. Jobs are
+//! best effort: a full queue drops them, and a failed decode caches nothing (the reader then
+//! decodes the chunk itself and reports the damage).
+use super::cache::{ChunkCache, ChunkKey};
+use super::codec::{self, ContentKey, NONCE_SIZE};
+use super::layout::COMP_ZSTD;
+use super::map::Bytes;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Chunks decoded ahead of a sequential reader.
+pub const AHEAD: u64 = 4;
+const WORKERS: usize = 2;
+const QUEUE: usize = 64;
+
+/// One chunk to decode into `cache` under `key` (claimed there).
+pub struct Job {
+    pub bytes: Arc<Bytes>,
+    pub cache: Arc<ChunkCache>,
+    pub key: ChunkKey,
+    /// Absolute offset and length of the chunk's stored bytes.
+    pub at: u64,
+    pub stored_len: usize,
+    /// Decoded length and checksum.
+    pub len: usize,
+    pub crc: u32,
+    pub comp: u8,
+    /// Key, nonce and offset in the ciphertext of encrypted content.
+    pub cipher: Option<(ContentKey, [u8; NONCE_SIZE], u64)>,
+}
+
+impl Job {
+    fn run(self) {
+        let out = self.decode();
+        self.cache.complete(self.key, out.map(Arc::from));
+    }
+
+    fn decode(&self) -> Option<Vec<u8>> {
+        let start = usize::try_from(self.at).ok()?;
+        self.bytes.will_need(self.at, self.stored_len);
+        let stored = self
+            .bytes
+            .as_slice()
+            .get(start..start.checked_add(self.stored_len)?)?;
+        let mut plain_copy;
+        let stored: &[u8] = match &self.cipher {
+            Some((key, nonce, off)) => {
+                plain_copy = stored.to_vec();
+                codec::decrypt_range(key, nonce, *off, &mut plain_copy);
+                &plain_copy
+            }
+            None => stored,
+        };
+        let out = decode_chunk(stored, self.comp, self.len).ok()?;
+        (codec::bfc_crc(&out) == self.crc).then_some(out)
+    }
+}
+
+/// Decodes one chunk's stored bytes (a zstd frame, or raw bytes) to exactly `len` bytes.
+pub fn decode_chunk(stored: &[u8], comp: u8, len: usize) -> Result<Vec<u8>, String> {
+    if comp == COMP_ZSTD {
+        let mut out = vec![0u8; len];
+        let n = zstd::bulk::decompress_to_buffer(stored, &mut out).map_err(|e| e.to_string())?;
+        if n != len {
+            return Err(format!("decodes to {n} bytes, expected {len}"));
+        }
+        Ok(out)
+    } else if stored.len() != len {
+        Err("has the wrong size".into())
+    } else {
+        Ok(stored.to_vec())
+    }
+}
+
+/// Queues `job` for a worker. When the queue is full (or no worker could be started) the job
+/// is dropped and its claim released.
+pub fn submit(job: Job) {
+    static POOL: OnceLock<Option<SyncSender<Job>>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for n in 0..WORKERS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("bfc-ahead-{n}"))
+                .spawn(move || work(&rx));
+            if spawned.is_ok() {
+                started += 1;
+            }
+        }
+        (started > 0).then_some(tx)
+    });
+    let dropped = match pool {
+        Some(tx) => match tx.try_send(job) {
+            Ok(()) => return,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+        },
+        None => job,
+    };
+    dropped.cache.complete(dropped.key, None);
+}
+
+fn work(rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job.run();
+    }
+}
