@@ -1,7 +1,7 @@
 //! `bfcfs images`, `inspect`, `rm`, `prune`: what the store holds, and removing it.
 use super::progress::print_json;
 use crate::image::{self, ImageInfo};
-use crate::store::Store;
+use crate::store::{refs::RefEntry, Store};
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
@@ -22,7 +22,18 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs rm app:v1
+  bfcfs rm 3f2a9c0d                  # by digest prefix: every name of that one image
+  bfcfs rm -f app:v1                 # even if containers were made from it
+
+An image that containers were made from is refused (they could not be mounted any more)
+unless -f is given; `bfcfs containers` lists them. A digest prefix that matches several
+images is refused and the images are listed.")]
 pub struct RmArgs {
+    /// Remove even when containers were made from the image (they cannot be mounted after)
+    #[arg(short, long)]
+    pub force: bool,
     /// Images to untag (NAME[:TAG], NAME@DIGEST or a digest prefix)
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -147,8 +158,43 @@ pub fn inspect(root: Option<&Path>, a: InspectArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The containers made from images that lose their last name when `doomed` go.
+fn stranded(store: &Store, doomed: &[RefEntry]) -> anyhow::Result<Vec<(String, String)>> {
+    let all = image::names(store)?;
+    let gone: Vec<&RefEntry> = doomed
+        .iter()
+        .filter(|d| {
+            !all.iter()
+                .any(|e| e.digest == d.digest && !doomed.contains(e))
+        })
+        .collect();
+    Ok(crate::container::list(store)?
+        .into_iter()
+        .filter_map(|c| {
+            gone.iter()
+                .find(|d| d.digest == c.state.image)
+                .map(|d| (c.state.name.clone(), d.display()))
+        })
+        .collect())
+}
+
 pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
-    let r = image::remove(&store(root)?, &a.images)?;
+    let store = store(root)?;
+    let doomed = image::resolve_names(&store, &a.images)?;
+    let users = stranded(&store, &doomed)?;
+    if !users.is_empty() && !a.force {
+        let list: Vec<String> = users
+            .iter()
+            .map(|(c, i)| format!("{c} (from {i})"))
+            .collect();
+        let names: Vec<&str> = users.iter().map(|(c, _)| c.as_str()).collect();
+        anyhow::bail!(
+            "containers use the image: {}; remove them first (`bfcfs rm-container {}`) or pass -f",
+            list.join(", "),
+            names.join(" ")
+        );
+    }
+    let r = image::remove(&store, &a.images)?;
     for u in &r.untagged {
         println!("Untagged: {u}");
     }

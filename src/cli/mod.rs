@@ -5,10 +5,12 @@ use std::path::PathBuf;
 pub mod archive;
 pub mod container;
 pub mod images;
+pub mod import;
 pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod run;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,8 +54,16 @@ pub enum Command {
     /// Remove blobs and layers that no image or container references
     Prune,
     Bundle(container::BundleArgs),
+    Run(run::RunArgs),
+    Import(import::ImportArgs),
+    Tag(import::TagArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
+    /// Commands on containers (prune)
+    Container {
+        #[command(subcommand)]
+        command: container::ContainerCommand,
+    },
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -73,7 +83,10 @@ pub struct ReadKeyArgs {
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
-    if !matches!(cli.command, Command::Mount(_) | Command::Bundle(_)) {
+    if !matches!(
+        cli.command,
+        Command::Mount(_) | Command::Bundle(_) | Command::Run(_)
+    ) {
         init_log(cli.verbose);
     }
     match cli.command {
@@ -90,6 +103,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
         Command::Prune => images::prune(cli.root.as_deref()),
         Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
+        Command::Run(a) => run::run(cli.root.as_deref(), a, cli.verbose),
+        Command::Import(a) => import::import(cli.root.as_deref(), a),
+        Command::Tag(a) => import::tag(cli.root.as_deref(), a),
+        Command::Container { command } => {
+            container::container_command(cli.root.as_deref(), command)
+        }
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
     }
