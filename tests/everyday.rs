@@ -220,7 +220,7 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
         (0, "from-e\n/srv/deep\ner\n"),
         "{err}"
     );
-    // -v binds a host directory, read-only with :ro
+    // --volume binds a host directory, read-only with :ro
     let host = fx.root.join("host");
     fs::create_dir(&host).unwrap();
     fs::write(host.join("f"), b"from the host\n").unwrap();
@@ -228,7 +228,7 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
     let (code, out, err) = fx.bfcfs(&[
         "run",
         "--rm",
-        "-v",
+        "--volume",
         &vol,
         "app:v1",
         "sh",
@@ -348,4 +348,50 @@ fn container_prune_and_rm_container_leave_mounted_containers_unless_forced() {
     fx.ok(&["rm-container", "-f", "busy"]);
     assert!(!is_mounted(&mnt));
     assert!(fx.containers().is_empty());
+}
+
+#[test]
+fn completion_scripts_load_and_man_pages_render() {
+    let script = format!(
+        "source <('{}' completion bash) && complete -p bfcfs",
+        bin().display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("-F _bfcfs bfcfs"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, out, err) = bfcfs(&["completion", shell]);
+        assert!(
+            code == 0 && out.contains("import") && out.contains("rm-container"),
+            "{shell}: {err}"
+        );
+    }
+    let fx = Fx::new();
+    let dir = fx.root.join("man");
+    fx.ok(&["generate-man", s(&dir)]);
+    for (page, wants) in [
+        ("bfcfs.1", "Mount container images"),
+        ("bfcfs-run.1", "Remove the container when the command exits"),
+        ("bfcfs-container-prune.1", "not mounted"),
+    ] {
+        let out = std::process::Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(dir.join(page))
+            .env("MANWIDTH", "200")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(wants),
+            "man -l {page}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

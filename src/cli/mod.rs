@@ -3,6 +3,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod archive;
+pub mod completion;
 pub mod container;
 pub mod images;
 pub mod import;
@@ -64,6 +65,8 @@ pub enum Command {
         #[command(subcommand)]
         command: container::ContainerCommand,
     },
+    Completion(completion::CompletionArgs),
+    GenerateMan(completion::GenerateManArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -109,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Container { command } => {
             container::container_command(cli.root.as_deref(), command)
         }
+        Command::Completion(a) => completion::completion(a),
+        Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
     }
@@ -147,3 +152,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique short options, valid defaults, ...), which it
+    /// runs only in debug builds otherwise.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -18,7 +18,7 @@ use crate::store::Store;
 #[command(after_help = "Examples:
   bfcfs run --rm app:v1                       # the image's Entrypoint + Cmd
   bfcfs run --rm -e DEBUG=1 -w /srv app:v1 -- sh -c 'ls; exit 3'
-  bfcfs run --name web -v /srv/data:/data:ro app:v1
+  bfcfs run --name web --volume /srv/data:/data:ro app:v1
   bfcfs run --rm -i debian:12 bash             # a shell (a terminal when stdin is one)
 
 The exit status is the container's (128+N when a signal N ended it). Without --rm the container
@@ -43,8 +43,9 @@ pub struct RunArgs {
     /// Run CMD instead of the image's Entrypoint (the image's Cmd is dropped too)
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
-    /// Bind-mount a host path into the container, read-only with :ro (repeatable)
-    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    /// Bind-mount a host path into the container, read-only with :ro (repeatable; no short
+    /// -v: that is the global --verbose)
+    #[arg(long = "volume", value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,
     /// Accepted for podman's spelling; stdin is always passed through
     #[arg(short = 'i', long = "interactive")]
@@ -68,7 +69,7 @@ pub struct RunArgs {
 
 /// `SRC:DST[:ro|:rw]` → a bind mount with an absolute host path.
 fn parse_volume(v: &str) -> anyhow::Result<Bind> {
-    let bad = |why: &str| UsageError(format!("-v {v}: {why}"));
+    let bad = |why: &str| UsageError(format!("--volume {v}: {why}"));
     let mut parts = v.split(':');
     let (Some(src), Some(dst)) = (parts.next(), parts.next()) else {
         return Err(bad("want SRC:DST[:ro]").into());
@@ -86,7 +87,7 @@ fn parse_volume(v: &str) -> anyhow::Result<Bind> {
     }
     let source = Path::new(src)
         .canonicalize()
-        .with_context(|| format!("-v {v}: host path {src}"))?;
+        .with_context(|| format!("--volume {v}: host path {src}"))?;
     Ok(Bind {
         source,
         destination: dst.to_string(),
