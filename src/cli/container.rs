@@ -9,6 +9,11 @@ use crate::store::Store;
 
 /// Mount an image as BUNDLE_DIR/rootfs (read-write, in a container) and write BUNDLE_DIR/config.json for runc
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs bundle debian:12 /run/b1 && runc run -b /run/b1 b1     # a fresh container (name printed)
+  bfcfs bundle --container dev debian:12 /run/dev             # container dev, kept writes
+  bfcfs umount /run/dev/rootfs                                # when runc is done
+`bfcfs run` does all of this in one step.")]
 pub struct BundleArgs {
     /// Use (or create) this container; default: a fresh one, whose name is printed
     #[arg(long, value_name = "NAME")]
@@ -24,6 +29,9 @@ pub struct BundleArgs {
 
 /// List containers
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs containers
+  bfcfs containers --json | jq -r '.[] | select(.mounted_at == null) | .name'")]
 pub struct ContainersArgs {
     /// One JSON array on stdout
     #[arg(long)]

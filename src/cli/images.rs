@@ -8,13 +8,23 @@ use serde_json::json;
 use std::path::Path;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs images
+  bfcfs images --json | jq -r '.[] | .repository + \":\" + .tag'")]
 pub struct ImagesArgs {
+    /// One JSON array on stdout (sizes in bytes)
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs inspect debian:12
+  bfcfs inspect 3f2a9c                    # by digest prefix
+  bfcfs inspect app.bfc                   # a single-file image (pull -o)
+  bfcfs inspect --json debian:12 | jq .config.config.Cmd")]
 pub struct InspectArgs {
+    /// One JSON object on stdout: manifest, config and layers
     #[arg(long)]
     pub json: bool,
     /// NAME[:TAG], NAME@DIGEST, a digest prefix, or a single-file IMAGE.bfc

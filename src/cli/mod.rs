@@ -17,7 +17,13 @@ pub mod run;
 #[command(
     name = "bfcfs",
     version,
-    about = "Mount container images and BFC files as filesystems"
+    about = "Mount container images and BFC files as filesystems",
+    after_help = "Examples:
+  bfcfs pull debian:12 && bfcfs run --rm debian:12 cat /etc/os-release
+  bfcfs import ./rootfs app:v1 && bfcfs run --rm app:v1
+  bfcfs mount --ro debian:12 /mnt/deb && ls /mnt/deb && bfcfs umount /mnt/deb
+  bfcfs create -c zstd docs.bfc /usr/share/doc && bfcfs mount docs.bfc /mnt/docs
+`bfcfs COMMAND --help` shows each command's options and examples."
 )]
 pub struct Cli {
     /// Store root (default: $BFCFS_ROOT, /var/lib/bfcfs for root, $XDG_DATA_HOME/bfcfs otherwise)
@@ -53,6 +59,9 @@ pub enum Command {
     /// Untag images and free what nothing else uses
     Rm(images::RmArgs),
     /// Remove blobs and layers that no image or container references
+    #[command(after_help = "Examples:
+  bfcfs prune
+  bfcfs rm app:v1 && bfcfs prune")]
     Prune,
     Bundle(container::BundleArgs),
     Run(run::RunArgs),
@@ -162,5 +171,44 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every command has an example in its help, and every argument a description.
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let name = format!("{path} {}", cmd.get_name()).trim().to_string();
+            if cmd.get_about().is_none() {
+                missing.push(format!("{name}: no about"));
+            }
+            if cmd.get_name() == "help" {
+                return;
+            }
+            let has_sub = cmd.get_subcommands().next().is_some();
+            let example = cmd
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if !has_sub && !example {
+                missing.push(format!("{name}: no example"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{name}: argument {id} has no description"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                check(sub, "bfcfs", &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }
