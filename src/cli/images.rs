@@ -178,14 +178,26 @@ fn stranded(store: &Store, doomed: &[RefEntry]) -> anyhow::Result<Vec<(String, S
                 .any(|e| e.digest == d.digest && !doomed.contains(e))
         })
         .collect();
-    Ok(crate::container::list(store)?
-        .into_iter()
-        .filter_map(|c| {
-            gone.iter()
-                .find(|d| d.digest == c.state.image)
-                .map(|d| (c.state.name.clone(), d.display()))
-        })
-        .collect())
+    // Each container's image, read leniently: a state file this cannot parse does not block
+    // rm here (the garbage collector refuses to guess about it on its own).
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(store.containers_dir()) else {
+        return Ok(out);
+    };
+    for d in dirs.flatten() {
+        let state = std::fs::read(d.path().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let image = state.as_ref().and_then(|v| v["image"].as_str());
+        if let Some(doomed) = gone.iter().find(|g| Some(g.digest.as_str()) == image) {
+            out.push((
+                d.file_name().to_string_lossy().into_owned(),
+                doomed.display(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
