@@ -238,10 +238,36 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
     assert_eq!(out, "from the host\n", "{err}");
     assert_ne!(code, 0, "a write to a read-only bind succeeded");
     assert!(!host.join("g").exists());
+    // -u: the process runs as that user
+    let (code, out, err) = fx.bfcfs(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "app:v1",
+        "sh",
+        "-c",
+        "while read -r k v; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; exit 0",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "1000 1000 1000 1000\n"), "{err}");
     assert!(fx.containers().is_empty(), "{:?}", fx.containers());
     assert!(!fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(&fx.store));
+}
+
+#[test]
+fn run_of_an_image_without_a_command_fails_and_leaves_nothing() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", s(&src), "bare:v1"]);
+    let err = fx.fails(&["run", "bare:v1"]);
+    assert!(err.contains("neither Entrypoint nor Cmd"), "{err}");
+    let err = fx.fails(&["run", "--rm", "--runtime", "/no/such/runc", "bare:v1", "sh"]);
+    assert!(err.contains("/no/such/runc"), "{err}");
+    assert!(fx.containers().is_empty(), "{:?}", fx.containers());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&fx.store), "{mounts}");
 }
 
 #[test]
