@@ -29,8 +29,9 @@ rootfs=$work/rootfs
 for b in sh ls cat; do
   install -D "$(command -v "$b")" "$rootfs/usr/bin/$b"
 done
-# ldd prints "FILE:" headers and "name => /path (addr)" lines: keep the absolute paths.
-ldd "$rootfs"/usr/bin/* | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\// && $i !~ /:$/) print $i }' \
+# ldd prints "FILE:" headers and "name => /path (addr)" lines: keep the absolute paths (a
+# static binary makes ldd exit 1: that is not an error here).
+{ ldd "$rootfs"/usr/bin/* || true; } | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\// && $i !~ /:$/) print $i }' \
   | sort -u | while read -r lib; do install -D "$lib" "$rootfs$lib"; done
 ln -s usr/bin "$rootfs/bin"
 mkdir -p "$rootfs/etc"
