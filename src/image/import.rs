@@ -73,6 +73,20 @@ impl FromStr for Change {
     }
 }
 
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
+        match self {
+            Change::Cmd(v) => write!(f, "CMD {}", json(v)),
+            Change::Entrypoint(v) => write!(f, "ENTRYPOINT {}", json(v)),
+            Change::Env(k, v) => write!(f, "ENV {k}={v}"),
+            Change::Workdir(d) => write!(f, "WORKDIR {d}"),
+            Change::User(u) => write!(f, "USER {u}"),
+            Change::Label(k, v) => write!(f, "LABEL {k}={v}"),
+        }
+    }
+}
+
 /// `["a", "b"]` (exec form), or a shell command line run by `/bin/sh -c`.
 fn command(rest: &str) -> std::result::Result<Vec<String>, String> {
     if rest.starts_with('[') {
@@ -203,7 +217,7 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
     let now = rfc3339_utc(now_secs());
     let mut run_config = ConfigBuilder::default().build()?;
     apply_changes(&mut run_config, changes);
-    let shown: Vec<String> = changes.iter().map(|c| format!("{c:?}")).collect();
+    let shown: Vec<String> = changes.iter().map(Change::to_string).collect();
     let history = HistoryBuilder::default()
         .created(now.clone())
         .created_by(format!("bfcfs import {}", dir.display()))
@@ -394,6 +408,15 @@ mod tests {
         assert!(c("ENV =x").unwrap_err().contains("empty key"));
         assert!(c("CMD [1]").unwrap_err().contains("JSON array"));
         assert!(c("RUN make").unwrap_err().contains("unsupported"));
+        // What the history says reads back as the same change.
+        for text in [
+            r#"CMD ["/bin/echo","hi"]"#,
+            "ENV A=b",
+            "USER 1:2",
+            "LABEL k=v",
+        ] {
+            assert_eq!(c(text).unwrap().to_string(), text);
+        }
     }
 
     #[test]
