@@ -7,7 +7,7 @@
 //! layer.rs        one layer: stored blob → BFC file, checked against its diff_id
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
-//! import.rs      `import` (a directory → a one-layer image) and `tag`
+//! import.rs       `import` (a directory → a one-layer image) and `tag`
 //! gc.rs           `rm` / `prune`: untag, then free what no image or container references
 //! open.rs         an image's layer files opened for a mount, top layer first
 //! ```
