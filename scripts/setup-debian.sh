@@ -7,6 +7,7 @@ pkgs=(
   docker-registry skopeo umoci apache2-utils            # registry tests
   runc fuse-overlayfs                                   # container tests
   pkg-config libzstd-dev                                # crates that build C
+  man-db                                                # man -l in the man page test
 )
 missing=()
 for p in "${pkgs[@]}"; do

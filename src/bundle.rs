@@ -1,9 +1,10 @@
 //! An OCI runtime bundle for an image: `config.json` is the runtime-spec default (what `runc
 //! spec` writes) filled from the image config — Entrypoint + Cmd, Env, WorkingDir, and User as
-//! uid:gid resolved through the image's own /etc/passwd and /etc/group.
+//! uid:gid resolved through the image's own /etc/passwd and /etc/group — and what `run`
+//! overrides ([`Overrides`]: command, environment, working dir, user, terminal, bind mounts).
 use anyhow::Context;
 use oci_spec::image::ImageConfiguration;
-use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
+use oci_spec::runtime::{MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder};
 use std::path::{Path, PathBuf};
 
 use crate::container::{self, Plan};
@@ -193,11 +194,97 @@ pub fn runtime_spec(config: &ImageConfiguration, rootfs: &Path, hostname: &str) 
     Ok(spec)
 }
 
+/// A host path bind-mounted into the container (`run -v SRC:DST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Absolute path on the host.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// What `run` changes in the image's config (docker's rules: `--entrypoint` also drops the
+/// image's Cmd; a command given replaces the image's Cmd) and in the runtime spec.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's Cmd when not empty.
+    pub cmd: Vec<String>,
+    /// `K=V`, replacing the image's value of K.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// The process gets a terminal (runc allocates a pty).
+    pub terminal: bool,
+    pub binds: Vec<Bind>,
+}
+
+impl Overrides {
+    /// `config` with the overridden Entrypoint, Cmd, Env, WorkingDir and User.
+    pub fn apply(&self, config: &ImageConfiguration) -> ImageConfiguration {
+        let mut config = config.clone();
+        let mut c = config.config().clone().unwrap_or_default();
+        if let Some(e) = &self.entrypoint {
+            c.set_entrypoint(Some(e.clone()));
+            c.set_cmd(None);
+        }
+        if !self.cmd.is_empty() {
+            c.set_cmd(Some(self.cmd.clone()));
+        }
+        let mut env = c.env().clone().unwrap_or_default();
+        for kv in &self.env {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            env.push(kv.clone());
+        }
+        c.set_env(Some(env));
+        if let Some(w) = &self.workdir {
+            c.set_working_dir(Some(w.clone()));
+        }
+        if let Some(u) = &self.user {
+            c.set_user(Some(u.clone()));
+        }
+        config.set_config(Some(c));
+        config
+    }
+
+    /// Sets the terminal flag and adds the bind mounts to `spec`.
+    fn apply_to_spec(&self, spec: &mut Spec) -> Result<()> {
+        if let Some(p) = spec.process_mut() {
+            p.set_terminal(Some(self.terminal));
+        }
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for b in &self.binds {
+            let mode = if b.read_only { "ro" } else { "rw" };
+            mounts.push(
+                MountBuilder::default()
+                    .destination(&b.destination)
+                    .typ("bind")
+                    .source(&b.source)
+                    .options(vec!["rbind".to_string(), "rprivate".into(), mode.into()])
+                    .build()?,
+            );
+        }
+        spec.set_mounts(Some(mounts));
+        Ok(())
+    }
+}
+
+/// What [`make`] made.
+#[derive(Debug, Clone)]
+pub struct Made {
+    /// The container's name.
+    pub name: String,
+    /// Whether the container was created for this bundle.
+    pub created: bool,
+}
+
 /// Mounts an image at `BUNDLE_DIR/rootfs` (in the container `plan` names, or a fresh one) and
-/// writes `BUNDLE_DIR/config.json`; returns the container's name. A bundle that fails leaves
+/// writes `BUNDLE_DIR/config.json` (the image's config with `overrides`). A bundle that fails leaves
 /// nothing behind: no mount, no container made for it, no directory it created, no config.json.
 /// A `BUNDLE_DIR/rootfs` that is already a mount point is refused, and left as it was.
-pub fn make(bundle_dir: &Path, mut plan: Plan<'_>) -> anyhow::Result<String> {
+pub fn make(bundle_dir: &Path, mut plan: Plan<'_>, overrides: &Overrides) -> anyhow::Result<Made> {
     let rootfs = bundle_dir.join("rootfs");
     let made: Vec<PathBuf> = [bundle_dir, &rootfs]
         .into_iter()
@@ -210,16 +297,20 @@ pub fn make(bundle_dir: &Path, mut plan: Plan<'_>) -> anyhow::Result<String> {
         .and_then(|()| container::mount_image(plan))
         .and_then(|m| {
             let name = m.container.clone().unwrap_or_default();
-            let config = m.config.clone().unwrap_or_default();
+            let config = overrides.apply(&m.config.clone().unwrap_or_default());
             let p = bundle_dir.join("config.json");
             let written = runtime_spec(&config, &rootfs, &name)
+                .and_then(|mut spec| overrides.apply_to_spec(&mut spec).map(|()| spec))
                 .context("building config.json")
                 .and_then(|spec| {
                     spec.save(&p)
                         .with_context(|| format!("writing {}", p.display()))
                 });
             match written {
-                Ok(()) => Ok(name),
+                Ok(()) => Ok(Made {
+                    name,
+                    created: m.created,
+                }),
                 Err(e) => {
                     let _ = std::fs::remove_file(&p);
                     m.undo(&rootfs);

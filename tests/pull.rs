@@ -527,7 +527,8 @@ fn cli_images_inspect_rm_and_prune_keep_shared_and_container_layers() {
     )
     .unwrap();
 
-    let out = run_ok(bfcfs(&root).args(["rm", &a, &format!("{}/img/c:1", reg.host())]));
+    // (-f: rm refuses an image a container uses; the container keeps its layers anyway)
+    let out = run_ok(bfcfs(&root).args(["rm", "-f", &a, &format!("{}/img/c:1", reg.host())]));
     assert!(out.contains("Untagged"), "{out}");
     assert!(!store.layer_path(&only_a.diff_id()).unwrap().exists());
     assert!(

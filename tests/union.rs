@@ -336,8 +336,8 @@ fn containers_keep_their_upper_dir_until_rm_container() {
     let list = ok(&["--root", &fx.store, "containers", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v[0]["name"], name.as_str());
-    // prune keeps the layers a container's image uses
-    ok(&["--root", &fx.store, "rm", &fx.image()]);
+    // rm refuses an image a container uses unless -f; prune keeps the layers it uses
+    ok(&["--root", &fx.store, "rm", "-f", &fx.image()]);
     assert!(
         fx.layer_files.iter().all(|f| f.exists()),
         "container keeps its layers"

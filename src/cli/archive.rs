@@ -18,6 +18,11 @@ pub enum CompressArg {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs create backup.bfc ./project                  # plain
+  bfcfs create -c zstd -l 9 docs.bfc /usr/share/doc  # compressed
+  bfcfs create --password-file pw.txt secret.bfc ./private
+  (cd /srv && bfcfs create -f -c auto /tmp/site.bfc www)   # entries named www/...")]
 pub struct CreateArgs {
     /// Compression: none, zstd, or auto (zstd only where it pays)
     #[arg(short = 'c', long = "compress", value_enum, default_value = "none")]
@@ -51,18 +56,28 @@ pub struct CreateArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs list backup.bfc
+  bfcfs list -l backup.bfc project/src        # only below project/src
+  bfcfs list --json backup.bfc | jq -r '.[].path'")]
 pub struct ListArgs {
     /// Long listing: type and mode, owner, size, mtime, path
     #[arg(short = 'l', long = "long")]
     pub long: bool,
+    /// One JSON array of entries on stdout
     #[arg(long)]
     pub json: bool,
+    /// The .bfc file
     pub file: PathBuf,
     /// Only entries at or below this path
     pub prefix: Option<String>,
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs extract backup.bfc                     # into the current directory
+  bfcfs extract -C /tmp/out backup.bfc project/README.md project/src
+  bfcfs extract -f --password-file pw.txt -C restore secret.bfc")]
 pub struct ExtractArgs {
     /// Directory to extract into (default: current directory)
     #[arg(short = 'C', long = "directory", default_value = ".")]
@@ -72,25 +87,37 @@ pub struct ExtractArgs {
     pub force: bool,
     #[command(flatten)]
     pub key: ReadKeyArgs,
+    /// The .bfc file
     pub file: PathBuf,
     /// Only these paths (and what is below them)
     pub paths: Vec<String>,
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs verify backup.bfc          # structure: header, index, footer, CRCs of the index
+  bfcfs verify --deep backup.bfc   # and every byte of content
+Exit status: 0 when sound, 1 when damaged (the error names the entry and offset).")]
 pub struct VerifyArgs {
     /// Decode every entry and check every checksum (and AEAD tag, given the key)
     #[arg(long)]
     pub deep: bool,
     #[command(flatten)]
     pub key: ReadKeyArgs,
+    /// The .bfc file
     pub file: PathBuf,
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs info backup.bfc
+  bfcfs info backup.bfc project/README.md      # one entry: kind, mode, owner, size, chunks
+  bfcfs info --json backup.bfc")]
 pub struct InfoArgs {
+    /// One JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    /// The .bfc file
     pub file: PathBuf,
     /// Show this entry's details instead of the container summary
     pub path: Option<String>,

@@ -1,20 +1,30 @@
 //! `bfcfs images`, `inspect`, `rm`, `prune`: what the store holds, and removing it.
 use super::progress::print_json;
 use crate::image::{self, ImageInfo};
-use crate::store::Store;
+use crate::store::{refs::RefEntry, Store};
 use clap::Args;
 use indicatif::HumanBytes;
 use serde_json::json;
 use std::path::Path;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs images
+  bfcfs images --json | jq -r '.[] | .repository + \":\" + .tag'")]
 pub struct ImagesArgs {
+    /// One JSON array on stdout (sizes in bytes)
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs inspect debian:12
+  bfcfs inspect 3f2a9c                    # by digest prefix
+  bfcfs inspect app.bfc                   # a single-file image (pull -o)
+  bfcfs inspect --json debian:12 | jq .config.config.Cmd")]
 pub struct InspectArgs {
+    /// One JSON object on stdout: manifest, config and layers
     #[arg(long)]
     pub json: bool,
     /// NAME[:TAG], NAME@DIGEST, a digest prefix, or a single-file IMAGE.bfc
@@ -22,7 +32,18 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs rm app:v1
+  bfcfs rm 3f2a9c0d                  # by digest prefix: every name of that one image
+  bfcfs rm -f app:v1                 # even if containers were made from it
+
+An image that containers were made from is refused (they could not be mounted any more)
+unless -f is given; `bfcfs containers` lists them. A digest prefix that matches several
+images is refused and the images are listed.")]
 pub struct RmArgs {
+    /// Remove even when containers were made from the image (they cannot be mounted after)
+    #[arg(short, long)]
+    pub force: bool,
     /// Images to untag (NAME[:TAG], NAME@DIGEST or a digest prefix)
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -147,8 +168,55 @@ pub fn inspect(root: Option<&Path>, a: InspectArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The containers made from images that lose their last name when `doomed` go.
+fn stranded(store: &Store, doomed: &[RefEntry]) -> anyhow::Result<Vec<(String, String)>> {
+    let all = image::names(store)?;
+    let gone: Vec<&RefEntry> = doomed
+        .iter()
+        .filter(|d| {
+            !all.iter()
+                .any(|e| e.digest == d.digest && !doomed.contains(e))
+        })
+        .collect();
+    // Each container's image, read leniently: a state file this cannot parse does not block
+    // rm here (the garbage collector refuses to guess about it on its own).
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(store.containers_dir()) else {
+        return Ok(out);
+    };
+    for d in dirs.flatten() {
+        let state = std::fs::read(d.path().join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let image = state.as_ref().and_then(|v| v["image"].as_str());
+        if let Some(doomed) = gone.iter().find(|g| Some(g.digest.as_str()) == image) {
+            out.push((
+                d.file_name().to_string_lossy().into_owned(),
+                doomed.display(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
-    let r = image::remove(&store(root)?, &a.images)?;
+    let store = store(root)?;
+    let doomed = image::resolve_names(&store, &a.images)?;
+    let users = stranded(&store, &doomed)?;
+    if !users.is_empty() && !a.force {
+        let list: Vec<String> = users
+            .iter()
+            .map(|(c, i)| format!("{c} (from {i})"))
+            .collect();
+        let names: Vec<&str> = users.iter().map(|(c, _)| c.as_str()).collect();
+        anyhow::bail!(
+            "containers use the image: {}; remove them first (`bfcfs rm-container {}`) or pass -f",
+            list.join(", "),
+            names.join(" ")
+        );
+    }
+    let r = image::remove(&store, &a.images)?;
     for u in &r.untagged {
         println!("Untagged: {u}");
     }

@@ -3,18 +3,27 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 pub mod archive;
+pub mod completion;
 pub mod container;
 pub mod images;
+pub mod import;
 pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod run;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "bfcfs",
     version,
-    about = "Mount container images and BFC files as filesystems"
+    about = "Mount container images and BFC files as filesystems",
+    after_help = "Examples:
+  bfcfs pull debian:12 && bfcfs run --rm debian:12 cat /etc/os-release
+  bfcfs import ./rootfs app:v1 && bfcfs run --rm app:v1
+  bfcfs mount --ro debian:12 /mnt/deb && ls /mnt/deb && bfcfs umount /mnt/deb
+  bfcfs create -c zstd docs.bfc /usr/share/doc && bfcfs mount docs.bfc /mnt/docs
+`bfcfs COMMAND --help` shows each command's options and examples."
 )]
 pub struct Cli {
     /// Store root (default: $BFCFS_ROOT, /var/lib/bfcfs for root, $XDG_DATA_HOME/bfcfs otherwise)
@@ -50,10 +59,23 @@ pub enum Command {
     /// Untag images and free what nothing else uses
     Rm(images::RmArgs),
     /// Remove blobs and layers that no image or container references
+    #[command(after_help = "Examples:
+  bfcfs prune
+  bfcfs rm app:v1 && bfcfs prune")]
     Prune,
     Bundle(container::BundleArgs),
+    Run(run::RunArgs),
+    Import(import::ImportArgs),
+    Tag(import::TagArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
+    /// Commands on containers (prune)
+    Container {
+        #[command(subcommand)]
+        command: container::ContainerCommand,
+    },
+    Completion(completion::CompletionArgs),
+    GenerateMan(completion::GenerateManArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -73,7 +95,10 @@ pub struct ReadKeyArgs {
 /// Runs one command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
-    if !matches!(cli.command, Command::Mount(_) | Command::Bundle(_)) {
+    if !matches!(
+        cli.command,
+        Command::Mount(_) | Command::Bundle(_) | Command::Run(_)
+    ) {
         init_log(cli.verbose);
     }
     match cli.command {
@@ -90,6 +115,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
         Command::Prune => images::prune(cli.root.as_deref()),
         Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
+        Command::Run(a) => run::run(cli.root.as_deref(), a, cli.verbose),
+        Command::Import(a) => import::import(cli.root.as_deref(), a),
+        Command::Tag(a) => import::tag(cli.root.as_deref(), a),
+        Command::Container { command } => {
+            container::container_command(cli.root.as_deref(), command)
+        }
+        Command::Completion(a) => completion::completion(a),
+        Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
     }
@@ -128,3 +161,54 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique short options, valid defaults, ...), which it
+    /// runs only in debug builds otherwise.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    /// Every command has an example in its help, and every argument a description.
+    #[test]
+    fn every_command_has_an_example_and_every_argument_a_description() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let name = format!("{path} {}", cmd.get_name()).trim().to_string();
+            if cmd.get_about().is_none() {
+                missing.push(format!("{name}: no about"));
+            }
+            if cmd.get_name() == "help" {
+                return;
+            }
+            let has_sub = cmd.get_subcommands().next().is_some();
+            let example = cmd
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if !has_sub && !example {
+                missing.push(format!("{name}: no example"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{name}: argument {id} has no description"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                check(sub, "bfcfs", &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+}

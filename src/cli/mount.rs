@@ -7,6 +7,13 @@ use crate::mount::MountOptions;
 /// Mount an image or a BFC file (read-only, or read-write with an upper dir; returns once the
 /// mount answers)
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs mount backup.bfc /mnt/b                     # a .bfc tree, read-only
+  bfcfs mount --ro debian:12 /mnt/deb               # an image in the store, read-only
+  bfcfs mount --container dev debian:12 /mnt/dev    # writable; writes kept in container dev
+  bfcfs mount --upper /srv/up debian:12 /mnt/up     # writable; writes in /srv/up (overlayfs format)
+  bfcfs mount -f -o allow_other,cache_size=256M app.bfc /mnt/app   # in the foreground
+  bfcfs umount /mnt/dev")]
 pub struct MountArgs {
     /// Stay in the foreground and log to stderr
     #[arg(short, long)]
@@ -80,10 +87,14 @@ pub fn run_mount(root: Option<&Path>, args: MountArgs, verbose: u8) -> anyhow::R
 
 /// Unmount a bfcfs mount (also one whose server died)
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs umount /mnt/b
+  bfcfs umount --lazy /mnt/b     # busy: detach now, finish when the last user lets go")]
 pub struct UmountArgs {
     /// Detach now, finish when the mount is no longer busy
     #[arg(short = 'l', long)]
     pub lazy: bool,
+    /// Where the image or file is mounted
     pub mountpoint: PathBuf,
 }
 

@@ -17,6 +17,14 @@ pub enum LayerCompression {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  bfcfs pull debian:12
+  bfcfs pull --platform linux/arm64 ghcr.io/org/app:v1
+  bfcfs pull 127.0.0.1:5000/team/app@sha256:3f2a...          # plain HTTP: loopback is allowed
+  bfcfs pull --insecure-registry reg.lan:5000 reg.lan:5000/app:v1
+  bfcfs pull oci:./layout:v1          # also oci-archive:FILE[:TAG], docker-archive:FILE
+  bfcfs pull -c zstd -o app.bfc app:v1                      # the whole image in one file
+  echo \"$TOKEN\" | bfcfs pull --creds alice --password-stdin reg.example/app:v1")]
 pub struct PullArgs {
     /// Platform to pick from a multi-arch image (default: this host)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]

@@ -22,14 +22,7 @@ pub fn remove(store: &Store, queries: &[String]) -> Result<Removed> {
         let mut refs = Refs::load(store)?;
         let mut doomed = Vec::new();
         for q in queries {
-            let found = matches(&refs, q);
-            if found.is_empty() {
-                return Err(Error::NotFound {
-                    query: q.clone(),
-                    root: store.root().to_path_buf(),
-                });
-            }
-            doomed.extend(found);
+            doomed.extend(super::query::named_in(store, &refs, q)?);
         }
         let gone = refs.remove_where(|e| doomed.contains(e));
         untagged.extend(gone.iter().map(RefEntry::display));

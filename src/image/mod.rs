@@ -7,11 +7,13 @@
 //! layer.rs        one layer: stored blob → BFC file, checked against its diff_id
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
+//! import.rs       `import` (a directory → a one-layer image) and `tag`
 //! gc.rs           `rm` / `prune`: untag, then free what no image or container references
 //! open.rs         an image's layer files opened for a mount, top layer first
 //! ```
 mod fetch;
 mod gc;
+mod import;
 mod layer;
 mod open;
 mod pull;
@@ -19,9 +21,10 @@ mod query;
 mod single_file;
 
 pub use gc::{prune, remove, Removed};
+pub use import::{apply_changes, import, rfc3339_utc, tag, Change, Imported};
 pub use open::{file_layers, open_layers, Opened};
 pub use pull::{pull, Progress, PullOptions, Pulled, Quiet};
-pub use query::{inspect, inspect_file, list, ImageInfo, LayerInfo};
+pub use query::{inspect, inspect_file, list, names, resolve_names, ImageInfo, LayerInfo};
 pub use single_file::SINGLE_FILE_INDEX;
 
 use crate::oci::{self, Source};
@@ -45,6 +48,10 @@ pub enum Error {
     Ambiguous { query: String, names: String },
     #[error("{}: {why}", .path.display())]
     BadImage { path: PathBuf, why: String },
+    #[error("image name {reference:?}: {why}")]
+    BadReference { reference: String, why: String },
+    #[error("building the image config or manifest: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

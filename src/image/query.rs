@@ -142,7 +142,7 @@ pub(super) fn matches(refs: &Refs, query: &str) -> Vec<RefEntry> {
     Vec::new()
 }
 
-fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {
+pub(super) fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {
     let found = matches(refs, query);
     let digests: HashSet<&str> = found.iter().map(|e| e.digest.as_str()).collect();
     match (found.first(), digests.len()) {
@@ -160,6 +160,49 @@ fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {
                 .join(", "),
         }),
     }
+}
+
+/// Every recorded name, in name order.
+pub fn names(store: &Store) -> Result<Vec<RefEntry>> {
+    Ok(Refs::load(store)?.entries().to_vec())
+}
+
+/// The recorded names `query` names in `refs`: none is an error, and so is a digest prefix that
+/// matches several images (the error lists them).
+pub(super) fn named_in(store: &Store, refs: &Refs, query: &str) -> Result<Vec<RefEntry>> {
+    let found = matches(refs, query);
+    if found.is_empty() {
+        return Err(Error::NotFound {
+            query: query.into(),
+            root: store.root().to_path_buf(),
+        });
+    }
+    let digests: HashSet<&str> = found.iter().map(|e| e.digest.as_str()).collect();
+    if digests.len() > 1 {
+        return Err(Error::Ambiguous {
+            query: query.into(),
+            names: found
+                .iter()
+                .map(|e| format!("{} ({})", e.display(), &e.digest))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(found)
+}
+
+/// The recorded names that `queries` name together (see [`named_in`]).
+pub fn resolve_names(store: &Store, queries: &[String]) -> Result<Vec<RefEntry>> {
+    let refs = Refs::load(store)?;
+    let mut out: Vec<RefEntry> = Vec::new();
+    for q in queries {
+        for e in named_in(store, &refs, q)? {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The image `query` names in the store, or a single-file image (a path to a `.bfc` file).
@@ -227,4 +270,41 @@ pub fn inspect_file(path: &Path) -> Result<ImageInfo> {
         manifest: Some(manifest),
         config: Some(config),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_prefix_of_several_images_is_an_error_that_lists_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let (a, b) = (
+            format!("sha256:abcd1{}", "0".repeat(59)),
+            format!("sha256:abcd2{}", "0".repeat(59)),
+        );
+        {
+            let mut r = Refs::load(&store).unwrap();
+            r.set("docker.io/library/x", Some("1"), &a);
+            r.set("docker.io/library/x", Some("2"), &a);
+            r.set("docker.io/library/y", Some("1"), &b);
+            r.save().unwrap();
+        }
+        let err = resolve_names(&store, &["abcd".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matches several images"), "{err}");
+        assert!(
+            err.contains("x:1") && err.contains("x:2") && err.contains("y:1"),
+            "{err}"
+        );
+        // One image under two names is not ambiguous.
+        assert_eq!(resolve_names(&store, &["abcd1".into()]).unwrap().len(), 2);
+        assert_eq!(resolve_names(&store, &["y:1".into()]).unwrap().len(), 1);
+        let err = resolve_names(&store, &["zz:1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no image"), "{err}");
+    }
 }

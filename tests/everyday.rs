@@ -1,0 +1,423 @@
+//! Everyday commands (issue 13): `import` a directory, `run` it with real runc, `tag`, and the
+//! refusals of `rm`, `rm-container` and `container prune`. Real kernel mounts and real runc
+//! (needs root, /dev/fuse and runc); every mount is undone by a Drop guard.
+mod common;
+mod pull_support;
+mod union_support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use union_support::{is_mounted, libraries, Mnt};
+
+/// A store and a directory to import, made of host binaries (sh, cat, ls and their libraries).
+struct Fx {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    store: String,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let store = root.join("store").display().to_string();
+        Fx {
+            _tmp: tmp,
+            root,
+            store,
+        }
+    }
+
+    /// Runs `bfcfs --root STORE args...`: (code, stdout, stderr).
+    fn bfcfs(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["--root", &self.store];
+        all.extend_from_slice(args);
+        bfcfs(&all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.bfcfs(args);
+        assert_eq!(code, 0, "bfcfs {args:?} failed: {err}");
+        out
+    }
+
+    /// Expects a clean failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.bfcfs(args);
+        assert!(
+            code == 1 || code == 2,
+            "bfcfs {args:?} should fail cleanly, got {code}\nstdout: {out}\nstderr: {err}"
+        );
+        err
+    }
+
+    /// A rootfs directory: host sh, cat and ls with their libraries, /etc/passwd, and a few
+    /// files of every kind `import` keeps.
+    fn rootfs(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        let put = |rel: &str, bytes: &[u8], mode: u32| {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, bytes).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        for b in ["sh", "cat", "ls"] {
+            put(
+                &format!("usr/bin/{b}"),
+                &fs::read(format!("/bin/{b}")).unwrap(),
+                0o755,
+            );
+        }
+        for l in libraries(&["/bin/sh", "/bin/cat", "/bin/ls"]) {
+            put(&l[1..], &fs::read(&l).unwrap(), 0o755);
+        }
+        std::os::unix::fs::symlink("usr/bin", dir.join("bin")).unwrap();
+        put("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644);
+        put("etc/hello", b"hello from the image\n", 0o640);
+        put("srv/deep/er/file", b"deep\n", 0o600);
+        fs::hard_link(dir.join("etc/hello"), dir.join("srv/hello-link")).unwrap();
+        std::os::unix::fs::symlink("../etc/hello", dir.join("srv/hello-sym")).unwrap();
+        fs::create_dir(dir.join("empty")).unwrap();
+        dir
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(Path::new(&self.store).join("containers"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// path → kind, mode, size, content or link target (what import must keep).
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(&n);
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_dir() {
+                format!("dir {:o}", m.mode() & 0o7777)
+            } else if m.file_type().is_symlink() {
+                format!("symlink {}", fs::read_link(&p).unwrap().display())
+            } else {
+                format!(
+                    "file {:o} {} {} nlink {}",
+                    m.mode() & 0o7777,
+                    m.len(),
+                    sha256_hex(&fs::read(&p).unwrap()),
+                    m.nlink()
+                )
+            };
+            out.insert(r.display().to_string(), what);
+            if m.is_dir() {
+                walk(root, &r, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+#[test]
+fn an_imported_directory_mounts_as_the_same_tree() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    let out = fx.ok(&["import", s(&src), "local/tree:v1"]);
+    assert!(out.starts_with("docker.io/local/tree:v1 sha256:"), "{out}");
+    let mnt = fx.root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    fx.ok(&["mount", "--ro", "local/tree:v1", s(&mnt)]);
+    let m = Mnt(mnt.clone());
+    assert_eq!(tree(&mnt), tree(&src));
+    fx.ok(&["umount", s(&m.0)]);
+    assert!(!is_mounted(&mnt));
+
+    // The same tree again is the same layer; --change lands in the config.
+    let out = fx.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/cat\", \"/etc/hello\"]",
+        "--change",
+        "ENV GREETING=hi",
+        "--change",
+        "WORKDIR /srv",
+        s(&src),
+        "local/tree:v2",
+    ]);
+    assert!(out.contains("local/tree:v2"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&fx.ok(&["inspect", "--json", "local/tree:v2"])).unwrap();
+    let v1: serde_json::Value =
+        serde_json::from_str(&fx.ok(&["inspect", "--json", "local/tree:v1"])).unwrap();
+    assert_eq!(v["layers"][0]["diff_id"], v1["layers"][0]["diff_id"]);
+    let cfg = &v["config"]["config"];
+    assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/cat", "/etc/hello"]));
+    assert_eq!(cfg["Env"], serde_json::json!(["GREETING=hi"]));
+    assert_eq!(cfg["WorkingDir"], "/srv");
+    assert_eq!(
+        v["config"]["rootfs"]["diff_ids"][0],
+        v["layers"][0]["diff_id"]
+    );
+
+    let err = fx.fails(&["import", "--change", "RUN make", s(&src), "x:1"]);
+    assert!(err.contains("unsupported instruction"), "{err}");
+    let err = fx.fails(&["import", s(&src.join("etc/hello")), "x:1"]);
+    assert!(err.contains("not a directory"), "{err}");
+}
+
+#[test]
+fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/cat\", \"/etc/hello\"]",
+        s(&src),
+        "app:v1",
+    ]);
+    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v1"]);
+    assert_eq!((code, out.as_str()), (0, "hello from the image\n"), "{err}");
+    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v1", "sh", "-c", "echo out; exit 7"]);
+    assert_eq!((code, out.as_str()), (7, "out\n"), "{err}");
+    // -e, -w, --entrypoint and arguments after --
+    let (code, out, err) = fx.bfcfs(&[
+        "run",
+        "--rm",
+        "-e",
+        "X=from-e",
+        "-w",
+        "/srv/deep",
+        "--entrypoint",
+        "/bin/sh",
+        "app:v1",
+        "--",
+        "-c",
+        "echo $X; pwd; ls",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "from-e\n/srv/deep\ner\n"),
+        "{err}"
+    );
+    // --volume binds a host directory, read-only with :ro
+    let host = fx.root.join("host");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("f"), b"from the host\n").unwrap();
+    let vol = format!("{}:/mnt/h:ro", host.display());
+    let (code, out, err) = fx.bfcfs(&[
+        "run",
+        "--rm",
+        "--volume",
+        &vol,
+        "app:v1",
+        "sh",
+        "-c",
+        "cat /mnt/h/f; echo x > /mnt/h/g",
+    ]);
+    assert_eq!(out, "from the host\n", "{err}");
+    assert_ne!(code, 0, "a write to a read-only bind succeeded");
+    assert!(!host.join("g").exists());
+    // -u: the process runs as that user
+    let (code, out, err) = fx.bfcfs(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "app:v1",
+        "sh",
+        "-c",
+        "while read -r k v; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; exit 0",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "1000 1000 1000 1000\n"), "{err}");
+    assert!(fx.containers().is_empty(), "{:?}", fx.containers());
+    assert!(!fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&fx.store));
+}
+
+#[test]
+fn run_of_an_image_without_a_command_fails_and_leaves_nothing() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", s(&src), "bare:v1"]);
+    let err = fx.fails(&["run", "bare:v1"]);
+    assert!(err.contains("neither Entrypoint nor Cmd"), "{err}");
+    let err = fx.fails(&["run", "--rm", "--runtime", "/no/such/runc", "bare:v1", "sh"]);
+    assert!(err.contains("/no/such/runc"), "{err}");
+    assert!(fx.containers().is_empty(), "{:?}", fx.containers());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&fx.store), "{mounts}");
+}
+
+#[test]
+fn run_without_rm_keeps_the_container_and_what_the_command_wrote() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", s(&src), "app:v1"]);
+    let (code, _, err) = fx.bfcfs(&[
+        "run",
+        "--name",
+        "keep",
+        "app:v1",
+        "sh",
+        "-c",
+        "echo data > /etc/new",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fx.containers(), ["keep"]);
+    let upper = Path::new(&fx.store).join("containers/keep/upper");
+    assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"data\n");
+    // Running in it again sees what it holds.
+    let (code, out, err) = fx.bfcfs(&["run", "--name", "keep", "app:v1", "cat", "/etc/new"]);
+    assert_eq!((code, out.as_str()), (0, "data\n"), "{err}");
+    // A fresh container without --rm stays too, and its name is said.
+    let (code, _, err) = fx.bfcfs(&["run", "app:v1", "sh", "-c", ":"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rm-container c-"), "{err}");
+    assert_eq!(fx.containers().len(), 2);
+}
+
+#[test]
+fn rm_refuses_an_image_that_a_container_uses_unless_forced() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", s(&src), "app:v1"]);
+    fx.ok(&["tag", "app:v1", "app:v2"]);
+    fx.ok(&["run", "--name", "user1", "app:v1", "sh", "-c", ":"]);
+    // One name goes, the image keeps the other: nothing is stranded.
+    fx.ok(&["rm", "app:v1"]);
+    let err = fx.fails(&["rm", "app:v2"]);
+    assert!(
+        err.contains("user1") && err.contains("app:v2") && err.contains("-f"),
+        "{err}"
+    );
+    assert!(fx.ok(&["images"]).contains("v2"));
+    fx.ok(&["rm", "-f", "app:v2"]);
+    assert!(!fx.ok(&["images"]).contains("v2"));
+    let err = fx.fails(&["tag", "app:v2", "app:v3"]);
+    assert!(err.contains("no image"), "{err}");
+}
+
+#[test]
+fn a_digest_prefix_matching_several_images_is_refused_and_lists_them() {
+    let fx = Fx::new();
+    fx.ok(&["images"]);
+    let (a, b) = (
+        format!("sha256:beef1{}", "0".repeat(59)),
+        format!("sha256:beef2{}", "0".repeat(59)),
+    );
+    let refs = serde_json::json!({"version": 1, "images": [
+        {"name": "docker.io/library/one", "tag": "1", "digest": a, "pulled": 0},
+        {"name": "docker.io/library/two", "tag": "1", "digest": b, "pulled": 0},
+    ]});
+    let path = Path::new(&fx.store).join("refs.json");
+    fs::write(&path, serde_json::to_vec(&refs).unwrap()).unwrap();
+    let err = fx.fails(&["rm", "beef"]);
+    assert!(
+        err.contains("matches several images") && err.contains("one:1") && err.contains("two:1"),
+        "{err}"
+    );
+    // Nothing was removed.
+    let after: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(after["images"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn container_prune_and_rm_container_leave_mounted_containers_unless_forced() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", s(&src), "app:v1"]);
+    fx.ok(&["run", "--name", "idle1", "app:v1", "sh", "-c", ":"]);
+    fx.ok(&["run", "--name", "idle2", "app:v1", "sh", "-c", ":"]);
+    let mnt = fx.root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    fx.ok(&["mount", "--container", "busy", "app:v1", s(&mnt)]);
+    let _m = Mnt(mnt.clone());
+
+    let err = fx.fails(&["rm-container", "busy", "idle1"]);
+    assert!(
+        err.contains("is mounted on") && err.contains("busy"),
+        "{err}"
+    );
+    assert_eq!(
+        fx.containers(),
+        ["busy", "idle2"],
+        "idle1 is removed, busy is not"
+    );
+
+    let out = fx.ok(&["container", "prune"]);
+    assert_eq!(out, "idle2\n");
+    assert_eq!(fx.containers(), ["busy"]);
+    assert!(is_mounted(&mnt));
+
+    fx.ok(&["rm-container", "-f", "busy"]);
+    assert!(!is_mounted(&mnt));
+    assert!(fx.containers().is_empty());
+}
+
+#[test]
+fn completion_scripts_load_and_man_pages_render() {
+    let script = format!(
+        "source <('{}' completion bash) && complete -p bfcfs",
+        bin().display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("-F _bfcfs bfcfs"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, out, err) = bfcfs(&["completion", shell]);
+        assert!(
+            code == 0 && out.contains("import") && out.contains("rm-container"),
+            "{shell}: {err}"
+        );
+    }
+    let fx = Fx::new();
+    let dir = fx.root.join("man");
+    fx.ok(&["generate-man", s(&dir)]);
+    for (page, wants) in [
+        ("bfcfs.1", "Mount container images"),
+        ("bfcfs-run.1", "Remove the container when the command exits"),
+        ("bfcfs-container-prune.1", "not mounted"),
+    ] {
+        let out = std::process::Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(dir.join(page))
+            .env("MANWIDTH", "200")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(wants),
+            "man -l {page}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
