@@ -522,12 +522,13 @@ impl Fetch for Registry {
                         break;
                     }
                     let have = sink.offset();
-                    if have + n as u64 > expected {
+                    let found = have.saturating_add(n as u64);
+                    if found > expected {
                         return Err(Error::SizeMismatch {
                             url: final_url,
                             digest: digest.clone(),
                             expected,
-                            found: have + n as u64,
+                            found,
                         });
                     }
                     sink.write_all(&buf[..n]).map_err(sink_err)?;

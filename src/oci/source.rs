@@ -323,7 +323,7 @@ impl Fetch for Local {
             digest: desc.digest().to_string(),
             source,
         })?;
-        let mut r = f.take(desc.size() + 1);
+        let mut r = f.take(desc.size().saturating_add(1));
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = r.read(&mut buf).map_err(io_err(&path))?;
