@@ -10,6 +10,7 @@ pub mod sanitize;
 pub mod whiteout;
 
 use crate::bfc::{self, Kind, Meta, Writer};
+use crate::error_chain::escape;
 use sanitize::{ancestors, clean_name, Limits};
 use sha2::{Digest as _, Sha256};
 use std::cell::Cell;
@@ -137,9 +138,10 @@ pub fn convert_layer<W: Write + Seek>(
     layer: &str,
     limits: Limits,
 ) -> Result<Stats> {
+    // tar-rs quotes raw member names in its errors: escape whatever it says.
     let stream_err = |why: String| Error::Stream {
         layer: layer.to_string(),
-        why,
+        why: escape(&why).into_owned(),
     };
     let mut buffered = BufReader::with_capacity(256 * 1024, blob);
     let head = buffered
@@ -212,7 +214,7 @@ impl<W: Write + Seek> Converter<'_, W> {
         Error::Member {
             layer: self.layer.to_string(),
             member: member.to_string(),
-            why: why.into(),
+            why: escape(&why.into()).into_owned(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! are cached per scope until shortly before they expire. The registry client attaches the header
 //! only to requests for this host, so nothing follows a redirect to another host.
 use super::{Error, Result};
+use crate::error_chain::escape;
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -297,12 +298,14 @@ impl Session {
                     expires_in: Option<u64>,
                 }
                 let t: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|e| fail(format!("token response from {realm}: {e}")))?;
+                    .map_err(|e| fail(format!("token response from {}: {e}", escape(realm))))?;
                 let token = t
                     .token
                     .or(t.access_token)
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| fail(format!("no token in the response from {realm}")))?;
+                    .ok_or_else(|| {
+                        fail(format!("no token in the response from {}", escape(realm)))
+                    })?;
                 // The spec's default lifetime is 60 s; renew 10 s early. The number comes from
                 // the token server: cap it at a day so no arithmetic on it can overflow.
                 let life = t.expires_in.unwrap_or(60).clamp(20, MAX_TOKEN_LIFE) - 10;
