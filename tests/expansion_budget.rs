@@ -88,7 +88,7 @@ fn sparse_holes_share_the_budget_with_the_stream() {
     };
     let (err, took, size) = run(&blob, limits, Compression::None);
     assert!(
-        err.contains("expansion cap of 33554432 bytes") && err.contains("\"s07\""),
+        err.contains("expansion cap: it exceeds 33554432 bytes") && err.contains("\"s07\""),
         "error: {err}"
     );
     assert!(took < Duration::from_secs(20), "took {took:?}");

@@ -77,7 +77,7 @@ impl Budget {
         self.used.set(used);
         if used > self.limit {
             return Err(format!(
-                "{what} takes the layer beyond its expansion cap of {} bytes (decompression bomb?)",
+                "{what} take the layer past its expansion cap: it exceeds {} bytes (decompression bomb?)",
                 self.limit
             ));
         }
@@ -98,7 +98,7 @@ impl<R: Read> Read for Tally<'_, R> {
         let n = self.inner.read(buf)?;
         self.count = self.count.saturating_add(n as u64);
         self.budget
-            .charge(n as u64, "the uncompressed stream")
+            .charge(n as u64, "the uncompressed bytes")
             .map_err(io::Error::other)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
