@@ -53,6 +53,20 @@ impl Container {
     /// Parses and checks entry `i`'s object header and locates its payload.
     pub(crate) fn payload(&self, i: usize) -> Result<Payload<'_>> {
         let e = &self.entries[i];
+        // Ids from a newer writer: the entry lists, its content cannot be read.
+        for (what, id, known) in [
+            ("compression", e.comp, e.comp <= COMP_ZSTD),
+            ("encryption", e.enc, e.enc <= ENC_CHACHA20_POLY1305),
+        ] {
+            if !known {
+                return Err(Error::UnsupportedCodec {
+                    file: self.file.clone(),
+                    what,
+                    id,
+                    path: show(&e.path),
+                });
+            }
+        }
         let data = self.data();
         // Validated at open: the object lies inside the object area.
         let obj = &data[e.obj_offset as usize..(e.obj_offset + e.obj_size) as usize];

@@ -274,18 +274,9 @@ impl Container {
                     "object {obj_offset}+{obj_size} is outside the object area {HEADER_SIZE}..{index_offset}"
                 )));
             }
-            if comp > u32::from(COMP_ZSTD) {
-                return Err(Error::Unsupported {
-                    file: file.clone(),
-                    what: format!("compression {comp} of entry {}", show(&path)),
-                });
-            }
-            if enc > u32::from(ENC_CHACHA20_POLY1305) {
-                return Err(Error::Unsupported {
-                    file: file.clone(),
-                    what: format!("encryption {enc} of entry {}", show(&path)),
-                });
-            }
+            // Compression and encryption ids this version does not know are kept (forward
+            // compatibility: the container lists; reading such an entry fails, see
+            // `Container::payload`). Ids above 254 are kept as 255: the object header holds a byte.
             if kind == Kind::Symlink && size > 65535 {
                 return Err(bad(format!("symlink target of {size} bytes")));
             }
@@ -304,8 +295,8 @@ impl Container {
                 xattrs: Vec::new(),
                 obj_offset,
                 obj_size,
-                comp: comp as u8,
-                enc: enc as u8,
+                comp: u8::try_from(comp).unwrap_or(u8::MAX),
+                enc: u8::try_from(enc).unwrap_or(u8::MAX),
                 crc,
                 chunks: None,
             });
@@ -381,7 +372,7 @@ impl Container {
 
     /// True when any entry is encrypted.
     pub fn is_encrypted(&self) -> bool {
-        self.entries.iter().any(|e| e.enc != ENC_NONE)
+        self.entries.iter().any(|e| e.enc == ENC_CHACHA20_POLY1305)
     }
 
     /// A named blob from the extension (e.g. an image's manifest).
@@ -495,7 +486,9 @@ impl Container {
         // Upstream containers hold no key check: try the tags of the smallest encrypted files.
         // A wrong key fails them all; damage to one file fails only that one.
         let mut candidates: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| self.entries[i].enc != ENC_NONE && self.entries[i].kind == Kind::File)
+            .filter(|&i| {
+                self.entries[i].enc == ENC_CHACHA20_POLY1305 && self.entries[i].kind == Kind::File
+            })
             .collect();
         candidates.sort_by_key(|&i| self.entries[i].obj_size);
         candidates.truncate(3);
