@@ -5,12 +5,16 @@
 //! reaches stderr, that nothing appears outside the store, and that the store still works
 //! afterwards (a good pull, `images --json`, `verify --deep` of the layers, `prune`).
 //!
+//! The store faults around a pull live here too, since they need the same server: `kill -9` of a
+//! pull at several moments (temp files are removed by the next command that takes the store
+//! lock), and `prune` with a damaged manifest or config (it refuses, naming the blob).
+//!
 //! The deadlines are shortened through the environment (BFCFS_LOW_SPEED_TIME=2 s,
 //! BFCFS_MAX_RESUMES=3, BFCFS_MAX_RETRY_WAIT=3 s, BFCFS_RETRY_BACKOFF_MS=50) so the suite runs
 //! in well under a minute; the defaults (30 s window, 8 resumes, 60 s wait) scale the same bounds.
 mod pull_support;
 
-use pull_support::layout::{compress, raw_name, sha, Comp, Image, Layer, Member as M};
+use pull_support::layout::{compress, noise, raw_name, sha, Comp, Image, Layer, Member as M};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -298,6 +302,11 @@ impl Scratch {
     /// The store works and nothing was written outside it: a good pull, `images --json`,
     /// `verify --deep` of every layer file, `prune`.
     fn still_works(&self) {
+        let temps = temp_files(&self.store());
+        assert!(
+            temps.is_empty(),
+            "the failed pull left temp files: {temps:?}"
+        );
         let names: Vec<_> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .flatten()
@@ -881,4 +890,189 @@ fn du(p: &Path) -> u64 {
         }
     }
     n
+}
+
+/// Temp files anywhere in the store: everything in `tmp/`, names in `layers/` other than
+/// `<64 hex>.bfc`, hidden `.tmp` files in the root.
+fn temp_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let list = |d: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    out.extend(list(&store.join("tmp")).into_iter().map(|(_, p)| p));
+    for (n, p) in list(&store.join("layers")) {
+        let hex = n.strip_suffix(".bfc").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push(p);
+        }
+    }
+    for (n, p) in list(store) {
+        if n.ends_with(".tmp") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_during_pull_then_the_next_command_removes_the_temp_files() {
+    // A 4 MiB incompressible layer served at 256 KiB per 40 ms (~0.7 s), pulls killed with
+    // SIGKILL at five moments (during the manifest, the download and the conversion). The next
+    // command that takes the store lock (a pull of another image, shared lock) removes every
+    // temp file of the dead processes; `prune` then finds none. Bound: < 30 s in all.
+    let big = Layer::new(&[M::File("big", noise(4 << 20, 7))], Comp::Gzip);
+    let slow = server(Fixture::from_layer(big), |fx, r, s, _| {
+        if r.path == fx.layer_path() {
+            head(s, 200, &[("Content-Length", fx.layer.len().to_string())]);
+            for c in fx.layer.chunks(256 << 10) {
+                if s.write_all(c).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        } else {
+            fx.serve(r, s)
+        }
+    });
+    let sc = Scratch::new();
+    let t0 = Instant::now();
+    let mut left_behind = 0;
+    for ms in [30u64, 150, 350, 600, 900] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bfcfs"))
+            .arg("--root")
+            .arg(sc.store())
+            .args(["pull", "-q", &format!("{}/t:latest", slow.host())])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        left_behind = left_behind.max(temp_files(&sc.store()).len());
+    }
+    assert!(
+        left_behind > 0,
+        "no kill left a temp file: the test proves nothing"
+    );
+    // Another pull takes the shared lock: the dead pulls' temp files go.
+    let good = good_server();
+    succeeds(&sc.pull(&good.host(), &[]), Duration::from_secs(10));
+    let temps = temp_files(&sc.store());
+    assert!(temps.is_empty(), "after a pull: {temps:?}");
+    let r = sc.bfcfs(&["prune"], &[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(temp_files(&sc.store()).is_empty());
+    eprintln!(
+        "{left_behind} temp files at most after a kill; all gone; {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    sc.still_works();
+}
+
+#[test]
+fn prune_refuses_when_an_image_record_is_damaged() {
+    // Two images; the manifest or config blob of one is damaged or missing: `prune` fails,
+    // naming the blob, and removes nothing. A container's state keeps its image (by its
+    // `image` field only: a digest elsewhere in the state keeps nothing). Bound: < 5 s each.
+    let sc = Scratch::new();
+    let fa = Fixture::new(&[M::File("a", b"image a".to_vec())]);
+    let fb = Fixture::new(&[M::File("b", b"image b".to_vec())]);
+    let (ma, ca, mb) = (sha(&fa.manifest), sha(&fa.config), sha(&fb.manifest));
+    let layer_a = Image::new(
+        vec![Layer::new(&[M::File("a", b"image a".to_vec())], Comp::Gzip)],
+        "amd64",
+        false,
+    );
+    let diff_a = layer_a.layers[0].diff_id();
+    let diff_b = Layer::new(&[M::File("b", b"image b".to_vec())], Comp::Gzip).diff_id();
+    let sa = server(fa, |fx, r, s, _| fx.serve(r, s));
+    let sb = server(fb, |fx, r, s, _| fx.serve(r, s));
+    succeeds(&sc.pull(&sa.host(), &[]), Duration::from_secs(10));
+    succeeds(&sc.pull(&sb.host(), &[]), Duration::from_secs(10));
+    let store = sc.store();
+    let blob = |d: &str| store.join("blobs/sha256").join(&d[7..]);
+    let layer = |d: &str| store.join("layers").join(format!("{}.bfc", &d[7..]));
+    let count = |d: &str| std::fs::read_dir(store.join(d)).unwrap().count();
+    let (blobs, layers) = (count("blobs/sha256"), count("layers"));
+    assert_eq!(layers, 2);
+
+    for (what, digest, damage) in [
+        ("manifest", &ma, "flip"),
+        ("config", &ca, "flip"),
+        ("manifest", &ma, "delete"),
+        ("config", &ca, "truncate"),
+    ] {
+        let p = blob(digest);
+        let good = std::fs::read(&p).unwrap();
+        match damage {
+            "flip" => {
+                let mut b = good.clone();
+                b[0] ^= 0x20;
+                std::fs::write(&p, b).unwrap();
+            }
+            "truncate" => std::fs::write(&p, &good[..good.len() / 2]).unwrap(),
+            _ => std::fs::remove_file(&p).unwrap(),
+        }
+        let r = sc.bfcfs(&["prune"], &[]);
+        fails_clearly(
+            &r,
+            &[what, &digest[7..], "nothing was removed"],
+            Duration::from_secs(5),
+        );
+        let now_blobs = count("blobs/sha256") + usize::from(damage == "delete");
+        assert_eq!(
+            (now_blobs, count("layers")),
+            (blobs, layers),
+            "{what} {damage}: something was removed"
+        );
+        std::fs::write(&p, good).unwrap();
+    }
+    sc.bfcfs(&["prune"], &[]);
+    assert_eq!(count("layers"), 2);
+
+    // A container made from image A; its `reference` names image B's manifest, which must not
+    // keep B alive.
+    let cdir = store.join("containers/c1");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let state = serde_json::json!({"name": "c1", "image": ma, "reference": mb, "created": 0});
+    std::fs::write(cdir.join("state.json"), state.to_string()).unwrap();
+    let r = sc.bfcfs(
+        &[
+            "rm",
+            &format!("{}/t:latest", sa.host()),
+            &format!("{}/t:latest", sb.host()),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "rm: {}", r.stderr);
+    assert!(
+        layer(&diff_a).exists(),
+        "the container's image lost its layer"
+    );
+    assert!(
+        !layer(&diff_b).exists(),
+        "a digest in the state's reference kept image B alive"
+    );
+    assert!(blob(&ma).exists() && blob(&ca).exists());
+    assert!(!blob(&mb).exists());
+
+    // A state that does not parse: refused as before.
+    std::fs::write(cdir.join("state.json"), b"{not json").unwrap();
+    let r = sc.bfcfs(&["prune"], &[]);
+    fails_clearly(
+        &r,
+        &["state.json", "nothing was removed"],
+        Duration::from_secs(5),
+    );
+    assert!(layer(&diff_a).exists());
+    std::fs::remove_dir_all(&cdir).unwrap();
+    sc.still_works();
 }

@@ -48,7 +48,7 @@ fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 
 fn unpack(archive: &Path, tmp_in: &Path) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
-        .prefix("archive-")
+        .prefix(&crate::atomic_file::temp_prefix("archive"))
         .tempdir_in(tmp_in)
         .map_err(io_err(tmp_in))?;
     let f = File::open(archive).map_err(io_err(archive))?;
