@@ -197,18 +197,14 @@ pub mod media {
 }
 
 /// Decoded manifest document: an image manifest or an index of them.
-pub(crate) enum Document {
+pub enum Document {
     Manifest(Box<ImageManifest>),
     Index(Box<oci_spec::image::ImageIndex>),
 }
 
 /// Decides what a manifest document is from its Content-Type, then its `mediaType` field, then
 /// its shape, and decodes it.
-pub(crate) fn decode_document(
-    url: &str,
-    content_type: Option<&str>,
-    bytes: &[u8],
-) -> Result<Document> {
+pub fn decode_document(url: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Document> {
     // serde quotes the offending value: escape it.
     let bad = |why: String| Error::BadDocument {
         url: url.to_string(),
@@ -244,7 +240,7 @@ pub(crate) fn decode_document(
 }
 
 /// Checks an image manifest and decodes its config: layer media types, one diff_id per layer.
-pub(crate) fn check_image(
+pub fn check_image(
     url: &str,
     manifest: &ImageManifest,
     config_bytes: &[u8],
