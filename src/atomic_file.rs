@@ -16,8 +16,9 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// A temporary file `.NAME.XXXXXX.tmp` in the directory of `dest` (the same file system, so
-    /// the rename is atomic).
+    /// A temporary file `.NAME.pPID.XXXXXX.tmp` in the directory of `dest` (the same file
+    /// system, so the rename is atomic). The pid lets a later process tell a temp file of a
+    /// process that is gone (see [`temp_owner`]).
     pub fn beside(dest: &Path) -> io::Result<AtomicFile> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -28,16 +29,18 @@ impl AtomicFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&format!(".{name}.p{}.", std::process::id()))
             .suffix(".tmp")
             .tempfile_in(dir)?;
         Ok(AtomicFile { tmp, mode: None })
     }
 
-    /// A temporary file `PREFIXXXXXXX` in `dir`, for when the final name is known only at the
-    /// end (a blob's digest). `dir` must be on the file system of the destination.
+    /// A temporary file `PREFIX.pPID.XXXXXX` in `dir`, for when the final name is known only at
+    /// the end (a blob's digest). `dir` must be on the file system of the destination.
     pub fn in_dir(dir: &Path, prefix: &str) -> io::Result<AtomicFile> {
-        let tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&temp_prefix(prefix))
+            .tempfile_in(dir)?;
         Ok(AtomicFile { tmp, mode: None })
     }
 
@@ -83,6 +86,22 @@ impl Write for AtomicFile {
     }
 }
 
+/// `PREFIX.pPID.`: the start of a temporary name owned by this process.
+pub fn temp_prefix(prefix: &str) -> String {
+    format!("{prefix}.p{}.", std::process::id())
+}
+
+/// The pid recorded in a temporary name made by [`temp_prefix`] or [`AtomicFile::beside`]: the
+/// first `.`-separated component `p<digits>`.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    name.split('.')
+        .find_map(|c| {
+            c.strip_prefix('p')
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .and_then(|d| d.parse().ok())
+}
+
 /// fsyncs a directory so that a rename or removal inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -91,6 +110,21 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_names_carry_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let a = AtomicFile::beside(&dir.path().join("refs.json")).unwrap();
+        let b = AtomicFile::in_dir(dir.path(), "blob").unwrap();
+        for f in [&a, &b] {
+            let name = f.path().file_name().unwrap().to_str().unwrap().to_string();
+            assert_eq!(temp_owner(&name), Some(me), "{name}");
+        }
+        assert_eq!(temp_owner(".x.bfc.p12.p9.tmp"), Some(12));
+        assert_eq!(temp_owner("refs.json"), None);
+        assert_eq!(temp_owner("blob.px1.abc"), None);
+    }
 
     #[test]
     fn appears_only_on_commit_with_its_mode() {

@@ -7,7 +7,10 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             let code = bfcfs::cli::exit_code(&err);
-            eprintln!("bfcfs: {err:#}");
+            // Error messages quote registry replies, member names and paths: never let their
+            // control characters reach the terminal raw.
+            let msg = format!("{err:#}");
+            eprintln!("bfcfs: {}", bfcfs::error_chain::escape(&msg));
             std::process::exit(code);
         }
     }

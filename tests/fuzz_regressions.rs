@@ -1,9 +1,13 @@
-//! What the fuzz targets in `fuzz/` found, kept so it stays fixed. Container inputs go in
-//! `tests/fuzz-regressions/`: each is opened and exercised as the `open_bytes` target does
-//! (walk, reads at odd offsets, symlink targets, verification) and must not panic.
+//! What the fuzz targets in `fuzz/` found (and inputs for bugs found by hand in the same
+//! parsers), kept so it stays fixed. Inputs go in `tests/fuzz-regressions/<target>/`; each is
+//! replayed through what that target does (`fuzz/harness.rs`; containers as `open_bytes` does:
+//! walk, reads at odd offsets, symlink targets, verification) and must not panic.
 use bfcfs::bfc::{Child, Container, Kind, Meta, Writer, WriterOptions};
 use std::io::Cursor;
 use std::path::Path;
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
 
 /// fuzz `roundtrip`: the Writer stored an empty xattr name, which the reader (rightly) refuses,
 /// so a container the Writer finished could not be opened.
@@ -40,15 +44,35 @@ fn writer_refuses_xattr_names_the_reader_refuses() {
 
 #[test]
 fn every_regression_input_is_handled_without_panic() {
-    // Empty until open_bytes finds something (none in its first runs); see fuzz/README.md.
+    // tests/fuzz-regressions/<target>/<input>: each input goes through what that fuzz target
+    // does (fuzz/harness.rs, or `exercise` below for open_bytes).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
-    let Ok(files) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for f in files {
-        let path = f.unwrap().path();
-        exercise(std::fs::read(&path).unwrap());
+    let mut seen = 0;
+    let mut targets = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|t| t.unwrap().path())
+        .collect::<Vec<_>>();
+    targets.sort();
+    for t in targets {
+        let target = t.file_name().unwrap().to_string_lossy().into_owned();
+        let run: fn(&[u8]) = match target.as_str() {
+            "open_bytes" => |b| exercise(b.to_vec()),
+            "convert_layer" => harness::convert_layer,
+            "oci_documents" => harness::oci_documents,
+            "auth" => harness::auth,
+            "reference" => harness::reference,
+            other => panic!("{}: no fuzz target {other:?}", t.display()),
+        };
+        for f in std::fs::read_dir(&t).unwrap() {
+            let path = f.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            if std::panic::catch_unwind(|| run(&bytes)).is_err() {
+                panic!("{} panics", path.display());
+            }
+            seen += 1;
+        }
     }
+    assert!(seen > 0, "{} holds no inputs", dir.display());
 }
 
 /// Everything the `open_bytes` fuzz target does with a container that opens; errors are fine.

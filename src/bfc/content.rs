@@ -53,17 +53,19 @@ impl Container {
 
     /// Parses and checks entry `e`'s object header and locates its payload.
     pub(crate) fn payload(&self, e: &Entry) -> Result<Payload<'_>> {
-        if e.comp > COMP_ZSTD {
-            return Err(Error::Unsupported {
-                file: self.file.clone(),
-                what: format!("compression {} of entry {}", e.comp, show(&e.path)),
-            });
-        }
-        if e.enc > ENC_CHACHA20_POLY1305 {
-            return Err(Error::Unsupported {
-                file: self.file.clone(),
-                what: format!("encryption {} of entry {}", e.enc, show(&e.path)),
-            });
+        // Ids from a newer writer: the entry lists, its content cannot be read.
+        for (what, id, known) in [
+            ("compression", e.comp, e.comp <= COMP_ZSTD),
+            ("encryption", e.enc, e.enc <= ENC_CHACHA20_POLY1305),
+        ] {
+            if !known {
+                return Err(Error::UnsupportedCodec {
+                    file: self.file.clone(),
+                    what,
+                    id,
+                    path: show(&e.path),
+                });
+            }
         }
         let data = self.data();
         // Validated at open: the object lies inside the object area.

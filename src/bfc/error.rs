@@ -42,6 +42,14 @@ pub enum Error {
     KeyRequired { file: PathBuf, path: String },
     #[error("{file}: unsupported: {what}")]
     Unsupported { file: PathBuf, what: String },
+    /// An entry written by a newer writer with a compression or encryption this version lacks.
+    #[error("{}: unsupported {what} {id} in entry {path}", .file.display())]
+    UnsupportedCodec {
+        file: PathBuf,
+        what: &'static str,
+        id: u8,
+        path: String,
+    },
     #[error("invalid entry path {path:?}: {why}")]
     InvalidPath { path: String, why: &'static str },
     #[error("{what}")]

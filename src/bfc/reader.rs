@@ -740,7 +740,8 @@ impl Container {
         let mut candidates: Vec<(u64, usize)> = (0..self.len())
             .filter(|&i| {
                 let r = self.record(i);
-                r.enc() != u32::from(ENC_NONE) && Kind::from_mode(r.mode()) == Some(Kind::File)
+                r.enc() == u32::from(ENC_CHACHA20_POLY1305)
+                    && Kind::from_mode(r.mode()) == Some(Kind::File)
             })
             .map(|i| (self.record(i).obj_size(), i))
             .collect();

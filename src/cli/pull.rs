@@ -94,7 +94,7 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
         registry: crate::oci::registry::Options {
             insecure: a.insecure.clone(),
             creds: credentials(&a)?,
-            ..Default::default()
+            ..crate::oci::registry::Options::from_env().map_err(UsageError)?
         },
         writer: WriterOptions {
             compression: match a.compress {

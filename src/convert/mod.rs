@@ -10,8 +10,10 @@ pub mod sanitize;
 pub mod whiteout;
 
 use crate::bfc::{self, Kind, Meta, Writer};
+use crate::error_chain::escape;
 use sanitize::{ancestors, clean_name, Limits};
 use sha2::{Digest as _, Sha256};
+use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use whiteout::Marker;
 
@@ -56,24 +58,48 @@ pub struct Stats {
     pub entries: u64,
 }
 
-/// Counts and hashes the uncompressed stream and stops it at the byte budget.
-struct Tally<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
+/// One expansion budget per layer ([`Limits::max_total`]): every byte the layer can make the
+/// writer produce is charged here once. The uncompressed tar stream is charged as it is read
+/// (so a gzip or zstd bomb stops here), and a GNU sparse member is charged the part of its
+/// declared size that is not in the stream (its holes) before a byte of it is written, so a
+/// small blob that declares huge sparse files stops at the same cap as a compression bomb.
+/// Hardlinks share their target's data and cost nothing.
+#[derive(Debug)]
+struct Budget {
+    used: Cell<u64>,
     limit: u64,
 }
 
-impl<R: Read> Read for Tally<R> {
+impl Budget {
+    /// Charges `n` bytes of `what`; the error says what overflowed the cap.
+    fn charge(&self, n: u64, what: &str) -> std::result::Result<(), String> {
+        let used = self.used.get().saturating_add(n);
+        self.used.set(used);
+        if used > self.limit {
+            return Err(format!(
+                "{what} take the layer past its expansion cap: it exceeds {} bytes (decompression bomb?)",
+                self.limit
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counts and hashes the uncompressed stream and charges it to the layer's budget.
+struct Tally<'b, R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    budget: &'b Budget,
+}
+
+impl<R: Read> Read for Tally<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        if self.count > self.limit {
-            return Err(io::Error::other(format!(
-                "the uncompressed stream exceeds {} bytes (decompression bomb?)",
-                self.limit
-            )));
-        }
+        self.count = self.count.saturating_add(n as u64);
+        self.budget
+            .charge(n as u64, "the uncompressed bytes")
+            .map_err(io::Error::other)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
@@ -112,9 +138,10 @@ pub fn convert_layer<W: Write + Seek>(
     layer: &str,
     limits: Limits,
 ) -> Result<Stats> {
+    // tar-rs quotes raw member names in its errors: escape whatever it says.
     let stream_err = |why: String| Error::Stream {
         layer: layer.to_string(),
-        why,
+        why: escape(&why).into_owned(),
     };
     let mut buffered = BufReader::with_capacity(256 * 1024, blob);
     let head = buffered
@@ -128,11 +155,15 @@ pub fn convert_layer<W: Write + Seek>(
         ),
         Compression::None => Box::new(buffered),
     };
+    let budget = Budget {
+        used: Cell::new(0),
+        limit: limits.max_total,
+    };
     let tally = Tally {
         inner: decoder,
         hasher: Sha256::new(),
         count: 0,
-        limit: limits.max_total,
+        budget: &budget,
     };
     let mut archive = tar::Archive::new(tally);
     let mut conv = Converter {
@@ -140,6 +171,7 @@ pub fn convert_layer<W: Write + Seek>(
         prefix,
         layer,
         limits,
+        budget: &budget,
         entries: 0,
         last: String::from("(start of layer)"),
     };
@@ -172,6 +204,7 @@ struct Converter<'a, W: Write + Seek> {
     prefix: &'a [u8],
     layer: &'a str,
     limits: Limits,
+    budget: &'a Budget,
     entries: u64,
     last: String,
 }
@@ -181,7 +214,7 @@ impl<W: Write + Seek> Converter<'_, W> {
         Error::Member {
             layer: self.layer.to_string(),
             member: member.to_string(),
-            why: why.into(),
+            why: escape(&why.into()).into_owned(),
         }
     }
 
@@ -253,6 +286,17 @@ impl<W: Write + Seek> Converter<'_, W> {
             Marker::AufsMeta | Marker::None => {}
         }
         use tar::EntryType as T;
+        if kind == T::GNUSparse {
+            // The stored segments come through the stream (and are charged there); the holes
+            // are zeros the writer would produce out of nothing.
+            let stored = entry.header().entry_size().unwrap_or(0);
+            self.budget
+                .charge(
+                    size.saturating_sub(stored),
+                    "the sparse file's declared size",
+                )
+                .map_err(|why| self.member_err(&member, why))?;
+        }
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.replace(&full, false);

@@ -6,6 +6,7 @@
 //! are cached per scope until shortly before they expire. The registry client attaches the header
 //! only to requests for this host, so nothing follows a redirect to another host.
 use super::{Error, Result};
+use crate::error_chain::escape;
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -198,6 +199,15 @@ impl Challenge {
 /// Fetches a token: `(realm, query, Authorization header) -> JSON body`.
 pub type TokenFetcher<'a> = dyn Fn(&str, &[(&str, &str)], Option<&str>) -> Result<Vec<u8>> + 'a;
 
+/// Longest token lifetime believed (a day), whatever `expires_in` says.
+const MAX_TOKEN_LIFE: u64 = 24 * 60 * 60;
+
+/// `now + secs`, or `now` if that is beyond what an `Instant` holds (the token then counts as
+/// expired at once, which costs one more token request, never a panic).
+fn token_expiry(now: Instant, secs: u64) -> Instant {
+    now.checked_add(Duration::from_secs(secs)).unwrap_or(now)
+}
+
 struct Token {
     header: String,
     expires: Instant,
@@ -288,14 +298,17 @@ impl Session {
                     expires_in: Option<u64>,
                 }
                 let t: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|e| fail(format!("token response from {realm}: {e}")))?;
+                    .map_err(|e| fail(format!("token response from {}: {e}", escape(realm))))?;
                 let token = t
                     .token
                     .or(t.access_token)
                     .filter(|t| !t.is_empty())
-                    .ok_or_else(|| fail(format!("no token in the response from {realm}")))?;
-                // The spec's default lifetime is 60 s; renew 10 s early.
-                let life = t.expires_in.unwrap_or(60).max(20) - 10;
+                    .ok_or_else(|| {
+                        fail(format!("no token in the response from {}", escape(realm)))
+                    })?;
+                // The spec's default lifetime is 60 s; renew 10 s early. The number comes from
+                // the token server: cap it at a day so no arithmetic on it can overflow.
+                let life = t.expires_in.unwrap_or(60).clamp(20, MAX_TOKEN_LIFE) - 10;
                 let mut tokens = self
                     .tokens
                     .lock()
@@ -304,7 +317,7 @@ impl Session {
                     scope.to_string(),
                     Token {
                         header: format!("Bearer {token}"),
-                        expires: Instant::now() + Duration::from_secs(life),
+                        expires: token_expiry(Instant::now(), life),
                     },
                 );
                 Ok(())
@@ -383,5 +396,33 @@ mod tests {
         assert_eq!(s.header("repository:a:pull").as_deref(), Some("Bearer T"));
         assert_eq!(s.header("repository:b:pull"), None);
         assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn huge_or_tiny_expires_in_does_not_panic() {
+        let c = Challenge::parse(r#"Bearer realm="http://127.0.0.1:1/t""#).unwrap();
+        for body in [
+            br#"{"token":"T","expires_in":18446744073709551615}"#.as_slice(),
+            br#"{"token":"T","expires_in":0}"#.as_slice(),
+            br#"{"token":"T"}"#.as_slice(),
+        ] {
+            let s = Session::new(None);
+            let fetch = |_: &str, _: &[(&str, &str)], _: Option<&str>| Ok(body.to_vec());
+            s.answer("u", "repository:a:pull", &c, &fetch).unwrap();
+            assert_eq!(s.header("repository:a:pull").as_deref(), Some("Bearer T"));
+        }
+        // A negative or non-integer lifetime is a bad token response, not a panic.
+        let s = Session::new(None);
+        let fetch = |_: &str, _: &[(&str, &str)], _: Option<&str>| {
+            Ok(br#"{"token":"T","expires_in":-1}"#.to_vec())
+        };
+        assert!(s.answer("u", "repository:a:pull", &c, &fetch).is_err());
+    }
+
+    #[test]
+    fn expiry_saturates() {
+        let now = Instant::now();
+        assert_eq!(token_expiry(now, u64::MAX), now);
+        assert!(token_expiry(now, 5) > now);
     }
 }

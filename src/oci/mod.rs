@@ -43,6 +43,35 @@ pub enum Error {
         status: u16,
         detail: String,
     },
+    #[error("{url}: HTTP {status}: the registry asked to wait {} s", .wait.as_secs())]
+    Busy {
+        url: String,
+        status: u16,
+        wait: std::time::Duration,
+    },
+    #[error("{url}: HTTP {status}: the registry asked to wait {wait} s, longer than the {cap} s bfcfs waits (BFCFS_MAX_RETRY_WAIT); try again later")]
+    WaitTooLong {
+        url: String,
+        status: u16,
+        wait: u64,
+        cap: u64,
+    },
+    #[error("{url}: transfer too slow: {bytes} bytes in {secs} s, under the minimum of {limit} bytes/s (BFCFS_LOW_SPEED_LIMIT, BFCFS_LOW_SPEED_TIME)")]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        secs: u64,
+        limit: u64,
+    },
+    #[error("{url}: giving up on blob {digest} after {resumes} resumed transfers ({have} of {expected} bytes in); last failure: {last}")]
+    TooManyResumes {
+        url: String,
+        digest: String,
+        resumes: u32,
+        have: u64,
+        expected: u64,
+        last: String,
+    },
     #[error("{url}: authentication failed: {why}")]
     Auth { url: String, why: String },
     #[error(
@@ -168,22 +197,19 @@ pub mod media {
 }
 
 /// Decoded manifest document: an image manifest or an index of them.
-pub(crate) enum Document {
+pub enum Document {
     Manifest(Box<ImageManifest>),
     Index(Box<oci_spec::image::ImageIndex>),
 }
 
 /// Decides what a manifest document is from its Content-Type, then its `mediaType` field, then
 /// its shape, and decodes it.
-pub(crate) fn decode_document(
-    url: &str,
-    content_type: Option<&str>,
-    bytes: &[u8],
-) -> Result<Document> {
+pub fn decode_document(url: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Document> {
+    // serde quotes the offending value: escape it.
     let bad = |why: String| Error::BadDocument {
         url: url.to_string(),
         what: "manifest",
-        why,
+        why: crate::error_chain::escape(&why).into_owned(),
     };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -214,7 +240,7 @@ pub(crate) fn decode_document(
 }
 
 /// Checks an image manifest and decodes its config: layer media types, one diff_id per layer.
-pub(crate) fn check_image(
+pub fn check_image(
     url: &str,
     manifest: &ImageManifest,
     config_bytes: &[u8],
@@ -223,7 +249,7 @@ pub(crate) fn check_image(
         serde_json::from_slice(config_bytes).map_err(|e| Error::BadDocument {
             url: url.to_string(),
             what: "image config",
-            why: e.to_string(),
+            why: crate::error_chain::escape(&e.to_string()).into_owned(),
         })?;
     for l in manifest.layers() {
         let mt = l.media_type().to_string();

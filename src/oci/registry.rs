@@ -10,14 +10,21 @@
 //! - Manifests and configs are read with a cap ([`MAX_DOCUMENT`]) and checked against their digest
 //!   before they are parsed. Blobs are never longer than their descriptor says.
 //! - Transient failures (connection errors, 5xx, 429) are retried with exponential backoff; an
-//!   interrupted blob resumes with `Range: bytes=N-` when the server answers 206.
+//!   interrupted blob resumes with `Range: bytes=N-` when the server answers 206, at most
+//!   [`Options::max_resumes`] times per blob.
+//! - Deadlines: a transfer slower than [`Options::low_speed_limit`] bytes/s over a window of
+//!   [`Options::low_speed_time`] fails (as curl's `--speed-limit/--speed-time`), and so does a
+//!   read or a response that stays silent for that window. Every attempt is therefore bounded in
+//!   time, and the number of attempts is bounded, so a pull of a blob is too.
+//! - `Retry-After` (delta-seconds) on 429/503 is honoured up to [`Options::max_retry_wait`]; a
+//!   registry that asks for longer fails at once, saying how long it asked to wait.
 use super::auth::{Challenge, Credentials, Session};
 use super::{
     check_image, decode_document, media, BlobSink, Document, Error, Fetch, ImageRef, PlatformSpec,
     Resolved, Result, MAX_DOCUMENT,
 };
 use crate::digest::sha256_digest;
-use crate::error_chain::chain;
+use crate::error_chain::{chain, escape};
 use oci_spec::image::{Descriptor, Digest};
 use std::io::Read;
 use std::net::IpAddr;
@@ -39,6 +46,16 @@ pub struct Options {
     pub retries: u32,
     /// First backoff delay; doubled per retry.
     pub backoff: Duration,
+    /// Bytes per second below which a transfer counts as stalled ...
+    pub low_speed_limit: u64,
+    /// ... when it stays below for this long; also the longest a read or a response may stay
+    /// silent.
+    pub low_speed_time: Duration,
+    /// Interrupted transfers of one blob that made progress and are resumed; failures without
+    /// progress count against `retries` instead.
+    pub max_resumes: u32,
+    /// Longest `Retry-After` waited for.
+    pub max_retry_wait: Duration,
 }
 
 impl Default for Options {
@@ -48,7 +65,51 @@ impl Default for Options {
             creds: None,
             retries: 4,
             backoff: Duration::from_millis(200),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(30),
+            max_resumes: 8,
+            max_retry_wait: Duration::from_secs(60),
         }
+    }
+}
+
+impl Options {
+    /// The defaults, with the deadlines taken from the environment where set:
+    /// `BFCFS_LOW_SPEED_LIMIT` (bytes/s), `BFCFS_LOW_SPEED_TIME` (s), `BFCFS_MAX_RESUMES`,
+    /// `BFCFS_MAX_RETRY_WAIT` (s), `BFCFS_RETRIES`, `BFCFS_RETRY_BACKOFF_MS`. A value that does
+    /// not parse is an error naming the variable.
+    pub fn from_env() -> std::result::Result<Options, String> {
+        fn var(name: &str) -> std::result::Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={} is not a whole number", escape(&v))),
+                Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not UTF-8")),
+            }
+        }
+        let mut o = Options::default();
+        if let Some(v) = var("BFCFS_LOW_SPEED_LIMIT")? {
+            o.low_speed_limit = v;
+        }
+        if let Some(v) = var("BFCFS_LOW_SPEED_TIME")? {
+            o.low_speed_time = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = var("BFCFS_MAX_RESUMES")? {
+            o.max_resumes = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = var("BFCFS_MAX_RETRY_WAIT")? {
+            o.max_retry_wait = Duration::from_secs(v);
+        }
+        if let Some(v) = var("BFCFS_RETRIES")? {
+            o.retries = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = var("BFCFS_RETRY_BACKOFF_MS")? {
+            o.backoff = Duration::from_millis(v);
+        }
+        Ok(o)
     }
 }
 
@@ -65,6 +126,10 @@ pub struct Registry {
     insecure: Vec<String>,
     retries: u32,
     backoff: Duration,
+    low_speed_limit: u64,
+    low_speed_time: Duration,
+    max_resumes: u32,
+    max_retry_wait: Duration,
 }
 
 /// True for `localhost`, 127.0.0.0/8 and ::1 (with or without a port).
@@ -100,8 +165,31 @@ fn transient(e: &Error) -> bool {
                 | ureq::Error::BodyStalled
         ),
         Error::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+        Error::Busy { .. } | Error::TooSlow { .. } => true,
         _ => false,
     }
+}
+
+/// How long to wait before the next attempt after `e`: the registry's `Retry-After` if it gave
+/// one (an error if that is over `cap`), else the backoff `delay`.
+fn wait_after(e: &Error, delay: Duration, cap: Duration) -> Result<Duration> {
+    match e {
+        Error::Busy { url, status, wait } if *wait > cap => Err(Error::WaitTooLong {
+            url: url.clone(),
+            status: *status,
+            wait: wait.as_secs(),
+            cap: cap.as_secs(),
+        }),
+        Error::Busy { wait, .. } => Ok((*wait).max(delay)),
+        _ => Ok(delay),
+    }
+}
+
+/// `Retry-After` as delta-seconds (an HTTP date is not trusted: clocks differ; the backoff
+/// applies instead).
+fn retry_after(resp: &Response<Body>) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?.trim();
+    v.parse::<u64>().ok().map(Duration::from_secs)
 }
 
 impl Registry {
@@ -117,9 +205,9 @@ impl Registry {
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_recv_response(Some(opts.low_speed_time))
             .timeout_recv_body(None)
-            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(opts.low_speed_time))
             .user_agent(concat!("bfcfs/", env!("CARGO_PKG_VERSION")))
             .accept_encoding("identity")
             .build();
@@ -133,6 +221,10 @@ impl Registry {
             insecure: opts.insecure.clone(),
             retries: opts.retries,
             backoff: opts.backoff,
+            low_speed_limit: opts.low_speed_limit,
+            low_speed_time: opts.low_speed_time,
+            max_resumes: opts.max_resumes,
+            max_retry_wait: opts.max_retry_wait,
         };
         if reg.plain_http_allowed(&reg.authority) {
             // Probe HTTPS first; fall back to HTTP only if TLS could not be spoken at all.
@@ -180,8 +272,9 @@ impl Registry {
         loop {
             match f() {
                 Err(e) if transient(&e) && attempt < self.retries => {
-                    log::warn!("{}; retrying in {delay:?}", chain(&e));
-                    std::thread::sleep(delay);
+                    let wait = wait_after(&e, delay, self.max_retry_wait)?;
+                    log::warn!("{}; retrying in {wait:?}", chain(&e));
+                    std::thread::sleep(wait);
                     delay = (delay * 2).min(Duration::from_secs(10));
                     attempt += 1;
                 }
@@ -340,7 +433,7 @@ impl Registry {
                 why: format!("token endpoint answered HTTP {status}"),
             });
         }
-        read_capped(realm, "token response", resp.body_mut())
+        self.read_capped(realm, "token response", resp.body_mut())
     }
 
     /// GETs a small document (manifest, index, config), capped and checked against `expected`.
@@ -368,7 +461,7 @@ impl Registry {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let bytes = read_capped(url, what, resp.body_mut())?;
+            let bytes = self.read_capped(url, what, resp.body_mut())?;
             let found = sha256_digest(&bytes);
             if let Some(exp) = expected {
                 if found != exp.as_ref() {
@@ -478,6 +571,7 @@ impl Fetch for Registry {
         };
         let mut delay = self.backoff;
         let mut failures = 0;
+        let mut resumes = 0;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let from = sink.offset();
@@ -507,6 +601,7 @@ impl Fetch for Registry {
                     sink.restart().map_err(sink_err)?;
                 }
                 let mut reader = resp.into_body().into_reader();
+                let mut pace = Pace::new(self.low_speed_limit, self.low_speed_time);
                 loop {
                     let n = match reader.read(&mut buf) {
                         Ok(n) => n,
@@ -522,16 +617,25 @@ impl Fetch for Registry {
                         break;
                     }
                     let have = sink.offset();
-                    if have + n as u64 > expected {
+                    let found = have.saturating_add(n as u64);
+                    if found > expected {
                         return Err(Error::SizeMismatch {
                             url: final_url,
                             digest: digest.clone(),
                             expected,
-                            found: have + n as u64,
+                            found,
                         });
                     }
                     sink.write_all(&buf[..n]).map_err(sink_err)?;
                     progress(sink.offset());
+                    if let Err((bytes, secs)) = pace.tick(n as u64) {
+                        return Err(Error::TooSlow {
+                            url: final_url,
+                            bytes,
+                            secs,
+                            limit: self.low_speed_limit,
+                        });
+                    }
                 }
                 if sink.offset() < expected {
                     return Err(Error::Http {
@@ -546,13 +650,31 @@ impl Fetch for Registry {
             })();
             match attempt {
                 Ok(()) => return Ok(()),
-                Err(e) if transient(&e) && failures < self.retries => {
-                    // A resumed transfer that made progress does not count against the budget.
-                    if sink.offset() <= from {
+                Err(e) if transient(&e) => {
+                    // An attempt that made progress is a resume, one without is a failure;
+                    // each has its own bound, so a server that sends a byte per connection
+                    // cannot keep the pull going forever.
+                    if sink.offset() > from {
+                        resumes += 1;
+                        if resumes > self.max_resumes {
+                            return Err(Error::TooManyResumes {
+                                url,
+                                digest,
+                                resumes: self.max_resumes,
+                                have: sink.offset(),
+                                expected,
+                                last: chain(&e),
+                            });
+                        }
+                    } else {
                         failures += 1;
+                        if failures > self.retries {
+                            return Err(e);
+                        }
                     }
-                    log::warn!("{}; retrying in {delay:?}", chain(&e));
-                    std::thread::sleep(delay);
+                    let wait = wait_after(&e, delay, self.max_retry_wait)?;
+                    log::warn!("{}; retrying in {wait:?}", chain(&e));
+                    std::thread::sleep(wait);
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => return Err(e),
@@ -567,6 +689,15 @@ fn check_status(url: &str, resp: &mut Response<Body>, ok: &[u16]) -> Result<u16>
     if ok.contains(&status) {
         return Ok(status);
     }
+    if matches!(status, 429 | 503) {
+        if let Some(wait) = retry_after(resp) {
+            return Err(Error::Busy {
+                url: url.into(),
+                status,
+                wait,
+            });
+        }
+    }
     let detail = resp
         .body_mut()
         .with_config()
@@ -574,28 +705,86 @@ fn check_status(url: &str, resp: &mut Response<Body>, ok: &[u16]) -> Result<u16>
         .lossy_utf8(true)
         .read_to_string()
         .unwrap_or_default();
+    let detail: String = detail.trim().chars().take(300).collect();
     Err(Error::Status {
         url: url.into(),
         status,
-        detail: detail.trim().chars().take(300).collect(),
+        detail: escape(&detail).into_owned(),
     })
 }
 
-fn read_capped(url: &str, what: &'static str, body: &mut Body) -> Result<Vec<u8>> {
-    body.with_config()
-        .limit(MAX_DOCUMENT)
-        .read_to_vec()
-        .map_err(|source| match source {
-            ureq::Error::BodyExceedsLimit(_) => Error::TooLarge {
-                url: url.into(),
-                what,
-                limit: MAX_DOCUMENT,
-            },
-            source => Error::Http {
-                url: url.into(),
-                source,
-            },
-        })
+/// The minimum-rate rule over one window: fewer than `limit × window` bytes in a window of
+/// `window` fails the transfer.
+struct Pace {
+    limit: u64,
+    window: Duration,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(limit: u64, window: Duration) -> Pace {
+        Pace {
+            limit,
+            window,
+            start: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` more bytes; `Err((bytes, secs))` when the window closed under the rate.
+    fn tick(&mut self, n: u64) -> std::result::Result<(), (u64, u64)> {
+        self.bytes = self.bytes.saturating_add(n);
+        let elapsed = self.start.elapsed();
+        if elapsed >= self.window {
+            let min = self.limit.saturating_mul(self.window.as_secs().max(1));
+            if self.bytes < min {
+                return Err((self.bytes, elapsed.as_secs()));
+            }
+            self.start = std::time::Instant::now();
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// Reads a small document (manifest, config, token) under [`MAX_DOCUMENT`] and the speed
+    /// rule, so neither a huge nor a dripping document holds the pull.
+    fn read_capped(&self, url: &str, what: &'static str, body: &mut Body) -> Result<Vec<u8>> {
+        let mut reader = body.as_reader();
+        let mut pace = Pace::new(self.low_speed_limit, self.low_speed_time);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(out),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Http {
+                        url: url.into(),
+                        source: ureq::Error::Io(e),
+                    })
+                }
+            };
+            if (out.len() + n) as u64 > MAX_DOCUMENT {
+                return Err(Error::TooLarge {
+                    url: url.into(),
+                    what,
+                    limit: MAX_DOCUMENT,
+                });
+            }
+            out.extend_from_slice(&buf[..n]);
+            pace.tick(n as u64)
+                .map_err(|(bytes, secs)| Error::TooSlow {
+                    url: url.into(),
+                    bytes,
+                    secs,
+                    limit: self.low_speed_limit,
+                })?;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ fn read_small(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 
 fn unpack(archive: &Path, tmp_in: &Path) -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
-        .prefix("archive-")
+        .prefix(&crate::atomic_file::temp_prefix("archive"))
         .tempdir_in(tmp_in)
         .map_err(io_err(tmp_in))?;
     let f = File::open(archive).map_err(io_err(archive))?;
@@ -323,7 +323,7 @@ impl Fetch for Local {
             digest: desc.digest().to_string(),
             source,
         })?;
-        let mut r = f.take(desc.size() + 1);
+        let mut r = f.take(desc.size().saturating_add(1));
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = r.read(&mut buf).map_err(io_err(&path))?;

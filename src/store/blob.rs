@@ -20,7 +20,7 @@ impl BlobWriter {
     /// Starts a blob in `tmp/`.
     pub fn new(store: &Store) -> Result<BlobWriter> {
         let tmp = store.tmp_dir();
-        let file = AtomicFile::in_dir(&tmp, "blob-").map_err(io_err(&tmp))?;
+        let file = AtomicFile::in_dir(&tmp, "blob").map_err(io_err(&tmp))?;
         Ok(BlobWriter {
             file: std::io::BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),

@@ -46,7 +46,60 @@ fn remove(path: &Path, report: &mut Report) -> Result<()> {
     }
 }
 
+/// Whether process `pid` still exists (this process always does).
+fn alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Whether `name` in the store root or a container directory is a temp file (`.NAME.….tmp`).
+fn hidden_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 impl Store {
+    /// Removes temp files whose writer is gone: `tmp/*`, `layers/` names that are not
+    /// `<hex>.bfc`, `.….tmp` files in the root (the refs index) and in container directories.
+    /// A name without a pid (an older version's) or with a live pid is kept unless `all` (the
+    /// caller holds the exclusive lock, so no pull runs). Best effort: a file that cannot be
+    /// removed is logged and left. Returns the number removed. `_lock` proves a lock is held.
+    pub fn sweep_temp_files(&self, _lock: &Lock, all: bool) -> u64 {
+        let doomed = |name: &str| match crate::atomic_file::temp_owner(name) {
+            Some(pid) => !alive(pid),
+            None => all,
+        };
+        let mut removed = 0;
+        let mut sweep = |dir: &Path, is_temp: &dyn Fn(&str) -> bool| {
+            let Ok(rd) = fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !is_temp(&name) || !doomed(&name) {
+                    continue;
+                }
+                let mut r = Report::default();
+                match remove(&e.path(), &mut r) {
+                    Ok(()) => removed += 1,
+                    Err(err) => log::warn!(
+                        "leaving temp file {}: {}",
+                        e.path().display(),
+                        crate::error_chain::chain(&err)
+                    ),
+                }
+            }
+        };
+        sweep(&self.tmp_dir(), &|_| true);
+        sweep(&self.layers_dir(), &|n| {
+            n.strip_suffix(".bfc")
+                .is_none_or(|h| super::sha256_hex(h).is_err())
+        });
+        sweep(&self.root, &hidden_temp);
+        if let Ok(rd) = fs::read_dir(self.containers_dir()) {
+            for d in rd.flatten() {
+                sweep(&d.path(), &hidden_temp);
+            }
+        }
+        removed
+    }
+
     /// Removes every blob not in `live_blobs` and every layer not in `live_layers` (both sets hold
     /// bare hex digests), plus everything in `tmp/`. `_lock` proves the exclusive lock is held.
     pub fn collect_garbage(
@@ -89,6 +142,9 @@ impl Store {
             remove(&e.path(), &mut report)?;
             report.temp_files += 1;
         }
+        // Temp files of the refs index and of container state: those of live processes stay
+        // (a mount may be writing its state), the rest go.
+        report.temp_files += self.sweep_temp_files(_lock, false);
         Ok(report)
     }
 }

@@ -11,7 +11,8 @@
 //! ```
 //! Every file is written as a temp file, fsynced, renamed into place, and the directory fsynced:
 //! a killed pull leaves only temp files, which no command mistakes for complete and which `prune`
-//! removes. Pulls hold `locks/store.lock` shared and each layer's lock exclusively while they
+//! removes. Temp names carry the pid of their writer (`atomic_file::temp_prefix`): whoever takes
+//! the store lock removes the temp files of processes that are gone. Pulls hold `locks/store.lock` shared and each layer's lock exclusively while they
 //! fetch and convert it; `rm` and `prune` hold `locks/store.lock` exclusively.
 pub mod blob;
 pub mod gc;
@@ -178,14 +179,20 @@ impl Store {
         w.commit(digest, Some(bytes.len() as u64))
     }
 
-    /// Shared lock held by every pull (blocks `rm`/`prune` while a pull runs).
+    /// Shared lock held by every pull (blocks `rm`/`prune` while a pull runs). Taking it removes
+    /// the temp files of processes that are gone ([`Store::sweep_temp_files`]).
     pub fn lock_shared(&self) -> Result<Lock> {
-        Lock::shared(&self.root.join("locks/store.lock"))
+        let lock = Lock::shared(&self.root.join("locks/store.lock"))?;
+        self.sweep_temp_files(&lock, false);
+        Ok(lock)
     }
 
-    /// Exclusive lock held by `rm` and `prune`.
+    /// Exclusive lock held by `rm` and `prune`. Taking it removes the temp files of processes that
+    /// are gone ([`Store::sweep_temp_files`]).
     pub fn lock_exclusive(&self) -> Result<Lock> {
-        Lock::exclusive(&self.root.join("locks/store.lock"))
+        let lock = Lock::exclusive(&self.root.join("locks/store.lock"))?;
+        self.sweep_temp_files(&lock, false);
+        Ok(lock)
     }
 
     /// Exclusive lock on one layer while it is fetched and converted.
