@@ -468,7 +468,11 @@ fn headers_then_silence_gives_up_in_bounded_time() {
         }
     });
     let r = sc.pull(&srv.host(), &[]);
-    fails_clearly(&r, &["/blobs/sha256:"], Duration::from_secs(20));
+    fails_clearly(
+        &r,
+        &["/blobs/sha256:", "sent no data for 2 s"],
+        Duration::from_secs(20),
+    );
     sc.still_works();
 }
 
@@ -484,7 +488,11 @@ fn silence_before_the_headers_gives_up_in_bounded_time() {
         }
     });
     let r = sc.pull(&srv.host(), &[]);
-    fails_clearly(&r, &["/manifests/latest"], Duration::from_secs(20));
+    fails_clearly(
+        &r,
+        &["/manifests/latest", "sent no response for 2 s"],
+        Duration::from_secs(20),
+    );
     sc.still_works();
 }
 
@@ -1075,4 +1083,64 @@ fn prune_refuses_when_an_image_record_is_damaged() {
     assert!(layer(&diff_a).exists());
     std::fs::remove_dir_all(&cdir).unwrap();
     sc.still_works();
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// None when tmpfs cannot be mounted here (not root, no mount permission).
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs { dir })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn pull_into_a_full_filesystem_fails_clearly_and_leaves_no_temp_file() {
+    // The store on a 3 MiB tmpfs, a 4 MiB incompressible layer: ENOSPC while the blob is
+    // written. Exit 1 naming the cause, no temp file left, and after space is freed (a bigger
+    // layer is not needed: the small standard image fits) the store works. Bound: < 10 s.
+    let Some(fs) = SmallFs::mount("3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let big = Layer::new(&[M::File("big", noise(4 << 20, 9))], Comp::Gzip);
+    let srv = server(Fixture::from_layer(big), |fx, r, s, _| fx.serve(r, s));
+    let store = fs.dir.path().join("store");
+    let run = |host: &str| {
+        let t = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_bfcfs"))
+            .arg("--root")
+            .arg(&store)
+            .args(["pull", "-q", &format!("{host}/t:latest")])
+            .env("BFCFS_RETRY_BACKOFF_MS", "50")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: t.elapsed(),
+        }
+    };
+    let r = run(&srv.host());
+    fails_clearly(&r, &["No space left on device"], Duration::from_secs(10));
+    let temps = temp_files(&store);
+    assert!(temps.is_empty(), "the failed pull left {temps:?}");
+    let good = good_server();
+    succeeds(&run(&good.host()), Duration::from_secs(10));
+    drop(fs);
 }

@@ -291,10 +291,7 @@ impl<W: Write + Seek> Converter<'_, W> {
             // are zeros the writer would produce out of nothing.
             let stored = entry.header().entry_size().unwrap_or(0);
             self.budget
-                .charge(
-                    size.saturating_sub(stored),
-                    "the sparse file's declared size",
-                )
+                .charge(size.saturating_sub(stored), "the sparse file's holes")
                 .map_err(|why| self.member_err(&member, why))?;
         }
         match kind {

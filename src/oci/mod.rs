@@ -63,6 +63,12 @@ pub enum Error {
         secs: u64,
         limit: u64,
     },
+    #[error("{url}: the registry sent no {what} for {secs} s (BFCFS_LOW_SPEED_TIME)")]
+    Stalled {
+        url: String,
+        what: &'static str,
+        secs: u64,
+    },
     #[error("{url}: giving up on blob {digest} after {resumes} resumed transfers ({have} of {expected} bytes in); last failure: {last}")]
     TooManyResumes {
         url: String,

@@ -165,7 +165,7 @@ fn transient(e: &Error) -> bool {
                 | ureq::Error::BodyStalled
         ),
         Error::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-        Error::Busy { .. } | Error::TooSlow { .. } => true,
+        Error::Busy { .. } | Error::TooSlow { .. } | Error::Stalled { .. } => true,
         _ => false,
     }
 }
@@ -307,9 +307,16 @@ impl Registry {
                     req = req.header("Authorization", h);
                 }
             }
-            let resp = req.call().map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
+            let resp = req.call().map_err(|source| match source {
+                ureq::Error::Timeout(ureq::Timeout::RecvResponse) => Error::Stalled {
+                    url: url.clone(),
+                    what: "response",
+                    secs: self.low_speed_time.as_secs(),
+                },
+                source => Error::Http {
+                    url: url.clone(),
+                    source,
+                },
             })?;
             let status = resp.status().as_u16();
             if status == 401 && own && !answered {
@@ -606,12 +613,7 @@ impl Fetch for Registry {
                     let n = match reader.read(&mut buf) {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            return Err(Error::Http {
-                                url: final_url,
-                                source: ureq::Error::Io(e),
-                            })
-                        }
+                        Err(e) => return Err(self.read_error(&final_url, e)),
                     };
                     if n == 0 {
                         break;
@@ -749,6 +751,25 @@ impl Pace {
 }
 
 impl Registry {
+    /// A failed read of a body: a read that timed out is a stall of the low-speed window.
+    fn read_error(&self, url: &str, e: std::io::Error) -> Error {
+        let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+            || e.get_ref()
+                .and_then(|i| i.downcast_ref::<ureq::Error>())
+                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+        if timed_out {
+            return Error::Stalled {
+                url: url.into(),
+                what: "data",
+                secs: self.low_speed_time.as_secs(),
+            };
+        }
+        Error::Http {
+            url: url.into(),
+            source: ureq::Error::Io(e),
+        }
+    }
+
     /// Reads a small document (manifest, config, token) under [`MAX_DOCUMENT`] and the speed
     /// rule, so neither a huge nor a dripping document holds the pull.
     fn read_capped(&self, url: &str, what: &'static str, body: &mut Body) -> Result<Vec<u8>> {
@@ -761,12 +782,7 @@ impl Registry {
                 Ok(0) => return Ok(out),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Http {
-                        url: url.into(),
-                        source: ureq::Error::Io(e),
-                    })
-                }
+                Err(e) => return Err(self.read_error(url, e)),
             };
             if (out.len() + n) as u64 > MAX_DOCUMENT {
                 return Err(Error::TooLarge {
