@@ -1052,9 +1052,12 @@ fn prune_refuses_when_an_image_record_is_damaged() {
     std::fs::create_dir_all(&cdir).unwrap();
     let state = serde_json::json!({"name": "c1", "image": ma, "reference": mb, "created": 0});
     std::fs::write(cdir.join("state.json"), state.to_string()).unwrap();
+    // `-f`: `rm` refuses an image a container uses; forced, it untags it and the container's
+    // record still keeps its layers.
     let r = sc.bfcfs(
         &[
             "rm",
+            "-f",
             &format!("{}/t:latest", sa.host()),
             &format!("{}/t:latest", sb.host()),
         ],
