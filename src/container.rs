@@ -1,7 +1,7 @@
 //! Containers: a named upper + work dir pair in the store (`containers/<name>/`) that keeps the
 //! writes made on top of one image across mounts. `containers/<name>/state.json` names the image
 //! (by manifest digest, or a `.bfc` file's path), so `prune` keeps the image's layers while the
-//! container exists (`image::live_set` reads every string in `containers/*/*.json`).
+//! container exists (image/gc.rs reads the `image` field of every `containers/*/state.json`).
 //!
 //! A container is used by one server at a time: whoever mounts it takes an exclusive `flock` on
 //! its directory first and the server keeps it for as long as it serves (the kernel drops it when
