@@ -41,14 +41,10 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
 
-# The image: two layers, into a bfcfs store; the same layers extracted for fuse-overlayfs.
-mkdir -p "$W/tars"
-(cd "$ROOTFS" && tar --exclude=./usr/share -cf - .) >"$W/tars/0.tar"
-(cd "$ROOTFS" && tar -cf - ./usr/share) >"$W/tars/1.tar"
-python3 - "$W/oci" "$W/tars/0.tar" "$W/tars/1.tar" <<'PY'
-import hashlib, json, os, shutil, sys
-out, tars = sys.argv[1], sys.argv[2:]
-os.makedirs(f"{out}/blobs/sha256")
+# put(): a blob into the OCI layout at ociput.out (a file moved in, or bytes); its descriptor.
+cat >"$W/ociput.py" <<'PY'
+import hashlib, os, shutil
+out = None
 def put(path=None, data=None):
     h = hashlib.sha256()
     if data is None:
@@ -59,6 +55,18 @@ def put(path=None, data=None):
         h.update(data); n = len(data)
         with open(f"{out}/blobs/sha256/{h.hexdigest()}", "wb") as f: f.write(data)
     return {"digest": "sha256:" + h.hexdigest(), "size": n}
+PY
+
+# The image: two layers, into a bfcfs store; the same layers extracted for fuse-overlayfs.
+mkdir -p "$W/tars"
+(cd "$ROOTFS" && tar --exclude=./usr/share -cf - .) >"$W/tars/0.tar"
+(cd "$ROOTFS" && tar -cf - ./usr/share) >"$W/tars/1.tar"
+PYTHONPATH=$W python3 - "$W/oci" "$W/tars/0.tar" "$W/tars/1.tar" <<'PY'
+import json, os, sys, ociput
+from ociput import put
+out, tars = sys.argv[1], sys.argv[2:]
+ociput.out = out
+os.makedirs(f"{out}/blobs/sha256")
 layers = [dict(put(t), mediaType="application/vnd.oci.image.layer.v1.tar") for t in tars]
 cfg = put(data=json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
       "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode())
@@ -141,19 +149,11 @@ if has copyup; then
 head -c $((1 << 30)) /dev/urandom >"$W/big.bin"
 mkdir -p "$W/L2/big" && mv "$W/big.bin" "$W/L2/big/file"
 tar -cf "$W/tars/2.tar" -C "$W/L2" .
-python3 - "$W/oci" "$W/tars/2.tar" <<'PY'
-import hashlib, json, os, shutil, sys
+PYTHONPATH=$W python3 - "$W/oci" "$W/tars/2.tar" <<'PY'
+import json, sys, ociput
+from ociput import put
 out, tar = sys.argv[1], sys.argv[2]
-def put(path=None, data=None):
-    h = hashlib.sha256()
-    if data is None:
-        with open(path, "rb") as f:
-            for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
-        n = os.path.getsize(path); shutil.move(path, f"{out}/blobs/sha256/{h.hexdigest()}")
-    else:
-        h.update(data); n = len(data)
-        with open(f"{out}/blobs/sha256/{h.hexdigest()}", "wb") as f: f.write(data)
-    return {"digest": "sha256:" + h.hexdigest(), "size": n}
+ociput.out = out
 idx = json.load(open(f"{out}/index.json"))
 man = json.load(open(f"{out}/blobs/sha256/" + idx["manifests"][0]["digest"][7:]))
 cfg = json.load(open(f"{out}/blobs/sha256/" + man["config"]["digest"][7:]))

@@ -86,15 +86,7 @@ impl Fx {
     }
 
     fn containers(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(Path::new(&self.store).join("containers"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        container_names(Path::new(&self.store))
     }
 }
 

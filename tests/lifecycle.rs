@@ -27,15 +27,7 @@ fn small_layer() -> Layer {
 
 /// The names under the store's `containers/`.
 fn containers(fx: &Fixture) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(fx.root.join("store/containers"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    container_names(&fx.root.join("store"))
 }
 
 fn container_dir(fx: &Fixture, name: &str) -> PathBuf {

@@ -593,7 +593,7 @@ impl Container {
     }
 
     /// First entry whose path is not below `key` in byte order.
-    fn lower_bound(&self, key: &[u8]) -> usize {
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

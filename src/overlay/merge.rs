@@ -59,20 +59,6 @@ pub(crate) fn basename(path: &[u8]) -> &[u8] {
     }
 }
 
-/// First index whose path is >= `key` (entries are sorted by path bytes).
-fn lower_bound(c: &Container, key: &[u8]) -> usize {
-    let (mut lo, mut hi) = (0, c.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if c.path(mid) < key {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
-}
-
 impl WhiteoutSpec {
     /// Whether the entry at `idx` is a whiteout marker of the given type (typed by the writer, or,
     /// under the OCI spec, recognised by its name).
@@ -159,7 +145,7 @@ fn has_below(c: &Container, path: &[u8]) -> bool {
     }
     let mut prefix = path.to_vec();
     prefix.push(b'/');
-    let i = lower_bound(c, &prefix);
+    let i = c.lower_bound(&prefix);
     i < c.len() && c.path(i).starts_with(&prefix)
 }
 
@@ -170,7 +156,7 @@ fn implicit_dir_id(l: &Layer, li: usize, lp: &[u8]) -> Option<NodeId> {
         prefix.push(b'/');
     }
     let depth = lp.iter().filter(|&&b| b == b'/').count() + usize::from(!lp.is_empty());
-    implicit_id(li, lower_bound(&l.container, &prefix), depth)
+    implicit_id(li, l.container.lower_bound(&prefix), depth)
 }
 
 /// The OCI rules over what each layer holds for `path`, top first: the topmost entry wins; a

@@ -48,6 +48,19 @@ pub fn bfcfs(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The names under `store/containers/`, sorted (none when the directory does not exist).
+pub fn container_names(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store.join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub mod cli;
 pub mod raw;
 pub mod tree;
