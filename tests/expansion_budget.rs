@@ -5,36 +5,11 @@ mod pull_support;
 
 use bfcfs::bfc::{Compression, Writer, WriterOptions};
 use bfcfs::convert::{self, sanitize::Limits};
-use pull_support::layout::{compress, Comp};
+use pull_support::layout::{compress, sparse_bomb, Comp};
 use std::io::BufWriter;
 use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
-
-/// `count` GNU sparse members of `real` bytes each: one 512-byte data segment at the end, the
-/// rest a hole.
-fn sparse_bomb(count: usize, real: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    for i in 0..count {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_path(format!("s{i:02}")).unwrap();
-        h.set_mode(0o644);
-        h.set_size(512);
-        let g = h.as_gnu_mut().unwrap();
-        g.sparse[0].offset = *format!("{:011o}\0", real - 512)
-            .as_bytes()
-            .first_chunk()
-            .unwrap();
-        g.sparse[0].numbytes = *b"00000001000\0";
-        g.realsize = *format!("{real:011o}\0").as_bytes().first_chunk().unwrap();
-        h.set_cksum();
-        v.extend_from_slice(h.as_bytes());
-        v.extend_from_slice(&[b'D'; 512]);
-    }
-    v.extend_from_slice(&[0u8; 1024]);
-    v
-}
 
 /// Converts `blob`; returns the error text, the time taken and the output file's size.
 fn run(blob: &[u8], limits: Limits, compression: Compression) -> (String, Duration, u64) {

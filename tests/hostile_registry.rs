@@ -14,7 +14,9 @@
 //! in well under a minute; the defaults (30 s window, 8 resumes, 60 s wait) scale the same bounds.
 mod pull_support;
 
-use pull_support::layout::{compress, noise, raw_name, sha, Comp, Image, Layer, Member as M};
+use pull_support::layout::{
+    compress, noise, raw_name, sha, sparse_bomb, Comp, Image, Layer, Member as M,
+};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -819,26 +821,7 @@ fn sparse_bomb_through_the_registry_fails_fast() {
     // 64 GNU sparse members of 1 GiB each in a blob of a few hundred bytes: the layer budget
     // stops it at the second member. `-c zstd` keeps the one GiB that fits small on disk.
     // Bound: < 30 s, store growth < 64 MiB.
-    let mut tar = Vec::new();
-    for i in 0..64 {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_path(format!("s{i:02}")).unwrap();
-        h.set_mode(0o644);
-        h.set_size(512);
-        let g = h.as_gnu_mut().unwrap();
-        let real: u64 = 1 << 30;
-        g.sparse[0].offset = *format!("{:011o}\0", real - 512)
-            .as_bytes()
-            .first_chunk()
-            .unwrap();
-        g.sparse[0].numbytes = *b"00000001000\0";
-        g.realsize = *format!("{real:011o}\0").as_bytes().first_chunk().unwrap();
-        h.set_cksum();
-        tar.extend_from_slice(h.as_bytes());
-        tar.extend_from_slice(&[b'D'; 512]);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
+    let tar = sparse_bomb(64, 1 << 30);
     assert!(compress(&tar, Comp::Gzip).len() < 4096);
     let sc = Scratch::new();
     let srv = server(
