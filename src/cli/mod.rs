@@ -11,6 +11,7 @@ pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
 
 #[derive(Parser, Debug)]
@@ -52,6 +53,9 @@ pub enum Command {
     Info(archive::InfoArgs),
     /// Pull an image into the store (or into one BFC file with -o)
     Pull(pull::PullArgs),
+    Push(push::PushArgs),
+    Save(push::SaveArgs),
+    Load(push::LoadArgs),
     /// List the images in the store
     Images(images::ImagesArgs),
     /// Show an image's manifest, config and layers
@@ -110,6 +114,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => archive::verify(a),
         Command::Info(a) => archive::info(a),
         Command::Pull(a) => pull::run(cli.root.as_deref(), a),
+        Command::Push(a) => push::push(cli.root.as_deref(), a),
+        Command::Save(a) => push::save(cli.root.as_deref(), a),
+        Command::Load(a) => push::load(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),

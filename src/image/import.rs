@@ -5,7 +5,7 @@
 //! recorded under its name, last, so that a failed import records nothing.
 //!
 //! `tag` records another name for an image that is already in the store.
-use super::layer::{convert_blob, write_bfc_file};
+use super::layer::convert_with_split;
 use super::query::find_one;
 use super::{record_name, Error, Result};
 use crate::bfc::WriterOptions;
@@ -206,9 +206,14 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
     if !dest.exists() {
         let _lock = store.lock_layer(&diff_id)?;
         if !dest.exists() {
-            write_bfc_file(&dest, &WriterOptions::default(), |w| {
-                convert_blob(w, &blob, &layer, &diff_id, b"")
-            })?;
+            convert_with_split(
+                store,
+                &dest,
+                &WriterOptions::default(),
+                &blob,
+                &layer,
+                &diff_id,
+            )?;
         }
     }
     // As for a pulled layer, the BFC file replaces the blob.
