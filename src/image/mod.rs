@@ -8,18 +8,23 @@
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
 //! import.rs       `import` (a directory → a one-layer image) and `tag`
+//! commit.rs       `commit` (a container's upper dir → a new top layer on its image)
+//! layer_tar.rs    a directory tree (plain, or an overlayfs upper dir) → a layer tar → BFC file
 //! gc.rs           `rm` / `prune`: untag, then free what no image or container references
 //! open.rs         an image's layer files opened for a mount, top layer first
 //! ```
+mod commit;
 mod fetch;
 mod gc;
 mod import;
 mod layer;
+mod layer_tar;
 mod open;
 mod pull;
 mod query;
 mod single_file;
 
+pub use commit::{commit, CommitOptions};
 pub use gc::{prune, remove, Removed};
 pub use import::{apply_changes, import, rfc3339_utc, tag, Change, Imported};
 pub use open::{file_layers, open_layers, Opened};
