@@ -70,6 +70,7 @@ pub enum Command {
     Bundle(container::BundleArgs),
     Run(run::RunArgs),
     Import(import::ImportArgs),
+    Commit(import::CommitArgs),
     Tag(import::TagArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
@@ -124,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
         Command::Run(a) => run::run(cli.root.as_deref(), a, cli.verbose),
         Command::Import(a) => import::import(cli.root.as_deref(), a),
+        Command::Commit(a) => import::commit(cli.root.as_deref(), a),
         Command::Tag(a) => import::tag(cli.root.as_deref(), a),
         Command::Container { command } => {
             container::container_command(cli.root.as_deref(), command)
