@@ -187,6 +187,22 @@ impl Core {
         self.union.read(ino.0, offset, size).map_err(|e| errno(&e))
     }
 
+    /// The upper descriptor of handle `fh`; a handle this server never gave out (the kernel got
+    /// it from a server before a restart) is opened again from its node, read-write.
+    fn open_file(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<std::fs::File>, Errno> {
+        if let Some(f) = self.handles.get(fh.0) {
+            return Ok(f);
+        }
+        if fh.0 == 0 || !self.union.is_writable() {
+            return Err(Errno::EBADF);
+        }
+        let f = self
+            .union
+            .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+            .map_err(|e| errno(&e))?;
+        Ok(self.handles.adopt(ino.0, fh.0, f))
+    }
+
     /// Lower files opened read-only get handle 0 and the layer's bytes; everything else (writes,
     /// O_TRUNC, files already in the upper dir) an upper descriptor, copied up first if needed.
     fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<Option<std::fs::File>, Errno> {
@@ -744,7 +760,7 @@ impl Filesystem for BfcFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -754,7 +770,7 @@ impl Filesystem for BfcFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.offload(move |c| match c.write_inner(fh, offset, &data) {
+        self.offload(move |c| match c.write_inner(ino, fh, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         });

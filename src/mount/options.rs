@@ -10,7 +10,7 @@ pub const DEFAULT_CACHE_SIZE: u64 = 16 << 20;
 
 /// Options given with `-o` (comma lists, repeatable). `ro`, `nosuid`, `nodev` and `default_permissions`
 /// are the defaults; `ro` and `default_permissions` cannot be turned off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountOptions {
     pub allow_other: bool,
     pub suid: bool,
