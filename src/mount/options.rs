@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// Worker threads for requests that may block (`n_threads`).
     pub threads: Option<usize>,
+    /// Threads reading requests from /dev/fuse (`readers=`, default 2; see `fs::pool`).
+    pub readers: Option<usize>,
     /// Mount read-write (a union with an upper dir; set by the command, not by `-o`).
     pub writable: bool,
 }
@@ -38,6 +40,7 @@ impl Default for MountOptions {
             gid: None,
             cache_size: DEFAULT_CACHE_SIZE,
             threads: None,
+            readers: None,
             writable: false,
         }
     }
@@ -50,7 +53,7 @@ pub enum OptionError {
     ReadWrite(String),
     #[error("mount option `{option}`: {why}")]
     BadValue { option: String, why: String },
-    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, default_permissions)")]
+    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, readers=, default_permissions)")]
     Unknown(String),
 }
 
@@ -83,6 +86,13 @@ impl MountOptions {
                         return Err(bad(opt, "threads must be between 1 and 64"));
                     }
                     o.threads = Some(n);
+                }
+                ("readers", Some(v)) => {
+                    let n: usize = parse_num(opt, v)?;
+                    if !(1..=64).contains(&n) {
+                        return Err(bad(opt, "readers must be between 1 and 64"));
+                    }
+                    o.readers = Some(n);
                 }
                 _ => return Err(OptionError::Unknown(opt.to_string())),
             }
@@ -134,8 +144,9 @@ impl MountOptions {
         } else {
             SessionACL::Owner
         };
-        // One reader thread; `n_threads` workers take the requests that may block (fs::pool).
-        config.n_threads = Some(1);
+        // Two reader threads unless asked; `n_threads` workers take the requests that may block
+        // (fs::pool).
+        config.n_threads = Some(self.readers.unwrap_or(2));
         config
     }
 }
