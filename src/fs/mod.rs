@@ -217,10 +217,11 @@ impl BfcFs {
         sized(v, size)
     }
 
-    fn fsync_inner(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
-        let Some(f) = self.handles.get(fh.0) else {
+    fn fsync_inner(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+        if fh.0 == 0 {
             return Ok(());
-        };
+        }
+        let f = self.open_file(ino, fh)?;
         if datasync {
             f.sync_data()
         } else {
@@ -417,12 +418,12 @@ impl Filesystem for BfcFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fsync_inner(fh, datasync));
+        reply_empty(reply, self.fsync_inner(ino, fh, datasync));
     }
 
     fn release(
