@@ -368,7 +368,7 @@ fn build_fs(
         uid: spec.owner.0,
         gid: spec.owner.1,
     };
-    let fs = BfcFs::new(union, owner);
+    let fs = BfcFs::new(union, owner, spec.options.n_threads());
     let slot = fs.notifier_slot();
     Ok((fs, slot))
 }
