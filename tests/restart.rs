@@ -378,7 +378,20 @@ fn container_loop_survives(tag: &str, disturb: fn(&Path) -> i32) {
     assert_eq!(pids.len(), 4, "three new servers: {pids:?}");
     eprintln!("longest stall of the appends: {gap:?}");
 
-    let sup = served_by(&rootfs).unwrap().1;
+    let (srv, sup) = served_by(&rootfs).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["--root", &fx.store, "containers", "--json"])).unwrap();
+    let me = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(
+        (me["server_pid"].as_i64(), me["supervisor_pid"].as_i64()),
+        (Some(srv.into()), Some(sup.into())),
+        "containers --json names who serves the container"
+    );
     drop(runc);
     umount(&m);
     wait_exit(sup);
