@@ -131,8 +131,8 @@ pub enum Child {
 const CHUNK_TABLES: usize = 64;
 /// Compressed files whose read position is remembered at once.
 const READERS: usize = 256;
-/// Decoded entries of the files read lately, kept at once.
-const USED_ENTRIES: usize = 1024;
+/// Slots for decoded entries of the files read lately (entry `i` goes in slot `i % USED_ENTRIES`).
+const USED_ENTRIES: usize = 512;
 
 /// An open BFC container. Opening checks the header, the footer, the index checksum and that
 /// every index record fits (one pass, no allocation per entry); each entry is decoded and
@@ -156,7 +156,7 @@ pub struct Container {
     /// sequential readers.
     pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
     /// Entries of the files read lately (see `used_entry`).
-    entries: Mutex<LruCache<u32, Arc<Entry>>>,
+    entries: Mutex<Box<[Option<Arc<Entry>>]>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
     pub(crate) checked: Vec<AtomicU8>,
 }
@@ -288,9 +288,7 @@ impl Container {
             last_chunk: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
             )),
-            entries: Mutex::new(LruCache::new(
-                NonZeroUsize::new(USED_ENTRIES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked,
         })
     }
@@ -381,16 +379,17 @@ impl Container {
             .map_err(|now| self.gone(self.index_offset, now, "the index".into()))
     }
 
-    /// Entry `i` for reading its content: kept in a small cache, so that the files being read
-    /// decode their entry once, and keep reading what is still there if the file shrinks
+    /// Entry `i` for reading its content: kept in a small direct-mapped cache (no hashing: this
+    /// is on every read), so that the files being read decode their entry once, and keep reading what is still there if the file shrinks
     /// below its index (see `map.rs`).
     pub(crate) fn used_entry(&self, i: usize) -> Result<Arc<Entry>> {
         let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = lock().get(&(i as u32)) {
+        let slot = i % USED_ENTRIES;
+        if let Some(e) = lock()[slot].as_ref().filter(|e| e.idx == i) {
             return Ok(e.clone());
         }
         let e = Arc::new(self.entry(i)?);
-        lock().put(i as u32, e.clone());
+        lock()[slot] = Some(e.clone());
         Ok(e)
     }
 
