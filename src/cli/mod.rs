@@ -11,7 +11,9 @@ pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
+pub mod served;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +54,9 @@ pub enum Command {
     Info(archive::InfoArgs),
     /// Pull an image into the store (or into one BFC file with -o)
     Pull(pull::PullArgs),
+    Push(push::PushArgs),
+    Save(push::SaveArgs),
+    Load(push::LoadArgs),
     /// List the images in the store
     Images(images::ImagesArgs),
     /// Show an image's manifest, config and layers
@@ -66,6 +71,7 @@ pub enum Command {
     Bundle(container::BundleArgs),
     Run(run::RunArgs),
     Import(import::ImportArgs),
+    Commit(import::CommitArgs),
     Tag(import::TagArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
@@ -76,6 +82,12 @@ pub enum Command {
     },
     Completion(completion::CompletionArgs),
     GenerateMan(completion::GenerateManArgs),
+    Mounts(served::MountsArgs),
+    Restart(served::RestartArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(served::SuperviseArgs),
+    #[command(name = "__serve", hide = true)]
+    Serve(served::ServeArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -97,7 +109,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
     if !matches!(
         cli.command,
-        Command::Mount(_) | Command::Bundle(_) | Command::Run(_)
+        Command::Mount(_)
+            | Command::Bundle(_)
+            | Command::Run(_)
+            | Command::Supervise(_)
+            | Command::Serve(_)
     ) {
         init_log(cli.verbose);
     }
@@ -110,6 +126,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => archive::verify(a),
         Command::Info(a) => archive::info(a),
         Command::Pull(a) => pull::run(cli.root.as_deref(), a),
+        Command::Push(a) => push::push(cli.root.as_deref(), a),
+        Command::Save(a) => push::save(cli.root.as_deref(), a),
+        Command::Load(a) => push::load(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
@@ -117,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
         Command::Run(a) => run::run(cli.root.as_deref(), a, cli.verbose),
         Command::Import(a) => import::import(cli.root.as_deref(), a),
+        Command::Commit(a) => import::commit(cli.root.as_deref(), a),
         Command::Tag(a) => import::tag(cli.root.as_deref(), a),
         Command::Container { command } => {
             container::container_command(cli.root.as_deref(), command)
@@ -125,6 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
+        Command::Mounts(a) => served::mounts(a),
+        Command::Restart(a) => served::restart(a),
+        Command::Supervise(a) => served::supervise(a),
+        Command::Serve(a) => served::serve(a),
     }
 }
 
