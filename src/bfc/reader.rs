@@ -131,6 +131,8 @@ pub enum Child {
 const CHUNK_TABLES: usize = 64;
 /// Compressed files whose read position is remembered at once.
 const READERS: usize = 256;
+/// Slots for decoded entries of the files read lately (entry `i` goes in slot `i % USED_ENTRIES`).
+const USED_ENTRIES: usize = 512;
 
 /// An open BFC container. Opening checks the header, the footer, the index checksum and that
 /// every index record fits (one pass, no allocation per entry); each entry is decoded and
@@ -153,6 +155,8 @@ pub struct Container {
     /// Last chunk read of recently read compressed files (entry -> chunk), to spot
     /// sequential readers.
     pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
+    /// Entries of the files read lately (see `used_entry`).
+    entries: Mutex<Box<[Option<Arc<Entry>>]>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
     pub(crate) checked: Vec<AtomicU8>,
 }
@@ -284,6 +288,7 @@ impl Container {
             last_chunk: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
             )),
+            entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked,
         })
     }
@@ -357,8 +362,54 @@ impl Container {
 
     /// Entry `i`, decoded and checked: a safe path sorted after the previous one, an object
     /// inside the object area, and extension records that fit the entry. Errors name the entry
-    /// and the offset of its record.
+    /// and the offset of its record. When the file shrank below its index while open, the
+    /// error says so, whatever the zeros read in its place decoded to.
     pub fn entry(&self, i: usize) -> Result<Entry> {
+        let e = self.decode_entry(i);
+        self.check_index()?;
+        e
+    }
+
+    /// Fails when the file shrank below the end of its index while open (see `map.rs`): what
+    /// searches of the index found since then is not to be trusted (a name not found may be
+    /// one that is gone).
+    pub fn check_index(&self) -> Result<()> {
+        self.bytes
+            .intact(self.index_offset, self.index_size as usize)
+            .map_err(|now| self.gone(self.index_offset, now, "the index".into()))
+    }
+
+    /// Entry `i` for reading its content: kept in a small direct-mapped cache (no hashing: this
+    /// is on every read), so that the files being read decode their entry once, and keep reading what is still there if the file shrinks
+    /// below its index (see `map.rs`).
+    pub(crate) fn used_entry(&self, i: usize) -> Result<Arc<Entry>> {
+        let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = i % USED_ENTRIES;
+        if let Some(e) = lock()[slot].as_ref().filter(|e| e.idx == i) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(self.entry(i)?);
+        lock()[slot] = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Size of file `i`'s content (the cached entry's, see `used_entry`).
+    pub fn content_size(&self, i: usize) -> Result<u64> {
+        Ok(self.used_entry(i)?.size)
+    }
+
+    /// The error for bytes at `offset` that are gone: the file is now `now` bytes long.
+    pub(crate) fn gone(&self, offset: u64, now: u64, what: String) -> Error {
+        Error::Truncated {
+            file: self.file.clone(),
+            offset,
+            what: format!(
+                "{what} is gone: the file shrank to {now} bytes while open (changed in place)"
+            ),
+        }
+    }
+
+    fn decode_entry(&self, i: usize) -> Result<Entry> {
         let r = self.record(i);
         let at = self.index_offset + u64::from(self.offsets[i]);
         let path = r.path();

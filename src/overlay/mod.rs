@@ -409,12 +409,31 @@ impl Union {
         }
         let path = merge::join(&dir.path, name);
         loop {
-            let r = self.resolve_child(&dir, &path)?.ok_or(Error::NotFound)?;
+            let Some(r) = self.resolve_child(&dir, &path)? else {
+                return Err(self.not_found(&dir, &path));
+            };
             match self.nodes.insert(parent, name, path.clone(), r) {
                 Inserted::Known(id) => return Ok(id),
                 // Being copied up right now: wait for it, then look again.
                 Inserted::Busy(id) => drop(self.copy_lock(id)),
             }
+        }
+    }
+
+    /// NotFound for `path` in `dir`, unless a layer the directory merges lost its index (its
+    /// file shrank while mounted): then the name may be one that is gone, an I/O error.
+    fn not_found(&self, dir: &Node, path: &[u8]) -> Error {
+        let damaged = dir.layers.iter().find_map(|&li| {
+            let l = self.layers.get(li)?;
+            l.container.check_index().err()
+        });
+        match damaged {
+            Some(e) => Error::Layer {
+                op: "looking up",
+                path: String::from_utf8_lossy(path).into_owned(),
+                source: Box::new(e),
+            },
+            None => Error::NotFound,
         }
     }
 
@@ -614,7 +633,11 @@ impl Union {
         }
         let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
-        let len = c.size(idx).saturating_sub(offset).min(u64::from(size));
+        // The cached entry's size, not the index record's: it survives the file shrinking.
+        let full = c
+            .content_size(idx)
+            .map_err(|e| self.layer_error("reading", n, e))?;
+        let len = full.saturating_sub(offset).min(u64::from(size));
         let len = usize::try_from(len).unwrap_or(0);
         match c.stored_slice(idx, offset, len) {
             Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
