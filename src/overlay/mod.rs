@@ -562,16 +562,38 @@ impl Union {
             }
         };
         if n.kind == Kind::Dir {
-            let subdirs = self
-                .listing(id, n)?
-                .iter()
-                .filter(|e| e.kind == Kind::Dir)
-                .count();
-            a.nlink = u32::try_from(subdirs)
-                .unwrap_or(u32::MAX - 2)
-                .saturating_add(2);
+            a.nlink = self.dir_nlink(id, n)?;
         }
         Ok(a)
+    }
+
+    /// A lower directory's link count, 2 + its subdirectories, without listing it when its layer
+    /// recorded the count (every file bfcfs writes). A directory that merges several layers
+    /// gets 1, as kernel overlayfs gives merged directories ("unknown" to find and fts): the
+    /// union of the layers' subdirectories is only known from the merged listing. Upstream files
+    /// record no counts: their directories are listed (once, cached) and counted.
+    fn dir_nlink(&self, id: NodeId, n: &Node) -> Result<u32, Error> {
+        let plus2 = |k: usize| u32::try_from(k).unwrap_or(u32::MAX - 2).saturating_add(2);
+        if let [li] = *n.layers {
+            let l = &self.layers[li];
+            let lp = l.path_of(&n.path);
+            if let Some(k) = l.container.subdir_count(&lp) {
+                // `.wh.*` directories never show under the OCI rules.
+                let hidden = match self.spec {
+                    WhiteoutSpec::Oci => l.container.subdirs_named(&lp, merge::WH_PREFIX),
+                    WhiteoutSpec::Typed => 0,
+                };
+                return Ok(plus2((k as usize).saturating_sub(hidden)));
+            }
+        } else if n.layers.len() > 1 {
+            return Ok(1);
+        }
+        let subdirs = self
+            .listing(id, n)?
+            .iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .count();
+        Ok(plus2(subdirs))
     }
 
     /// (layer, entry) of a node recorded in the index.
@@ -873,8 +895,44 @@ mod tests {
     #[test]
     fn directory_link_count_is_two_plus_subdirectories() {
         let u = stack();
-        assert_eq!(u.attr(ROOT).unwrap().nlink, 2 + 4, "a b c e");
-        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 2);
+        // Merged directories: 1, as kernel overlayfs says.
+        assert_eq!(u.attr(ROOT).unwrap().nlink, 1);
+        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 1);
+        // One layer: its recorded count, with `.wh.*` directories left out under the OCI
+        // rules; the same as counting the listing.
+        use Op::*;
+        let one = || {
+            layer(
+                "one",
+                &[
+                    Dir("d"),
+                    Dir("d/.wh.hidden"),
+                    File("d/f", b""),
+                    Dir("d/sub"),
+                    File("d/implicit/x", b""),
+                    File("e/deep/er/f", b""),
+                    Dir("empty"),
+                ],
+            )
+        };
+        let u = Union::new(vec![one()], WhiteoutSpec::Oci).unwrap();
+        let nlink = |u: &Union, p: &str| u.attr(walk(u, p).unwrap()).unwrap().nlink;
+        let listed = |u: &Union, p: &str| {
+            let id = walk(u, p).unwrap();
+            let subdirs = u
+                .readdir(id)
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == Kind::Dir)
+                .count();
+            subdirs as u32 + 2
+        };
+        for (p, want) in [("", 5), ("d", 4), ("e", 3), ("e/deep", 3), ("empty", 2)] {
+            assert_eq!(nlink(&u, p), want, "{p:?}");
+            assert_eq!(listed(&u, p), want, "{p:?} listed");
+        }
+        let typed = Union::new(vec![one()], WhiteoutSpec::Typed).unwrap();
+        assert_eq!(nlink(&typed, "d"), 5, ".wh.hidden shows as a plain name");
     }
 
     #[test]
