@@ -8,7 +8,6 @@ use super::error::{show, Error, Result};
 use super::layout::*;
 use super::reader::{Chunks, Container, Entry, Kind};
 use std::io::{self, Read, Write};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Granule in which content without a chunk table is cached after a whole-file decode.
@@ -198,7 +197,7 @@ impl Container {
 
     /// Runs `check` once for entry `i` and remembers the outcome for this open container.
     fn once(&self, i: usize, check: impl FnOnce() -> Result<()>) -> Result<()> {
-        match self.checked[i].load(Ordering::Acquire) {
+        match self.checked.load(i) {
             GOOD => return Ok(()),
             BAD => {
                 // Re-run to produce the detailed error again (cheap compared with a failure).
@@ -207,12 +206,12 @@ impl Container {
         }
         match check() {
             Ok(()) => {
-                self.checked[i].store(GOOD, Ordering::Release);
+                self.checked.store(i, GOOD);
                 Ok(())
             }
             Err(e) => {
                 if e.is_corruption() || matches!(e, Error::WrongKey { .. }) {
-                    self.checked[i].store(BAD, Ordering::Release);
+                    self.checked.store(i, BAD);
                 }
                 Err(e)
             }

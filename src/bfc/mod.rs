@@ -11,6 +11,7 @@ pub mod ext;
 pub mod layout;
 pub mod map;
 pub mod reader;
+pub mod subdirs;
 pub mod writer;
 
 pub use codec::Key;

@@ -158,7 +158,7 @@ impl Core {
             (ino.0, FileType::Directory, &b"."[..]),
             (parent, FileType::Directory, &b".."[..]),
         ];
-        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), &*e.name));
+        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), e.name));
         for (i, (child, kind, name)) in dots
             .into_iter()
             .chain(rest)
