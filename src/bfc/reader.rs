@@ -155,6 +155,8 @@ pub struct Container {
     pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
     pub(crate) checked: Vec<AtomicU8>,
+    /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
+    pub(crate) partial: Option<super::partial::Partial>,
 }
 
 /// Default byte bound of the decoded-chunk cache.
@@ -285,6 +287,7 @@ impl Container {
                 NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
             )),
             checked,
+            partial: None,
         })
     }
 
@@ -300,7 +303,7 @@ impl Container {
     }
 
     /// Index record `i` read in place (open checked that it fits).
-    fn record(&self, i: usize) -> RecordRef<'_> {
+    pub(crate) fn record(&self, i: usize) -> RecordRef<'_> {
         let start = self.index_offset as usize + self.offsets[i] as usize;
         let end = (self.index_offset + self.index_size) as usize;
         // Open checked that every record lies inside the index; an empty record (never made)

@@ -13,6 +13,7 @@ use crate::container;
 use crate::fs::attr::Owner;
 use crate::fs::BfcFs;
 use crate::image;
+use crate::lazy::{self, LazyOptions};
 use crate::mount::{daemon, log, mountinfo, serve, Forked, MountOptions};
 use crate::overlay::Union;
 use crate::store::Store;
@@ -80,10 +81,38 @@ impl Mounted {
     }
 }
 
-/// The image's layers: a `.bfc` file path, else a store reference.
+/// How lazy layers of this mount fetch: `-o bg_rate=`, `-o read_timeout=`, and the registry
+/// settings from the environment.
+fn lazy_options(o: &MountOptions) -> anyhow::Result<LazyOptions> {
+    let d = LazyOptions::default();
+    Ok(LazyOptions {
+        deadline: o
+            .read_timeout
+            .map_or(d.deadline, std::time::Duration::from_secs),
+        bg_rate: o.bg_rate.unwrap_or(d.bg_rate),
+        registry: crate::oci::registry::Options::from_env().map_err(|e| anyhow!(e))?,
+    })
+}
+
+/// The image's layers: an HTTP(S) URL of a `.bfc` file, a `.bfc` file path, else a store
+/// reference.
 fn open_image(plan: &Plan<'_>) -> anyhow::Result<image::Opened> {
     let path = Path::new(&plan.image);
     let cache = usize::try_from(plan.options.cache_size).unwrap_or(usize::MAX);
+    if lazy::is_url(&plan.image) {
+        let store = Store::open(&Store::default_root(plan.root)?)?;
+        let mut container = lazy::open_url(&store, &plan.image, &lazy_options(&plan.options)?)
+            .with_context(|| format!("opening {}", plan.image))?;
+        let local = container.file_name().to_path_buf();
+        if container.is_encrypted() {
+            let key = (plan.key)(&local)?;
+            container.set_key(&key)?;
+        }
+        container.set_cache_bytes(cache);
+        let mut opened = image::file_layers(container.share(), &local)?;
+        opened.id = plan.image.clone();
+        return Ok(opened);
+    }
     if plan.image.ends_with(".bfc") || path.is_file() {
         let file =
             std::path::absolute(path).with_context(|| format!("resolving {}", plan.image))?;
@@ -110,7 +139,12 @@ fn open_image(plan: &Plan<'_>) -> anyhow::Result<image::Opened> {
         bail!("--subdir works on plain .bfc trees, not on images");
     }
     let store = Store::open(&Store::default_root(plan.root)?)?;
-    Ok(image::open_layers(&store, &plan.image, cache)?)
+    Ok(image::open_layers(
+        &store,
+        &plan.image,
+        cache,
+        &lazy_options(&plan.options)?,
+    )?)
 }
 
 /// What a mount that fails must undo: the container it created, the upper and work dirs it
@@ -210,6 +244,15 @@ fn build_and_serve(
             .gid
             .unwrap_or_else(|| rustix::process::getgid().as_raw()),
     };
+    // Lazy layers fetch the rest in the background, in the process that serves the mount.
+    let layer_files: Vec<Arc<Container>> =
+        opened.layers.iter().map(|l| l.container.clone()).collect();
+    let bg_rate = lazy_options(&opts)?.bg_rate;
+    let background = move || {
+        for c in &layer_files {
+            c.start_background(bg_rate);
+        }
+    };
     let mut union = Union::new(opened.layers, opened.spec)?;
     // The mount's source names what it serves: the container dir, the upper dir or the image.
     let source = match (&container, &upper) {
@@ -236,6 +279,7 @@ fn build_and_serve(
     };
     if plan.foreground {
         log::init_stderr_log(plan.verbose);
+        background();
         serve(fs, slot, &source, &mountpoint, &opts, || {
             ::log::info!("mounted {what}")
         })
@@ -252,6 +296,7 @@ fn build_and_serve(
         Forked::Child(mut readiness) => {
             // The server keeps the container's lock (`undo.held`, inherited) until it exits.
             log::init_syslog(plan.verbose);
+            background();
             let r = serve(fs, slot, &source, &mountpoint, &opts, || readiness.ready());
             if let Err(e) = &r {
                 ::log::error!("mounting {what}: {e}");

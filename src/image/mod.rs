@@ -42,6 +42,8 @@ pub enum Error {
     Convert(#[from] convert::Error),
     #[error(transparent)]
     Bfc(#[from] bfc::Error),
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::Error),
     #[error("no image {query:?} in the store at {}; `bfcfs images` lists what is there", .root.display())]
     NotFound { query: String, root: PathBuf },
     #[error("{query:?} matches several images ({names}); name one with its tag or full digest")]
