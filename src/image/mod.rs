@@ -5,6 +5,7 @@
 //! pull.rs         pull: resolve → store manifest + config → worker pool over the layers → record the name
 //! fetch.rs        resolve a source (registry or on disk) and stream a blob into the store, verified
 //! layer.rs        one layer: stored blob → BFC file, checked against its diff_id
+//! lazy_pull.rs   `pull --lazy`: manifest, config and each BFC layer's index; content on read
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
 //! import.rs       `import` (a directory → a one-layer image) and `tag`
@@ -15,6 +16,7 @@ mod fetch;
 mod gc;
 mod import;
 mod layer;
+mod lazy_pull;
 mod open;
 mod pull;
 mod query;
@@ -22,6 +24,7 @@ mod single_file;
 
 pub use gc::{prune, remove, Removed};
 pub use import::{apply_changes, import, rfc3339_utc, tag, Change, Imported};
+pub use lazy_pull::{pull_lazy, LazyMode, BFC_FEATURE};
 pub use open::{file_layers, open_layers, Opened};
 pub use pull::{pull, Progress, PullOptions, Pulled, Quiet};
 pub use query::{inspect, inspect_file, list, names, resolve_names, ImageInfo, LayerInfo};

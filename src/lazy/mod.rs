@@ -14,7 +14,10 @@ mod store;
 mod url;
 
 pub use source::{RegistrySource, Retry, UrlSource};
-pub use store::{create_layer, layer_progress, open_layer, Head, Origin};
+pub use store::{
+    check_new_layer, create_layer, layer_progress, open_layer, registry_head, Head, Origin,
+    ANNOTATION_DIFF_ID,
+};
 pub use url::{is_url, open_url};
 
 use crate::{bfc, oci};

@@ -279,3 +279,77 @@ pub fn read_head(
         tail,
     })
 }
+
+/// Annotations of a BFC layer descriptor (docs/FORMAT.md).
+pub const ANNOTATION_DIFF_ID: &str = "io.bfcfs.bfc.diff-id";
+pub const ANNOTATION_INDEX_OFFSET: &str = "io.bfcfs.bfc.index.offset";
+pub const ANNOTATION_INDEX_LENGTH: &str = "io.bfcfs.bfc.index.length";
+pub const ANNOTATION_INDEX_SHA256: &str = "io.bfcfs.bfc.index.sha256";
+
+/// Fetches the head of BFC layer blob `desc` from `registry`: with the index annotations, the
+/// index range in one request (checked against its sha256) and the file header; without them,
+/// a suffix request finds the index.
+pub fn registry_head(
+    registry: &Registry,
+    desc: &oci_spec::image::Descriptor,
+    image: &str,
+    retry: Retry,
+) -> Result<Head> {
+    use crate::oci::registry::range::ByteRange;
+    let size = desc.size();
+    let digest = desc.digest().clone();
+    let what = format!("layer {digest} of {image}");
+    let via = Mutex::new(None);
+    let range = |offset: u64, len: u64| -> std::result::Result<Vec<u8>, String> {
+        retry
+            .run(&format!("{what}: bytes {offset}+{len}"), || {
+                registry.blob_range(&digest, ByteRange::Span { offset, len }, &via, len)
+            })
+            .map(|r| r.bytes)
+    };
+    let ann = desc.annotations().as_ref();
+    let get = |k: &str| ann.and_then(|a| a.get(k)).map(String::as_str);
+    let bad = |why: String| Error::Bad {
+        what: what.clone(),
+        why,
+    };
+    let index_at = match (get(ANNOTATION_INDEX_OFFSET), get(ANNOTATION_INDEX_LENGTH)) {
+        (Some(o), Some(l)) => {
+            let o: u64 = o
+                .parse()
+                .map_err(|_| bad(format!("annotation {ANNOTATION_INDEX_OFFSET}={o:?}")))?;
+            let l: u64 = l
+                .parse()
+                .map_err(|_| bad(format!("annotation {ANNOTATION_INDEX_LENGTH}={l:?}")))?;
+            if o.checked_add(l) != Some(size) {
+                return Err(bad(format!(
+                    "the index range {o}+{l} does not end at the blob's size {size}"
+                )));
+            }
+            Some(o)
+        }
+        _ => None,
+    };
+    let head = read_head(size, index_at, 64 << 10, &range, &what)?;
+    if let (Some(_), Some(want)) = (index_at, get(ANNOTATION_INDEX_SHA256)) {
+        let found = crate::digest::sha256_digest(&head.tail);
+        if found != want {
+            return Err(bad(format!(
+                "the index range has digest {found}, the annotation says {want}"
+            )));
+        }
+    }
+    Ok(head)
+}
+
+/// Checks that the partial file of a freshly made lazy layer opens (header, footer, index
+/// checksum); removes it when it does not.
+pub fn check_new_layer(dir: &Path) -> Result<()> {
+    match Container::open(&dir.join("layer.bfc")) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            Err(e.into())
+        }
+    }
+}

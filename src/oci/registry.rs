@@ -497,16 +497,17 @@ impl Registry {
     ) -> Result<Resolved> {
         self.resolve_with(
             image,
-            &|i| platform.choose(&image.to_string(), i).cloned(),
+            &|i, _| platform.choose(&image.to_string(), i).cloned(),
             cached,
         )
     }
 
-    /// [`Registry::resolve`] with `choose` picking the manifest out of an index.
+    /// [`Registry::resolve`] with `choose` picking the manifest out of an index (given decoded
+    /// and as served: oci-spec does not read every field, e.g. `platform.os.features`).
     pub fn resolve_with(
         &self,
         image: &ImageRef,
-        choose: &dyn Fn(&oci_spec::image::ImageIndex) -> Result<Descriptor>,
+        choose: &dyn Fn(&oci_spec::image::ImageIndex, &[u8]) -> Result<Descriptor>,
         cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Resolved> {
         let url = self.manifest_url(image.manifest_reference());
@@ -520,7 +521,7 @@ impl Registry {
         {
             Document::Manifest(m) => (*m, bytes, digest),
             Document::Index(index) => {
-                let desc = choose(&index)?;
+                let desc = choose(&index, &bytes)?;
                 let url = self.manifest_url(desc.digest());
                 let (bytes, ct, digest) = self.fetch_document(
                     &url,
