@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::tree::{set_xattr, xattrs};
 use common::*;
 use union_support::{is_mounted, libraries, Mnt};
 
@@ -412,4 +413,143 @@ fn completion_scripts_load_and_man_pages_render() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Changes made through a container's mount: a new file with an xattr, a removed lower file, a
+/// lower directory replaced by a new one (opaque), a hardlink and a changed mode.
+fn change_through_a_mount(fx: &Fx, container: &str, image: &str) {
+    let mnt = fx.root.join(format!("mnt-{container}"));
+    fs::create_dir_all(&mnt).unwrap();
+    fx.ok(&["mount", "--container", container, image, s(&mnt)]);
+    let m = Mnt(mnt.clone());
+    fs::write(mnt.join("etc/new"), b"added by the container\n").unwrap();
+    set_xattr(&mnt.join("etc/new"), "user.note", b"kept");
+    fs::remove_file(mnt.join("etc/hello")).unwrap();
+    fs::remove_dir_all(mnt.join("srv/deep")).unwrap();
+    fs::create_dir(mnt.join("srv/deep")).unwrap();
+    fs::write(mnt.join("srv/deep/only"), b"only this\n").unwrap();
+    fs::hard_link(mnt.join("etc/new"), mnt.join("srv/new-link")).unwrap();
+    fs::set_permissions(mnt.join("etc/passwd"), fs::Permissions::from_mode(0o600)).unwrap();
+    fx.ok(&["umount", s(&m.0)]);
+}
+
+#[test]
+fn commit_makes_the_containers_changes_a_layer_that_mounts_and_runs() {
+    let fx = Fx::new();
+    let src = fx.rootfs("src");
+    fx.ok(&["import", "--change", "ENV A=1", s(&src), "app:v1"]);
+    change_through_a_mount(&fx, "work", "app:v1");
+
+    // A mounted container cannot be committed: its upper dir is changing.
+    let busy = fx.root.join("busy");
+    fs::create_dir(&busy).unwrap();
+    fx.ok(&["mount", "--container", "work", "app:v1", s(&busy)]);
+    let m = Mnt(busy.clone());
+    let err = fx.fails(&["commit", "work", "app:v2"]);
+    assert!(err.contains("is mounted on"), "{err}");
+    fx.ok(&["umount", s(&m.0)]);
+
+    let out = fx.ok(&[
+        "commit",
+        "-m",
+        "the change",
+        "--change",
+        "CMD [\"/bin/cat\", \"/etc/new\"]",
+        "work",
+        "app:v2",
+    ]);
+    assert!(out.starts_with("docker.io/library/app:v2 sha256:"), "{out}");
+
+    // The new image shows what the container shows, and the lower file stays deleted.
+    let (a, b) = (fx.root.join("a"), fx.root.join("b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    fx.ok(&["mount", "--ro", "--container", "work", "app:v1", s(&a)]);
+    let ma = Mnt(a.clone());
+    fx.ok(&["mount", "--ro", "app:v2", s(&b)]);
+    let mb = Mnt(b.clone());
+    assert_eq!(tree(&b), tree(&a));
+    assert!(!b.join("etc/hello").exists());
+    assert!(
+        !b.join("srv/deep/er").exists(),
+        "the opaque dir shows lower entries"
+    );
+    assert_eq!(fs::read(b.join("srv/deep/only")).unwrap(), b"only this\n");
+    assert_eq!(
+        fs::read(b.join("etc/new")).unwrap(),
+        b"added by the container\n"
+    );
+    assert_eq!(
+        fs::metadata(b.join("etc/new")).unwrap().ino(),
+        fs::metadata(b.join("srv/new-link")).unwrap().ino()
+    );
+    let x = xattrs(&b.join("etc/new"));
+    assert_eq!(
+        x.get(&b"user.note"[..]).map(Vec::as_slice),
+        Some(&b"kept"[..])
+    );
+    assert!(
+        xattrs(&b.join("srv/deep"))
+            .keys()
+            .all(|k| !k.starts_with(b"trusted.overlay.")),
+        "overlayfs xattrs leaked into the layer"
+    );
+    // No whiteout or opaque marker shows.
+    let etc: Vec<_> = fs::read_dir(b.join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(etc.iter().all(|n| !n.starts_with(".wh.")), "{etc:?}");
+    fx.ok(&["umount", s(&ma.0)]);
+    fx.ok(&["umount", s(&mb.0)]);
+
+    // The config: one more diff_id, the history entry with the message, the change, the
+    // image's own settings kept.
+    let v: serde_json::Value =
+        serde_json::from_str(&fx.ok(&["inspect", "--json", "app:v2"])).unwrap();
+    let v1: serde_json::Value =
+        serde_json::from_str(&fx.ok(&["inspect", "--json", "app:v1"])).unwrap();
+    let ids = v["config"]["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], v1["config"]["rootfs"]["diff_ids"][0]);
+    assert_eq!(v["layers"][1]["diff_id"], ids[1]);
+    let history = v["config"]["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["comment"], "the change");
+    assert!(history.last().unwrap()["created_by"]
+        .as_str()
+        .unwrap()
+        .contains("bfcfs commit work"));
+    assert_eq!(v["config"]["config"]["Env"], serde_json::json!(["A=1"]));
+
+    // It runs, and its command reads the committed file.
+    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v2"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "added by the container\n"),
+        "{err}"
+    );
+
+    // A commit of the committed image's container stacks a third layer.
+    let (code, _, err) = fx.bfcfs(&[
+        "run",
+        "--name",
+        "third",
+        "app:v2",
+        "sh",
+        "-c",
+        "echo 3 > /three",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    fx.ok(&["commit", "third", "app:v3"]);
+    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v3", "cat", "/three", "/etc/new"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "3\nadded by the container\n"),
+        "{err}"
+    );
+
+    let err = fx.fails(&["commit", "nosuch", "app:v4"]);
+    assert!(err.contains("no container"), "{err}");
+    let err = fx.fails(&["commit", "--change", "RUN x", "third", "app:v4"]);
+    assert!(err.contains("unsupported instruction"), "{err}");
 }

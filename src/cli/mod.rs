@@ -11,6 +11,7 @@ pub mod keys;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
 
 #[derive(Parser, Debug)]
@@ -52,6 +53,9 @@ pub enum Command {
     Info(archive::InfoArgs),
     /// Pull an image into the store (or into one BFC file with -o)
     Pull(pull::PullArgs),
+    Push(push::PushArgs),
+    Save(push::SaveArgs),
+    Load(push::LoadArgs),
     /// List the images in the store
     Images(images::ImagesArgs),
     /// Show an image's manifest, config and layers
@@ -66,6 +70,7 @@ pub enum Command {
     Bundle(container::BundleArgs),
     Run(run::RunArgs),
     Import(import::ImportArgs),
+    Commit(import::CommitArgs),
     Tag(import::TagArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
@@ -110,6 +115,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => archive::verify(a),
         Command::Info(a) => archive::info(a),
         Command::Pull(a) => pull::run(cli.root.as_deref(), a),
+        Command::Push(a) => push::push(cli.root.as_deref(), a),
+        Command::Save(a) => push::save(cli.root.as_deref(), a),
+        Command::Load(a) => push::load(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
@@ -117,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bundle(a) => container::bundle(cli.root.as_deref(), a, cli.verbose),
         Command::Run(a) => run::run(cli.root.as_deref(), a, cli.verbose),
         Command::Import(a) => import::import(cli.root.as_deref(), a),
+        Command::Commit(a) => import::commit(cli.root.as_deref(), a),
         Command::Tag(a) => import::tag(cli.root.as_deref(), a),
         Command::Container { command } => {
             container::container_command(cli.root.as_deref(), command)

@@ -268,7 +268,7 @@ fn build_and_serve(
         union = union.with_upper(dir, (owner.uid, owner.gid));
         opts.writable = !plan.read_only;
     }
-    let fs = BfcFs::new(union, owner);
+    let fs = BfcFs::new(union, owner, opts.n_threads());
     let slot = fs.notifier_slot();
     let what = format!("{} on {}", plan.image, mountpoint.display());
     let mut done = Mounted {

@@ -11,7 +11,7 @@ use rustix::fs::OFlags;
 
 use super::attr::file_attr;
 use super::errno::errno;
-use super::{io_errno, BfcFs};
+use super::{io_errno, Core};
 use crate::bfc::Kind;
 use crate::overlay::{NewNode, SetAttr, Time};
 
@@ -51,7 +51,7 @@ pub struct SetattrArgs {
     pub fh: Option<FileHandle>,
 }
 
-impl BfcFs {
+impl Core {
     fn owner_of(req: &Request) -> (u32, u32) {
         (req.uid(), req.gid())
     }

@@ -1,27 +1,21 @@
 //! `import`: a one-layer image from a directory. The tree becomes an uncompressed layer tar
-//! (entries in byte order of their names, so the same tree gives the same digest), stored as a
-//! blob and converted into a layer BFC file by the same path as a pulled layer; then a config
+//! (layer_tar.rs: the same tree gives the same digest), stored as a blob and converted into a
+//! layer BFC file by the same path as a pulled layer; then a config
 //! (diff_ids, history, the `--change` values) and an OCI manifest are stored and the image is
 //! recorded under its name, last, so that a failed import records nothing.
 //!
 //! `tag` records another name for an image that is already in the store.
-use super::layer::{convert_blob, write_bfc_file};
+use super::layer_tar::{store_tree_layer, NewLayer, Walk};
 use super::query::find_one;
 use super::{record_name, Error, Result};
-use crate::bfc::WriterOptions;
-use crate::digest::sha256_finish;
 use crate::oci::{PlatformSpec, Source};
-use crate::store::{self, refs::Refs, BlobWriter, Store};
+use crate::store::{self, refs::Refs, Store};
 use oci_spec::image::{
     ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
 };
-use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 /// One `--change` instruction (Dockerfile syntax, as `podman import --change` takes them).
@@ -182,37 +176,10 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
     }
     let _shared = store.lock_shared()?;
 
-    // The layer: tar → blob (its digest is the diff_id: it is not compressed) → BFC file.
-    let mut sink = HashingSink {
-        blob: BlobWriter::new(store)?,
-        hasher: Sha256::new(),
-    };
-    {
-        let mut b = tar::Builder::new(&mut sink);
-        b.follow_symlinks(false);
-        let mut links = HashMap::new();
-        add_tree(&mut b, dir, Path::new(""), &mut links)?;
-        b.finish().map_err(store::io_err(dir))?;
-    }
-    let size = sink.blob.len();
-    let diff_id = sha256_finish(sink.hasher);
-    let blob = sink.blob.commit(&diff_id, Some(size))?;
-    let digest = Digest::from_str(&diff_id).map_err(|e| Error::BadImage {
-        path: blob.clone(),
-        why: format!("digest {diff_id}: {e}"),
-    })?;
-    let layer = Descriptor::new(MediaType::ImageLayer, size, digest);
-    let dest = store.layer_path(&diff_id)?;
-    if !dest.exists() {
-        let _lock = store.lock_layer(&diff_id)?;
-        if !dest.exists() {
-            write_bfc_file(&dest, &WriterOptions::default(), |w| {
-                convert_blob(w, &blob, &layer, &diff_id, b"")
-            })?;
-        }
-    }
-    // As for a pulled layer, the BFC file replaces the blob.
-    let _ = fs::remove_file(&blob);
+    let NewLayer {
+        descriptor: layer,
+        diff_id,
+    } = store_tree_layer(store, dir, Walk::Plain)?;
 
     let now = rfc3339_utc(now_secs());
     let mut run_config = ConfigBuilder::default().build()?;
@@ -253,7 +220,7 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
 }
 
 /// Stores `config` and a manifest naming it and `layers`; returns the manifest digest.
-fn store_image(
+pub(super) fn store_image(
     store: &Store,
     config: &ImageConfiguration,
     layers: Vec<Descriptor>,
@@ -287,72 +254,7 @@ fn store_image(
     Ok(manifest_digest)
 }
 
-/// Bytes of the layer tar go to the blob writer and are hashed on the way (the diff_id).
-struct HashingSink {
-    blob: BlobWriter,
-    hasher: Sha256,
-}
-
-impl io::Write for HashingSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.blob.write(buf).map_err(io::Error::other)?;
-        self.hasher.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Appends the entries under `root/rel` in byte order of their names; files with several links
-/// become one file and hardlinks to it (`links`: (dev, ino) → first name).
-fn add_tree<W: io::Write>(
-    b: &mut tar::Builder<W>,
-    root: &Path,
-    rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<()> {
-    let dir = root.join(rel);
-    let mut names: Vec<_> = fs::read_dir(&dir)
-        .map_err(store::io_err(&dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()
-        .map_err(store::io_err(&dir))?;
-    names.sort();
-    for n in names {
-        let name = rel.join(&n);
-        let path = root.join(&name);
-        let m = fs::symlink_metadata(&path).map_err(store::io_err(&path))?;
-        let ft = m.file_type();
-        if ft.is_socket() {
-            log::warn!(
-                "{}: a socket cannot go into a layer; skipped",
-                path.display()
-            );
-            continue;
-        }
-        if ft.is_file() && m.nlink() > 1 {
-            if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                let mut h = tar::Header::new_gnu();
-                h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
-                h.set_entry_type(tar::EntryType::Link);
-                h.set_size(0);
-                b.append_link(&mut h, &name, first)
-                    .map_err(store::io_err(&path))?;
-                continue;
-            }
-            links.insert((m.dev(), m.ino()), name.clone());
-        }
-        b.append_path_with_name(&path, &name)
-            .map_err(store::io_err(&path))?;
-        if ft.is_dir() {
-            add_tree(b, root, &name, links)?;
-        }
-    }
-    Ok(())
-}
-
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

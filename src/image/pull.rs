@@ -126,6 +126,7 @@ pub fn pull(
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
+    remember_blobs(store, source, &layers)?;
     let (name, tag) = record_name(source);
     let mut refs = Refs::load(store)?;
     refs.set(&name, tag.as_deref(), &manifest_digest);
@@ -140,4 +141,35 @@ pub fn pull(
         layers_total: layers.len(),
         fell_back: Vec::new(),
     })
+}
+
+/// Records the pulled layer blobs in the blob-info cache, with the repository they came from,
+/// so that a push to the same registry can mount them instead of uploading.
+fn remember_blobs(store: &Store, source: &Source, layers: &[(&Descriptor, &String)]) -> Result<()> {
+    use crate::store::blob_info::{BlobInfo, BlobInfos};
+    let location = match source {
+        Source::Registry(r) => Some(format!("{}/{}", r.registry(), r.repository())),
+        _ => None,
+    };
+    let mut known = BlobInfos::load(store)?;
+    for (desc, diff_id) in layers {
+        let mt = desc.media_type().to_string();
+        let Some(comp) = super::layer_blob::TarCompression::of_media_type(&mt) else {
+            continue;
+        };
+        known.record(
+            desc.digest().as_ref(),
+            BlobInfo {
+                diff_id: diff_id.to_string(),
+                media_type: comp.media_type().to_string(),
+                size: desc.size(),
+                annotations: Default::default(),
+                locations: Vec::new(),
+                seen: 0,
+            },
+            location.as_deref(),
+        );
+    }
+    known.save()?;
+    Ok(())
 }

@@ -65,6 +65,19 @@ impl Credentials {
         })
     }
 
+    /// Looks up `registry` in an auth file of the same format (`--authfile`, as podman and
+    /// skopeo take it). The file must exist.
+    pub fn from_auth_file(path: &std::path::Path, registry: &str) -> Result<Option<Credentials>> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_docker_config_bytes(&bytes, registry).map_err(|why| Error::Auth {
+            url: path.display().to_string(),
+            why,
+        })
+    }
+
     fn from_docker_config_bytes(
         bytes: &[u8],
         registry: &str,
@@ -285,9 +298,11 @@ impl Session {
                 if let Some(service) = challenge.param("service") {
                     query.push(("service", service));
                 }
+                // One `scope` parameter per scope: a registry's challenge lists several
+                // separated by spaces (a cross-repository mount needs two).
                 let scope = challenge.param("scope").unwrap_or(scope);
-                if !scope.is_empty() {
-                    query.push(("scope", scope));
+                for s in scope.split_ascii_whitespace() {
+                    query.push(("scope", s));
                 }
                 let basic = self.creds.as_ref().map(|c| c.basic_header());
                 let body = fetch_token(realm, &query, basic.as_deref())?;
