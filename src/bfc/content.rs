@@ -75,6 +75,8 @@ impl Container {
                 });
             }
         }
+        // A partial file fetches the header (a chunked file's) or the whole object first.
+        self.need(e.obj_offset, (OBJ_HEADER_SIZE + e.path.len()) as u64)?;
         let data = self.data();
         // Validated at open: the object lies inside the object area.
         let obj = &data[e.obj_offset as usize..(e.obj_offset + e.obj_size) as usize];
@@ -285,6 +287,11 @@ impl Container {
         };
         let first = offset / gran;
         let last = (offset + want as u64 - 1) / gran;
+        if let (Some(ch), true) = (&chunks, self.partial.is_some() && e.enc == ENC_NONE) {
+            // All the chunks of this read in one go (one request, or several at once).
+            let (lo, hi) = (ch.offsets[first as usize], ch.offsets[last as usize + 1]);
+            self.need(p.offset + lo, hi.saturating_sub(lo))?;
+        }
         let mut done = 0usize;
         for k in first..=last {
             let cached = match chunks {
@@ -344,9 +351,19 @@ impl Container {
             (0, p.stored_size)
         };
         let cs = u64::from(ch.table.chunk_size);
-        for j in k + 1..(k + 1 + ahead::AHEAD).min(n) {
+        let ahead_end = (k + 1 + ahead::AHEAD).min(n);
+        if self.partial.is_some() && e.enc == ENC_NONE {
+            // A partial file: have the next chunks fetched (without waiting); only those
+            // already local are decoded ahead.
+            let (lo, hi) = (ch.offsets[k as usize + 1], ch.offsets[ahead_end as usize]);
+            self.prefetch(p.offset + lo, hi.saturating_sub(lo));
+        }
+        for j in k + 1..ahead_end {
             let (lo, hi) = (ch.offsets[j as usize], ch.offsets[j as usize + 1]);
-            if hi > body_len || !self.cache.claim((i, j as u32)) {
+            if hi > body_len
+                || !self.is_local(p.offset + body_start + lo, hi - lo)
+                || !self.cache.claim((i, j as u32))
+            {
                 continue;
             }
             let cipher = match (&self.key, e.enc != ENC_NONE) {
@@ -391,6 +408,7 @@ impl Container {
         } else {
             0
         };
+        self.need(p.offset + body_start + lo, hi - lo)?;
         self.bytes
             .will_need(p.offset + body_start + lo, (hi - lo) as usize);
         let stored: std::borrow::Cow<'_, [u8]> = if e.enc != ENC_NONE {
@@ -468,6 +486,7 @@ impl Container {
                 format!("{} is not a regular file", show(&e.path)),
             ));
         }
+        self.need(e.obj_offset, e.obj_size)?;
         let p = self.payload(e)?;
         // The whole stored range in one request rather than a page fault at a time (cold reads).
         self.bytes.will_need(p.offset, p.data.len());
@@ -722,6 +741,7 @@ impl Container {
         match chunks {
             Some(ch) => {
                 let cs = u64::from(ch.table.chunk_size);
+                self.need(p.offset + offset, want as u64)?;
                 for k in offset / cs..=(offset + want as u64 - 1) / cs {
                     let lo = k * cs;
                     let hi = (lo + cs).min(e.size);
@@ -738,6 +758,7 @@ impl Container {
                 }
             }
             None => self.once(e.idx, || {
+                self.need(e.obj_offset, e.obj_size)?;
                 self.bytes.will_need(p.offset, p.data.len());
                 let computed = codec::bfc_crc(p.data);
                 if computed == e.crc {

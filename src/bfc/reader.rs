@@ -160,6 +160,8 @@ pub struct Container {
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed. Pages are made
     /// when an entry in them is first checked.
     pub(crate) checked: Paged,
+    /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
+    pub(crate) partial: Option<super::partial::Partial>,
 }
 
 /// Where index records start, relative to the index start.
@@ -433,6 +435,7 @@ impl Container {
             )),
             entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked: Paged::new(count),
+            partial: None,
         })
     }
 
@@ -462,7 +465,7 @@ impl Container {
 
     /// Index record `i` read in place. A record that does not fit (only an OFFSETS table can
     /// point there; `check_name` reports it) reads as an empty record.
-    fn record(&self, i: usize) -> RecordRef<'_> {
+    pub(crate) fn record(&self, i: usize) -> RecordRef<'_> {
         self.record_if_fits(i).unwrap_or(RecordRef::EMPTY)
     }
 

@@ -61,6 +61,8 @@ pub struct Pulled {
     /// Layers fetched and converted by this pull (0 when all were present).
     pub layers_fetched: usize,
     pub layers_total: usize,
+    /// `pull --lazy`: the layers pulled in full because they are not BFC layers.
+    pub fell_back: Vec<String>,
 }
 
 /// Pulls `source` into `store` (or into one file with `opts.output`).
@@ -81,6 +83,7 @@ pub fn pull(
             manifest_digest,
             layers_fetched: resolved.layers().len(),
             layers_total: resolved.layers().len(),
+            fell_back: Vec::new(),
         });
     }
     store.put_blob(&manifest_digest, &resolved.manifest_bytes)?;
@@ -136,6 +139,7 @@ pub fn pull(
         manifest_digest,
         layers_fetched: fetched.into_inner(),
         layers_total: layers.len(),
+        fell_back: Vec::new(),
     })
 }
 

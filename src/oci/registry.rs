@@ -33,6 +33,7 @@ use std::time::Duration;
 use ureq::http::{Response, Uri};
 use ureq::Body;
 
+pub mod range;
 pub mod push;
 
 /// Redirect hops followed per request.
@@ -299,12 +300,13 @@ impl Registry {
         }
     }
 
-    /// One GET, answering auth challenges and following redirects.
+    /// One GET (with a `Range` header value if given), answering auth challenges and
+    /// following redirects.
     fn get(
         &self,
         url: &str,
         accept: Option<&str>,
-        range_from: Option<u64>,
+        range: Option<&str>,
     ) -> Result<(String, Response<Body>)> {
         let mut url = url.to_string();
         let mut answered = false;
@@ -315,8 +317,8 @@ impl Registry {
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
-            if let Some(from) = range_from {
-                req = req.header("Range", format!("bytes={from}-"));
+            if let Some(r) = range {
+                req = req.header("Range", r);
             }
             if own {
                 if let Some(h) = self.session.header(&self.scope) {
@@ -508,6 +510,21 @@ impl Registry {
         platform: &PlatformSpec,
         cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Resolved> {
+        self.resolve_with(
+            image,
+            &|i, _| platform.choose(&image.to_string(), i).cloned(),
+            cached,
+        )
+    }
+
+    /// [`Registry::resolve`] with `choose` picking the manifest out of an index (given decoded
+    /// and as served: oci-spec does not read every field, e.g. `platform.os.features`).
+    pub fn resolve_with(
+        &self,
+        image: &ImageRef,
+        choose: &dyn Fn(&oci_spec::image::ImageIndex, &[u8]) -> Result<Descriptor>,
+        cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+    ) -> Result<Resolved> {
         let url = self.manifest_url(image.manifest_reference());
         let (bytes, ct, digest) = self.fetch_document(
             &url,
@@ -519,7 +536,7 @@ impl Registry {
         {
             Document::Manifest(m) => (*m, bytes, digest),
             Document::Index(index) => {
-                let desc = platform.choose(&image.to_string(), &index)?;
+                let desc = choose(&index, &bytes)?;
                 let url = self.manifest_url(desc.digest());
                 let (bytes, ct, digest) = self.fetch_document(
                     &url,
@@ -602,7 +619,8 @@ impl Fetch for Registry {
                 return Ok(());
             }
             let attempt: Result<()> = (|| {
-                let (final_url, mut resp) = self.get(&url, None, (from > 0).then_some(from))?;
+                let range = (from > 0).then(|| format!("bytes={from}-"));
+                let (final_url, mut resp) = self.get(&url, None, range.as_deref())?;
                 let status = check_status(&final_url, &mut resp, &[200, 206])?;
                 if status == 206 {
                     let range = resp
