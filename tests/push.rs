@@ -718,6 +718,26 @@ fn save_and_load_round_trip_through_docker_and_oci_archives() {
         );
     }
 
+    // Several images in one docker archive load as several images.
+    let small = fx.path("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("f"), b"small\n").unwrap();
+    fx.ok(&["import", s(&small), "local/small:v1"]);
+    let two = fx.path("two.tar");
+    fx.ok(&["save", "-q", "-o", s(&two), &name, "local/small:v1"]);
+    let other = Fx::new();
+    let out = other.ok(&["load", "-i", s(&two)]);
+    assert!(
+        out.contains(&format!("Loaded image: {name}"))
+            && out.contains("Loaded image: docker.io/local/small:v1"),
+        "{out}"
+    );
+    assert_eq!(other.config_digest(&name), config);
+    assert_eq!(
+        other.config_digest("local/small:v1"),
+        fx.config_digest("local/small:v1")
+    );
+
     // Push destinations on disk.
     fx.ok(&[
         "push",

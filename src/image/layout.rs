@@ -7,7 +7,7 @@
 //! `index.json` / `manifest.json` and, for an archive, tars the directory into a temp file beside
 //! the destination and renames it into place, so a failed save leaves no half archive.
 use super::import::tag as tag_image;
-use super::pull::{pull, Progress, PullOptions, Pulled};
+use super::pull::{pull, pull_resolved, Progress, PullOptions, Pulled};
 use super::push::{push_image, Destination, PushFormat, PushOptions, Target};
 use super::query::{inspect, ImageInfo};
 use super::{record_name, Error, Result};
@@ -480,17 +480,25 @@ pub fn load(
     };
     match &source {
         Source::DockerArchive { .. } => {
-            let pulled = pull(store, &source, opts, progress)?;
-            let tags: Vec<String> = read_member(path, "manifest.json")?
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v.get(0).and_then(|i| i.get("RepoTags")).cloned())
-                .and_then(|t| serde_json::from_value(t).ok())
+            let items: Vec<Value> = read_member(path, "manifest.json")?
+                .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            if tags.is_empty() {
-                names.push(pulled.name.clone());
-            }
-            for t in tags {
-                record(&mut names, &source, &pulled, &t)?;
+            let _shared = store.lock_shared()?;
+            for (n, item) in items.iter().enumerate() {
+                let local = oci::source::Local::docker_archive_nth(path, &store.tmp_dir(), n)?;
+                let pulled =
+                    pull_resolved(store, &source, &local, local.resolved(), opts, progress)?;
+                let tags: Vec<String> = item
+                    .get("RepoTags")
+                    .cloned()
+                    .and_then(|t| serde_json::from_value(t).ok())
+                    .unwrap_or_default();
+                if tags.is_empty() {
+                    names.push(pulled.name.clone());
+                }
+                for t in tags {
+                    record(&mut names, &source, &pulled, &t)?;
+                }
             }
         }
         Source::OciDir { .. } | Source::OciArchive { .. } => {
