@@ -78,6 +78,7 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
         },
         output: a.output.clone(),
         jobs: usize::from(a.jobs),
+        platform_explicit: a.platform.is_some(),
     };
     let store = Store::open(&Store::default_root(root)?)?;
     let progress = PullProgress::new(a.quiet);
