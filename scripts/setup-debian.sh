@@ -8,6 +8,7 @@ pkgs=(
   runc fuse-overlayfs                                   # container tests
   pkg-config libzstd-dev                                # crates that build C
   man-db                                                # man -l in the man page test
+  pass golang-docker-credential-helpers gnupg openssl   # credential helper and TLS tests (tests/login.rs)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -8,6 +8,7 @@ pub mod container;
 pub mod images;
 pub mod import;
 pub mod keys;
+pub mod login;
 pub mod mount;
 pub mod progress;
 pub mod pull;
@@ -73,6 +74,8 @@ pub enum Command {
     Import(import::ImportArgs),
     Commit(import::CommitArgs),
     Tag(import::TagArgs),
+    Login(login::LoginArgs),
+    Logout(login::LogoutArgs),
     Containers(container::ContainersArgs),
     RmContainer(container::RmContainerArgs),
     /// Commands on containers (prune)
@@ -138,6 +141,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Import(a) => import::import(cli.root.as_deref(), a),
         Command::Commit(a) => import::commit(cli.root.as_deref(), a),
         Command::Tag(a) => import::tag(cli.root.as_deref(), a),
+        Command::Login(a) => login::login(a),
+        Command::Logout(a) => login::logout(a),
         Command::Container { command } => {
             container::container_command(cli.root.as_deref(), command)
         }

@@ -1,13 +1,13 @@
 //! `bfcfs pull`: fetch an image into the store (or into one BFC file with `-o`).
+use super::login::RegistryArgs;
 use super::progress::PullProgress;
 use super::UsageError;
 use crate::bfc::{self, Compression, WriterOptions};
 use crate::image::{self, PullOptions};
-use crate::oci::{auth::Credentials, PlatformSpec, Source};
+use crate::oci::{PlatformSpec, Source};
 use crate::store::Store;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -31,20 +31,15 @@ pub enum LayerCompression {
   bfcfs pull oci:./layout:v1          # also oci-archive:FILE[:TAG], docker-archive:FILE
   bfcfs pull -c zstd -o app.bfc app:v1                      # the whole image in one file
   bfcfs pull --lazy reg.lan:5000/app:v1     # manifest, config and layer indexes only
-  echo \"$TOKEN\" | bfcfs pull --creds alice --password-stdin reg.example/app:v1")]
+  echo \"$TOKEN\" | bfcfs pull --creds alice --password-stdin reg.example/app:v1
+  bfcfs login -u alice reg.example && bfcfs pull reg.example/app:v1   # stored credentials
+  bfcfs pull --authfile ./auth.json --tls-verify=false reg.lan:5000/app:v1")]
 pub struct PullArgs {
     /// Platform to pick from a multi-arch image (default: this host)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
-    /// Allow plain HTTP to this registry (repeatable); loopback hosts are always allowed
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure: Vec<String>,
-    /// Registry credentials (USER with --password-stdin)
-    #[arg(long, value_name = "USER[:PASS]")]
-    pub creds: Option<String>,
-    /// Read the registry password from stdin
-    #[arg(long = "password-stdin", requires = "creds")]
-    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// No progress output
     #[arg(short, long)]
     pub quiet: bool,
@@ -76,25 +71,6 @@ pub struct PullArgs {
     pub source: String,
 }
 
-fn credentials(a: &PullArgs) -> anyhow::Result<Option<Credentials>> {
-    let Some(c) = &a.creds else { return Ok(None) };
-    if a.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        let user = c.split(':').next().unwrap_or(c);
-        return Ok(Some(Credentials {
-            username: user.to_string(),
-            password: line.trim_end_matches(['\n', '\r']).to_string(),
-        }));
-    }
-    Credentials::parse(c).map(Some).ok_or_else(|| {
-        UsageError("--creds wants USER:PASS (or USER with --password-stdin)".into()).into()
-    })
-}
-
 pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
     let source: Source = a.source.parse().map_err(|e| UsageError(format!("{e}")))?;
     let platform = match &a.platform {
@@ -110,11 +86,7 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
     };
     let opts = PullOptions {
         platform,
-        registry: crate::oci::registry::Options {
-            insecure: a.insecure.clone(),
-            creds: credentials(&a)?,
-            ..crate::oci::registry::Options::from_env().map_err(UsageError)?
-        },
+        registry: a.registry.options()?,
         writer: WriterOptions {
             compression: match a.compress {
                 LayerCompression::None => Compression::None,
@@ -125,6 +97,7 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
         },
         output: a.output.clone(),
         jobs: usize::from(a.jobs),
+        platform_explicit: a.platform.is_some(),
     };
     let store = Store::open(&Store::default_root(root)?)?;
     let progress = PullProgress::new(a.quiet);

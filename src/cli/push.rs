@@ -108,10 +108,11 @@ fn registry_options(a: &PushArgs, dest: &Destination) -> anyhow::Result<Options>
                 Credentials::parse(c)
                     .ok_or_else(|| UsageError("--creds wants USER:PASS".into()))?,
             ),
-            (None, Some(f)) => Credentials::from_auth_file(f, r.registry())
-                .with_context(|| format!("reading the auth file {}", f.display()))?,
-            (None, None) => None,
+            (None, _) => None,
         };
+        // Without --creds, the registry client looks them up as pull does: --authfile, else
+        // podman's and docker's files and credential helpers (oci::credentials).
+        o.authfile = a.authfile.clone();
         if !a.tls_verify {
             o.insecure.push(r.registry().to_string());
         }

@@ -22,16 +22,18 @@ impl oci::BlobSink for BlobWriter {
     }
 }
 
-/// Resolves `source` for `opts.platform`: what can hand out its blobs, and the checked manifest
-/// and config. A registry's manifest and config come from the store when it has them.
+/// Resolves `source` for `opts.platform`: what can hand out its blobs, the checked manifest
+/// and config, and what an image on disk calls itself (ref name, RepoTags). A registry's
+/// manifest and config come from the store when it has them.
 pub(super) fn resolve(
     store: &Store,
     source: &Source,
     opts: &PullOptions,
-) -> Result<(Box<dyn Fetch>, Resolved)> {
-    let local = |l: oci::source::Local| -> (Box<dyn Fetch>, Resolved) {
+) -> Result<(Box<dyn Fetch>, Resolved, Vec<String>)> {
+    let local = |l: oci::source::Local| -> (Box<dyn Fetch>, Resolved, Vec<String>) {
         let r = l.resolved().clone();
-        (Box::new(l), r)
+        let names = l.names().to_vec();
+        (Box::new(l), r, names)
     };
     Ok(match source {
         Source::Registry(image) => {
@@ -39,7 +41,7 @@ pub(super) fn resolve(
             let cached =
                 |d: &oci_spec::image::Digest| store.read_blob(d.as_ref(), oci::MAX_DOCUMENT).ok();
             let resolved = reg.resolve(image, &opts.platform, &cached)?;
-            (Box::new(reg), resolved)
+            (Box::new(reg), resolved, Vec::new())
         }
         Source::OciDir { path, tag } => local(oci::source::Local::oci_dir(
             path,

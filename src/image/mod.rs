@@ -8,6 +8,7 @@
 //! lazy_pull.rs   `pull --lazy`: manifest, config and each BFC layer's index; content on read
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
+//! names.rs        the names a pull records (ref names, RepoTags) and what a short name finds
 //! import.rs       `import` (a directory → a one-layer image) and `tag`
 //! commit.rs       `commit` (a container's upper dir → a new top layer on its image)
 //! layer_tar.rs    a directory tree (plain, or an overlayfs upper dir) → a layer tar → BFC file
@@ -26,6 +27,7 @@ mod lazy_pull;
 mod layer_blob;
 mod layer_tar;
 mod layout;
+mod names;
 mod open;
 mod pull;
 mod push;
@@ -67,6 +69,12 @@ pub enum Error {
     Ambiguous { query: String, names: String },
     #[error("{}: {why}", .path.display())]
     BadImage { path: PathBuf, why: String },
+    #[error("{image} is for {has}, not {wanted} (--platform); pull without --platform to take it anyway")]
+    WrongPlatform {
+        image: String,
+        has: String,
+        wanted: String,
+    },
     #[error("image name {reference:?}: {why}")]
     BadReference { reference: String, why: String },
     #[error("building the image config or manifest: {0}")]

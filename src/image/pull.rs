@@ -3,6 +3,7 @@
 //! records nothing.
 use super::fetch::resolve;
 use super::layer::pull_layer;
+use super::names::record_names;
 use super::single_file::write_single_file;
 use super::{record_name, Error, Result};
 use crate::bfc::WriterOptions;
@@ -38,6 +39,9 @@ pub struct PullOptions {
     pub output: Option<PathBuf>,
     /// Layers fetched and converted at once (clamped to 1..=4).
     pub jobs: usize,
+    /// `platform` was asked for (`--platform`): an image of another platform is an error. When
+    /// it is only this host's default, a mismatch is a warning (the files can still be read).
+    pub platform_explicit: bool,
 }
 
 impl Default for PullOptions {
@@ -48,6 +52,7 @@ impl Default for PullOptions {
             writer: WriterOptions::default(),
             output: None,
             jobs: 3,
+            platform_explicit: false,
         }
     }
 }
@@ -73,17 +78,28 @@ pub fn pull(
     progress: &dyn Progress,
 ) -> Result<Pulled> {
     let _shared = store.lock_shared()?;
-    let (fetcher, resolved) = resolve(store, source, opts)?;
-    pull_resolved(store, source, fetcher.as_ref(), &resolved, opts, progress)
+    let (fetcher, resolved, given_names) = resolve(store, source, opts)?;
+    check_platform(source, &resolved.config, opts)?;
+    pull_resolved(
+        store,
+        source,
+        fetcher.as_ref(),
+        &resolved,
+        &given_names,
+        opts,
+        progress,
+    )
 }
 
 /// The rest of [`pull`] once `source` is resolved (the caller holds the store's shared lock):
-/// store manifest and config, fetch and convert the layers, record the name.
+/// store manifest and config, fetch and convert the layers, record the name (`given_names`, the
+/// names the source itself carries, else one made from `source`).
 pub(super) fn pull_resolved(
     store: &Store,
     source: &Source,
     fetcher: &dyn oci::Fetch,
     resolved: &oci::Resolved,
+    given_names: &[String],
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
@@ -139,10 +155,16 @@ pub(super) fn pull_resolved(
         return Err(e);
     }
     remember_blobs(store, source, &layers)?;
-    let (name, tag) = record_name(source);
+    let names = record_names(source, given_names);
     let mut refs = Refs::load(store)?;
-    refs.set(&name, tag.as_deref(), &manifest_digest);
+    for (name, tag) in &names {
+        refs.set(name, tag.as_deref(), &manifest_digest);
+    }
     refs.save()?;
+    let (name, tag) = names
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| record_name(source));
     Ok(Pulled {
         name: match &tag {
             Some(t) => format!("{name}:{t}"),
@@ -183,5 +205,41 @@ fn remember_blobs(store: &Store, source: &Source, layers: &[(&Descriptor, &Strin
         );
     }
     known.save()?;
+    Ok(())
+}
+
+/// An image whose config names another platform than the one asked for: an error when
+/// `--platform` was given, a warning when it is the host's default (what an index offers was
+/// already chosen by platform; this catches single-platform images).
+fn check_platform(
+    source: &Source,
+    config: &oci_spec::image::ImageConfiguration,
+    opts: &PullOptions,
+) -> Result<()> {
+    let want = &opts.platform;
+    let arch_ok = *config.architecture() == want.arch;
+    let os_ok = *config.os() == want.os;
+    let variant_ok = match (&want.variant, config.variant()) {
+        (Some(w), Some(v)) => w == v,
+        _ => true,
+    };
+    if arch_ok && os_ok && variant_ok {
+        return Ok(());
+    }
+    let has = match config.variant() {
+        Some(v) => format!("{}/{}/{v}", config.os(), config.architecture()),
+        None => format!("{}/{}", config.os(), config.architecture()),
+    };
+    if opts.platform_explicit {
+        return Err(Error::WrongPlatform {
+            image: source.display_name(),
+            has,
+            wanted: want.to_string(),
+        });
+    }
+    log::warn!(
+        "image {} is for {has}, not this host's {want}: its programs may not run here",
+        source.display_name()
+    );
     Ok(())
 }

@@ -147,24 +147,40 @@ pub(super) fn matches(refs: &Refs, query: &str) -> Vec<RefEntry> {
         }
     }
     if let Ok(source) = query.parse::<Source>() {
-        let (name, tag) = record_name(&source);
+        // `oci:DIR:TAG` was recorded under the name its ref name TAG gives (names.rs).
+        let given: Vec<String> = match &source {
+            Source::OciDir { tag, .. } | Source::OciArchive { tag, .. } => {
+                tag.iter().cloned().collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut names = super::names::record_names(&source, &given);
+        names.push(record_name(&source));
         let digest = match &source {
             Source::Registry(r) => r.digest().map(|d| d.to_string()),
             _ => None,
         };
-        return entries
+        let exact: Vec<RefEntry> = entries
             .iter()
             .filter(|e| {
-                e.name == name
-                    && match &digest {
-                        Some(d) => &e.digest == d,
-                        None => e.tag == tag,
-                    }
+                names.iter().any(|(name, tag)| {
+                    e.name == *name
+                        && match &digest {
+                            Some(d) => &e.digest == d,
+                            None => e.tag == *tag,
+                        }
+                })
             })
             .cloned()
             .collect();
+        if !exact.is_empty() {
+            return exact;
+        }
     }
-    Vec::new()
+    match super::names::short_name(query) {
+        Some((repo, tag)) => super::names::short_matches(entries, &repo, &tag),
+        None => Vec::new(),
+    }
 }
 
 pub(super) fn find_one(store: &Store, refs: &Refs, query: &str) -> Result<RefEntry> {

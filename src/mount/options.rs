@@ -99,6 +99,7 @@ impl MountOptions {
                         return Err(bad(opt, "readers must be between 1 and 64"));
                     }
                     o.readers = Some(n);
+                }
                 ("bg_rate", Some(v)) => o.bg_rate = Some(parse_size(opt, v)?),
                 ("read_timeout", Some(v)) => {
                     let n: u64 = parse_num(opt, v)?;

@@ -9,7 +9,6 @@ use super::{Error, Result};
 use crate::error_chain::escape;
 use base64::Engine as _;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,98 +41,6 @@ impl Credentials {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
         )
-    }
-
-    /// Looks up `registry` in `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (`auths`).
-    /// A missing file means no credentials; a malformed one is an error.
-    pub fn from_docker_config(registry: &str) -> Result<Option<Credentials>> {
-        let path = match std::env::var_os("DOCKER_CONFIG") {
-            Some(dir) => PathBuf::from(dir).join("config.json"),
-            None => match std::env::var_os("HOME") {
-                Some(home) => PathBuf::from(home).join(".docker/config.json"),
-                None => return Ok(None),
-            },
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path, source }),
-        };
-        Self::from_docker_config_bytes(&bytes, registry).map_err(|why| Error::Auth {
-            url: path.display().to_string(),
-            why,
-        })
-    }
-
-    /// Looks up `registry` in an auth file of the same format (`--authfile`, as podman and
-    /// skopeo take it). The file must exist.
-    pub fn from_auth_file(path: &std::path::Path, registry: &str) -> Result<Option<Credentials>> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_docker_config_bytes(&bytes, registry).map_err(|why| Error::Auth {
-            url: path.display().to_string(),
-            why,
-        })
-    }
-
-    fn from_docker_config_bytes(
-        bytes: &[u8],
-        registry: &str,
-    ) -> std::result::Result<Option<Credentials>, String> {
-        #[derive(serde::Deserialize)]
-        struct Config {
-            #[serde(default)]
-            auths: HashMap<String, Entry>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            auth: Option<String>,
-            username: Option<String>,
-            password: Option<String>,
-            identitytoken: Option<String>,
-        }
-        let cfg: Config = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let wanted: Vec<&str> = if registry == "docker.io" {
-            vec!["docker.io", "index.docker.io", "registry-1.docker.io"]
-        } else {
-            vec![registry]
-        };
-        for (key, entry) in &cfg.auths {
-            let host = key
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or("");
-            if !wanted.contains(&host) {
-                continue;
-            }
-            if let Some(auth) = &entry.auth {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .map_err(|e| format!("auths.{key}.auth is not base64: {e}"))?;
-                let raw =
-                    String::from_utf8(raw).map_err(|_| format!("auths.{key}.auth is not UTF-8"))?;
-                return Credentials::parse(&raw)
-                    .map(Some)
-                    .ok_or_else(|| format!("auths.{key}.auth is not USER:PASS"));
-            }
-            if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-                return Ok(Some(Credentials {
-                    username: u.clone(),
-                    password: p.clone(),
-                }));
-            }
-            if let Some(t) = &entry.identitytoken {
-                return Ok(Some(Credentials {
-                    username: "<token>".into(),
-                    password: t.clone(),
-                }));
-            }
-        }
-        Ok(None)
     }
 }
 
@@ -277,7 +184,7 @@ impl Session {
             "basic" => {
                 if self.creds.is_none() {
                     return Err(fail(
-                        "the registry wants a user name and password; use --creds USER:PASS, --password-stdin or ~/.docker/config.json".into(),
+                        "the registry wants a user name and password: `bfcfs login REGISTRY` stores them, or give --creds USER[:PASS] or --authfile FILE".into(),
                     ));
                 }
                 let mut b = self
@@ -379,27 +286,6 @@ mod tests {
             ("basic", Some("Registry Realm"))
         );
         assert!(Challenge::parse("").is_none());
-    }
-
-    #[test]
-    fn reads_docker_config() {
-        let cfg = br#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},
-            "localhost:5000":{"username":"a","password":"b"}}}"#;
-        let c = Credentials::from_docker_config_bytes(cfg, "docker.io")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (c.username.as_str(), c.password.as_str()),
-            ("user", "pa:ss")
-        );
-        let c = Credentials::from_docker_config_bytes(cfg, "localhost:5000")
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.username, "a");
-        assert!(Credentials::from_docker_config_bytes(cfg, "ghcr.io")
-            .unwrap()
-            .is_none());
-        assert!(Credentials::from_docker_config_bytes(b"{", "x").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `platform` picks one manifest out of an index. Nothing here knows about the store or BFC:
 //! blob bytes go to a [`BlobSink`] that the caller hands in, and the caller checks the digest.
 pub mod auth;
+pub mod credentials;
 pub mod platform;
 pub mod reference;
 pub mod registry;

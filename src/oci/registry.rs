@@ -20,6 +20,7 @@
 //!   [`Options::max_retry_wait`]; a registry that asks for longer fails at once, saying how long
 //!   it asked to wait.
 use super::auth::{Challenge, Credentials, Session};
+use super::credentials;
 use super::{
     check_image, decode_document, media, BlobSink, Document, Error, Fetch, ImageRef, PlatformSpec,
     Resolved, Result, MAX_DOCUMENT,
@@ -44,8 +45,13 @@ pub const MAX_REDIRECTS: usize = 5;
 pub struct Options {
     /// Hosts (`host` or `host:port`) that may be spoken to over plain HTTP.
     pub insecure: Vec<String>,
-    /// Credentials; `None` means anonymous unless `~/.docker/config.json` has some.
+    /// Credentials; `None` means those [`credentials::lookup`] finds, else anonymous.
     pub creds: Option<Credentials>,
+    /// The auth file to read credentials from instead of the default ones (`--authfile`).
+    pub authfile: Option<std::path::PathBuf>,
+    /// Verify TLS certificates and require HTTPS (`--tls-verify`, default true); false allows
+    /// plain HTTP and skips certificate checks for every registry, as podman does.
+    pub tls_verify: bool,
     /// Retries of a transient failure before giving up.
     pub retries: u32,
     /// First backoff delay; doubled per retry.
@@ -67,6 +73,8 @@ impl Default for Options {
         Options {
             insecure: Vec::new(),
             creds: None,
+            authfile: None,
+            tls_verify: true,
             retries: 4,
             backoff: Duration::from_millis(200),
             low_speed_limit: 1024,
@@ -128,6 +136,8 @@ pub struct Registry {
     scope: String,
     session: Session,
     insecure: Vec<String>,
+    /// `--tls-verify=false`: every host may be spoken to over plain HTTP.
+    any_insecure: bool,
     retries: u32,
     backoff: Duration,
     low_speed_limit: u64,
@@ -212,12 +222,41 @@ impl Registry {
     /// Connects to the registry of `image`: decides HTTPS or (loopback/insecure only) HTTP and
     /// loads credentials from `opts` or the Docker config.
     pub fn connect(image: &ImageRef, opts: &Options) -> Result<Registry> {
+        let scope = format!("repository:{}:pull", image.repository());
+        Self::connect_scoped(image, scope, opts)
+    }
+
+    /// Checks that the registry of `image` accepts `opts.creds` (what `login` does): a GET of
+    /// `/v2/` that answers the registry's challenge, with no repository scope.
+    pub fn check_login(image: &ImageRef, opts: &Options) -> Result<()> {
+        let reg = Self::connect_scoped(image, String::new(), opts)?;
+        let url = format!("{}/v2/", reg.base);
+        let (url, resp) = reg.retrying(|| reg.get(&url, None, None))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(Error::Status {
+                url,
+                status,
+                detail: String::new(),
+            }),
+        }
+    }
+
+    fn connect_scoped(image: &ImageRef, scope: String, opts: &Options) -> Result<Registry> {
         let authority = image.api_host().to_string();
         let creds = match &opts.creds {
             Some(c) => Some(c.clone()),
-            None => Credentials::from_docker_config(image.registry())?,
+            None => credentials::lookup(
+                image.registry(),
+                image.repository(),
+                opts.authfile.as_deref(),
+            )?,
         };
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(!opts.tls_verify)
+            .build();
         let config = ureq::Agent::config_builder()
+            .tls_config(tls)
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
@@ -230,11 +269,12 @@ impl Registry {
         let mut reg = Registry {
             agent: config.into(),
             base: format!("https://{authority}"),
-            scope: format!("repository:{}:pull", image.repository()),
+            scope,
             repository: image.repository().to_string(),
             authority,
             session: Session::new(creds),
             insecure: opts.insecure.clone(),
+            any_insecure: !opts.tls_verify,
             retries: opts.retries,
             backoff: opts.backoff,
             low_speed_limit: opts.low_speed_limit,
@@ -255,7 +295,8 @@ impl Registry {
     }
 
     fn plain_http_allowed(&self, authority: &str) -> bool {
-        is_loopback(authority)
+        self.any_insecure
+            || is_loopback(authority)
             || self
                 .insecure
                 .iter()

@@ -20,6 +20,9 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct Local {
     blobs: Blobs,
     resolved: Resolved,
+    /// What the source calls the image: a layout's `org.opencontainers.image.ref.name`, a
+    /// docker archive's `RepoTags`.
+    names: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -135,9 +138,17 @@ impl Local {
             extra: HashMap::new(),
         };
         let resolved = blobs.resolve_from(&desc, platform)?;
+        let names = desc
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+            .into_iter()
+            .collect();
         Ok(Local {
             blobs,
             resolved,
+            names,
             _tmp: tmp,
         })
     }
@@ -228,6 +239,8 @@ impl Local {
         struct Item {
             config: String,
             layers: Vec<String>,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
         }
         let items: Vec<Item> = serde_json::from_slice(&read_small(&mpath, "manifest.json")?)
             .map_err(|e| Error::BadDocument {
@@ -302,6 +315,7 @@ impl Local {
                 config_bytes,
                 config,
             },
+            names: item.repo_tags.clone().unwrap_or_default(),
             _tmp: Some(dir),
         })
     }
@@ -309,6 +323,12 @@ impl Local {
     /// The image this source holds.
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
+    }
+
+    /// What the source calls the image (a layout's ref name, a docker archive's RepoTags),
+    /// unchecked: the caller decides which of them make names.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 }
 
