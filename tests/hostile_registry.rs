@@ -1107,14 +1107,14 @@ fn prune_refuses_when_an_image_record_is_damaged() {
         );
         let now_blobs = count("blobs/sha256") + usize::from(damage == "delete");
         assert_eq!(
-            (now_blobs, count("layers")),
+            (now_blobs, layer_files()),
             (blobs, layers),
             "{what} {damage}: something was removed"
         );
         std::fs::write(&p, good).unwrap();
     }
     sc.bfcfs(&["prune"], &[]);
-    assert_eq!(count("layers"), 2);
+    assert_eq!(layer_files(), 2);
 
     // A container made from image A; its `reference` names image B's manifest, which must not
     // keep B alive.
