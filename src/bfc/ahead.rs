@@ -35,10 +35,10 @@ pub struct Job {
 impl Job {
     fn run(self) {
         let out = self.decode();
-        self.cache.complete(self.key, out.map(Arc::from));
+        self.cache.complete(self.key, out);
     }
 
-    fn decode(&self) -> Option<Vec<u8>> {
+    fn decode(&self) -> Option<Arc<[u8]>> {
         let start = usize::try_from(self.at).ok()?;
         self.bytes.will_need(self.at, self.stored_len);
         let stored = self
@@ -59,20 +59,38 @@ impl Job {
     }
 }
 
-/// Decodes one chunk's stored bytes (a zstd frame, or raw bytes) to exactly `len` bytes.
-pub fn decode_chunk(stored: &[u8], comp: u8, len: usize) -> Result<Vec<u8>, String> {
+/// Decodes one chunk's stored bytes (a zstd frame, or raw bytes) to exactly `len` bytes,
+/// straight into the buffer the cache keeps (one allocation per chunk), with this thread's
+/// zstd context (made once per thread, not once per chunk: fewer large allocations that the
+/// allocator would keep around per thread).
+pub fn decode_chunk(stored: &[u8], comp: u8, len: usize) -> Result<Arc<[u8]>, String> {
+    thread_local! {
+        static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let buf = Arc::get_mut(&mut out).ok_or("chunk buffer is shared")?;
     if comp == COMP_ZSTD {
-        let mut out = vec![0u8; len];
-        let n = zstd::bulk::decompress_to_buffer(stored, &mut out).map_err(|e| e.to_string())?;
+        let n = ZSTD.with(|z| {
+            let mut z = z.borrow_mut();
+            if z.is_none() {
+                *z = zstd::bulk::Decompressor::new().ok();
+            }
+            match z.as_mut() {
+                Some(d) => d.decompress_to_buffer(stored, buf),
+                None => zstd::bulk::decompress_to_buffer(stored, buf),
+            }
+        });
+        let n = n.map_err(|e| e.to_string())?;
         if n != len {
             return Err(format!("decodes to {n} bytes, expected {len}"));
         }
-        Ok(out)
     } else if stored.len() != len {
-        Err("has the wrong size".into())
+        return Err("has the wrong size".into());
     } else {
-        Ok(stored.to_vec())
+        buf.copy_from_slice(stored);
     }
+    Ok(out)
 }
 
 /// Queues `job` for a worker. When the queue is full (or no worker could be started) the job

@@ -436,7 +436,7 @@ impl Container {
                 computed,
             });
         }
-        Ok(out.into())
+        Ok(out)
     }
 
     /// For content without a chunk table: checks the whole file once, then decodes from the
