@@ -12,6 +12,7 @@ pub mod layout;
 pub mod map;
 pub mod partial;
 pub mod reader;
+pub mod subdirs;
 pub mod writer;
 
 pub use codec::Key;

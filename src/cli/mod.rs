@@ -13,6 +13,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod served;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +82,12 @@ pub enum Command {
     },
     Completion(completion::CompletionArgs),
     GenerateMan(completion::GenerateManArgs),
+    Mounts(served::MountsArgs),
+    Restart(served::RestartArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(served::SuperviseArgs),
+    #[command(name = "__serve", hide = true)]
+    Serve(served::ServeArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -102,7 +109,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
     if !matches!(
         cli.command,
-        Command::Mount(_) | Command::Bundle(_) | Command::Run(_)
+        Command::Mount(_)
+            | Command::Bundle(_)
+            | Command::Run(_)
+            | Command::Supervise(_)
+            | Command::Serve(_)
     ) {
         init_log(cli.verbose);
     }
@@ -134,6 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
+        Command::Mounts(a) => served::mounts(a),
+        Command::Restart(a) => served::restart(a),
+        Command::Supervise(a) => served::supervise(a),
+        Command::Serve(a) => served::serve(a),
     }
 }
 

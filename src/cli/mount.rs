@@ -19,7 +19,7 @@ pub struct MountArgs {
     /// Stay in the foreground and log to stderr
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options: allow_other, suid, dev, exec, noexec, uid=N, gid=N, cache_size=SIZE, threads=N
+    /// Mount options: allow_other, suid, dev, exec, noexec, uid=N, gid=N, cache_size=SIZE, threads=N, readers=N
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     #[command(flatten)]

@@ -158,7 +158,7 @@ impl Core {
             (ino.0, FileType::Directory, &b"."[..]),
             (parent, FileType::Directory, &b".."[..]),
         ];
-        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), &*e.name));
+        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), e.name));
         for (i, (child, kind, name)) in dots
             .into_iter()
             .chain(rest)
@@ -185,6 +185,22 @@ impl Core {
                 .map_err(|e| io_errno(&e));
         }
         self.union.read(ino.0, offset, size).map_err(|e| errno(&e))
+    }
+
+    /// The upper descriptor of handle `fh`; a handle this server never gave out (the kernel got
+    /// it from a server before a restart) is opened again from its node, read-write.
+    fn open_file(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<std::fs::File>, Errno> {
+        if let Some(f) = self.handles.get(fh.0) {
+            return Ok(f);
+        }
+        if fh.0 == 0 || !self.union.is_writable() {
+            return Err(Errno::EBADF);
+        }
+        let f = self
+            .union
+            .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+            .map_err(|e| errno(&e))?;
+        Ok(self.handles.adopt(ino.0, fh.0, f))
     }
 
     /// Lower files opened read-only get handle 0 and the layer's bytes; everything else (writes,
@@ -241,10 +257,11 @@ impl Core {
         sized(v, size)
     }
 
-    fn fsync_inner(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
-        let Some(f) = self.handles.get(fh.0) else {
+    fn fsync_inner(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+        if fh.0 == 0 {
             return Ok(());
-        };
+        }
+        let f = self.open_file(ino, fh)?;
         if datasync {
             f.sync_data()
         } else {
@@ -512,12 +529,12 @@ impl Filesystem for BfcFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.offload(move |c| reply_empty(reply, c.fsync_inner(fh, datasync)));
+        self.offload(move |c| reply_empty(reply, c.fsync_inner(ino, fh, datasync)));
     }
 
     fn release(
@@ -744,7 +761,7 @@ impl Filesystem for BfcFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -754,7 +771,7 @@ impl Filesystem for BfcFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.offload(move |c| match c.write_inner(fh, offset, &data) {
+        self.offload(move |c| match c.write_inner(ino, fh, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         });

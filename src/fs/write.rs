@@ -209,11 +209,12 @@ impl Core {
 
     pub(super) fn write_inner(
         &self,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
     ) -> Result<u32, Errno> {
-        let f = self.handles.get(fh.0).ok_or(Errno::EBADF)?;
+        let f = self.open_file(ino, fh)?;
         f.write_all_at(data, offset).map_err(|e| io_errno(&e))?;
         u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
     }

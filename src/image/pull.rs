@@ -74,10 +74,22 @@ pub fn pull(
 ) -> Result<Pulled> {
     let _shared = store.lock_shared()?;
     let (fetcher, resolved) = resolve(store, source, opts)?;
-    let fetcher = fetcher.as_ref();
+    pull_resolved(store, source, fetcher.as_ref(), &resolved, opts, progress)
+}
+
+/// The rest of [`pull`] once `source` is resolved (the caller holds the store's shared lock):
+/// store manifest and config, fetch and convert the layers, record the name.
+pub(super) fn pull_resolved(
+    store: &Store,
+    source: &Source,
+    fetcher: &dyn oci::Fetch,
+    resolved: &oci::Resolved,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
     let manifest_digest = resolved.manifest_digest.to_string();
     if let Some(out) = &opts.output {
-        write_single_file(store, fetcher, &resolved, opts, out, progress)?;
+        write_single_file(store, fetcher, resolved, opts, out, progress)?;
         return Ok(Pulled {
             name: source.display_name(),
             manifest_digest,

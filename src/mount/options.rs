@@ -10,7 +10,7 @@ pub const DEFAULT_CACHE_SIZE: u64 = 16 << 20;
 
 /// Options given with `-o` (comma lists, repeatable). `ro`, `nosuid`, `nodev` and `default_permissions`
 /// are the defaults; `ro` and `default_permissions` cannot be turned off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountOptions {
     pub allow_other: bool,
     pub suid: bool,
@@ -23,6 +23,8 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// Worker threads for requests that may block (`n_threads`).
     pub threads: Option<usize>,
+    /// Threads reading requests from /dev/fuse (`readers=`, default 2; see `fs::pool`).
+    pub readers: Option<usize>,
     /// Lazy layers: background fetch rate in bytes/s (0: off; default: the lazy default).
     pub bg_rate: Option<u64>,
     /// Lazy layers: seconds a read waits for missing bytes before it fails with EIO.
@@ -42,6 +44,7 @@ impl Default for MountOptions {
             gid: None,
             cache_size: DEFAULT_CACHE_SIZE,
             threads: None,
+            readers: None,
             bg_rate: None,
             read_timeout: None,
             writable: false,
@@ -56,7 +59,7 @@ pub enum OptionError {
     ReadWrite(String),
     #[error("mount option `{option}`: {why}")]
     BadValue { option: String, why: String },
-    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, bg_rate=, read_timeout=, default_permissions)")]
+    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, readers=, bg_rate=, read_timeout=, default_permissions)")]
     Unknown(String),
 }
 
@@ -89,6 +92,13 @@ impl MountOptions {
                         return Err(bad(opt, "threads must be between 1 and 64"));
                     }
                     o.threads = Some(n);
+                }
+                ("readers", Some(v)) => {
+                    let n: usize = parse_num(opt, v)?;
+                    if !(1..=64).contains(&n) {
+                        return Err(bad(opt, "readers must be between 1 and 64"));
+                    }
+                    o.readers = Some(n);
                 }
                 ("bg_rate", Some(v)) => o.bg_rate = Some(parse_size(opt, v)?),
                 ("read_timeout", Some(v)) => {
@@ -148,8 +158,9 @@ impl MountOptions {
         } else {
             SessionACL::Owner
         };
-        // One reader thread; `n_threads` workers take the requests that may block (fs::pool).
-        config.n_threads = Some(1);
+        // Two reader threads unless asked; `n_threads` workers take the requests that may block
+        // (fs::pool).
+        config.n_threads = Some(self.readers.unwrap_or(2));
         config
     }
 }

@@ -425,7 +425,10 @@ impl Proxy {
                             Ok(n) => n,
                         };
                         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        if text.starts_with("GET ") || text.starts_with("HEAD ") {
+                        if ["GET ", "HEAD ", "POST ", "PUT ", "PATCH "]
+                            .iter()
+                            .any(|m| text.starts_with(m))
+                        {
                             rq.lock().unwrap().push(text);
                         }
                         if s.write_all(&buf[..n]).is_err() {
