@@ -1080,6 +1080,7 @@ fn prune_refuses_when_an_image_record_is_damaged() {
             .count()
     };
     let (blobs, layers) = (count("blobs/sha256"), count("layers"));
+    let layer_files = || count("layers");
     assert_eq!(layers, 2);
 
     for (what, digest, damage) in [

@@ -311,6 +311,31 @@ fn lazy_pull_mounts_the_tree_of_a_full_pull_and_completes_into_the_same_layer_fi
 }
 
 #[test]
+fn an_image_pushed_with_format_bfc_pulls_lazily_and_mounts_its_tree() {
+    if !has_docker_registry() {
+        return;
+    }
+    let reg = Registry::start(pull_support::harness::Auth::None);
+    let img = Image::new(vec![base_layer(), top_layer()], "amd64", false);
+    reg.push("src/app", "v1", &img);
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    let src = format!("{}/src/app:v1", reg.host());
+    ok(bfcfs(&a, &["pull", "-c", "zstd", &src]));
+    let dest = format!("{}/bfc/app:v1", reg.host());
+    ok(bfcfs(&a, &["push", "--format", "bfc", &src, &dest]));
+    let b = work.path().join("b");
+    ok(bfcfs(&b, &["pull", "--lazy", "--lazy-mode=require", &dest]));
+    let store = Store::open(&b).unwrap();
+    for l in &img.layers {
+        assert!(bfcfs::lazy::layer_progress(&store, &l.diff_id()).is_some());
+    }
+    let lazy = Mounted::new(&b, &dest, &work.path().join("m"), "bg_rate=0");
+    let full = Mounted::new(&a, &src, &work.path().join("f"), "ro");
+    assert_eq!(snapshot(&lazy.0), snapshot(&full.0));
+}
+
+#[test]
 fn lazy_pull_without_index_annotations_finds_the_index_with_a_suffix_request() {
     if !has_docker_registry() {
         return;

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -235,7 +235,14 @@ pub struct Partial {
     me: OnceLock<Weak<Container>>,
     completing: AtomicBool,
     background: AtomicBool,
+    /// When a reader last missed bytes (ms since `born`): the background fetch waits for a
+    /// quiet moment, so it does not queue ahead of readers on the link.
+    reader_missed: AtomicU64,
+    born: Instant,
 }
+
+/// The background fetch waits until readers have missed nothing for this long.
+const QUIET: Duration = Duration::from_millis(1000);
 
 impl Partial {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -339,6 +346,8 @@ impl Container {
             me: OnceLock::new(),
             completing: AtomicBool::new(false),
             background: AtomicBool::new(false),
+            reader_missed: AtomicU64::new(0),
+            born: Instant::now(),
         });
         Ok(c)
     }
@@ -367,14 +376,14 @@ impl Container {
     pub(crate) fn need(&self, offset: u64, len: u64) -> Result<()> {
         match &self.partial {
             None => Ok(()),
-            Some(p) => self.fill(p, &[(offset, offset.saturating_add(len))], true),
+            Some(p) => self.fill(p, &[(offset, offset.saturating_add(len))], true, true),
         }
     }
 
     /// Starts fetching `[offset, offset + len)` without waiting (reads ahead).
     pub(crate) fn prefetch(&self, offset: u64, len: u64) {
         if let Some(p) = &self.partial {
-            let _ = self.fill(p, &[(offset, offset.saturating_add(len))], false);
+            let _ = self.fill(p, &[(offset, offset.saturating_add(len))], false, true);
         }
     }
 
@@ -507,7 +516,7 @@ impl Container {
 
     /// Makes every range of `want` local: queues requests for what is missing and (with
     /// `wait`) waits for them, at most the deadline.
-    fn fill(&self, p: &Partial, want: &[(u64, u64)], wait: bool) -> Result<()> {
+    fn fill(&self, p: &Partial, want: &[(u64, u64)], wait: bool, reader: bool) -> Result<()> {
         let want: Vec<(u64, u64)> = want
             .iter()
             .map(|&(a, b)| (a, b.min(p.size)))
@@ -521,6 +530,10 @@ impl Container {
             if want.iter().all(|&(a, b)| st.present.contains(a, b)) {
                 return Ok(());
             }
+        }
+        if reader {
+            let ms = p.born.elapsed().as_millis() as u64;
+            p.reader_missed.store(ms.max(1), Ordering::Relaxed);
         }
         p.refresh();
         let deadline = Instant::now() + p.opts.deadline;
@@ -986,10 +999,17 @@ fn background(weak: &Weak<Container>, rate: u64) {
             }
             return;
         };
+        let missed = p.reader_missed.load(Ordering::Relaxed);
+        let since = (p.born.elapsed().as_millis() as u64).saturating_sub(missed);
+        if missed != 0 && since < QUIET.as_millis() as u64 {
+            drop(c);
+            std::thread::sleep(Duration::from_millis(250));
+            continue;
+        }
         let step = (rate / 2).clamp(64 << 10, p.opts.max_request);
         let e = e.min(s + step);
         let t = Instant::now();
-        let r = c.fill(p, &[(s, e)], true);
+        let r = c.fill(p, &[(s, e)], true, false);
         drop(c);
         match r {
             Ok(()) => {

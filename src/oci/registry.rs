@@ -34,8 +34,8 @@ use std::time::Duration;
 use ureq::http::{Response, Uri};
 use ureq::Body;
 
-pub mod range;
 pub mod push;
+pub mod range;
 
 /// Redirect hops followed per request.
 pub const MAX_REDIRECTS: usize = 5;
