@@ -95,8 +95,10 @@ mount_tool() { # $1 = bfcfs | fuse-overlayfs | overlayfs; fresh upper each time
   esac
 }
 unmount() { umount "$MNT" 2>/dev/null || umount -l "$MNT"; }
-server_rss_kib() { # the process serving $MNT
-  local pid; pid=$(pgrep -f -n -- " $MNT\$" || true)
+server_rss_kib() { # the process serving $MNT (bfcfs: its server, as `bfcfs mounts` names it)
+  local pid
+  pid=$("$BFCFS" mounts --json 2>/dev/null | python3 -c 'import json,sys; print(next((str(m["server_pid"]) for m in json.load(sys.stdin) if m["mountpoint"] == sys.argv[1]), ""))' "$MNT" || true)
+  [ -n "$pid" ] || pid=$(pgrep -f -n -- " $MNT\$" || true)
   [ -n "$pid" ] && awk '/VmRSS/ {print $2}' "/proc/$pid/status" || echo 0
 }
 

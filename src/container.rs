@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use crate::mount::{mountinfo, UnmountError};
 use crate::store::Store;
 
-pub use mount::{mount_image, KeyFor, Mounted, Plan, UpperChoice};
+pub use mount::{
+    mount_image, run_server, run_supervisor, KeyFor, Mounted, Plan, ServeArgs, ServeSpec,
+    UpperChoice,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -102,6 +105,13 @@ impl Container {
 pub struct Held {
     pub container: Container,
     _lock: File,
+}
+
+impl Held {
+    /// The descriptor that holds the lock (a supervisor inherits it to keep the container held).
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self._lock)
+    }
 }
 
 fn check_name(name: &str) -> Result<()> {

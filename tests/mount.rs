@@ -395,6 +395,9 @@ fn statfs_reports_the_container_size_and_entries() {
 
 /// The pid of the server serving `mnt` (its command line names the mountpoint).
 fn server_pid(mnt: &Path) -> i32 {
+    if let Some((server, _)) = served_by(mnt) {
+        return server;
+    }
     let want = mnt.as_os_str().as_bytes();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -425,6 +428,13 @@ fn sigterm_unmounts_cleanly() {
 fn umount_clears_a_mount_whose_server_was_killed() {
     let m = mount(&fixtures().join("plain.bfc"), &[]);
     let pid = server_pid(m.path());
+    // A supervised mount survives its server: kill the supervisor first (then the kernel ends
+    // the connection with the server, the last holder of /dev/fuse).
+    if let Some((_, supervisor)) = served_by(m.path()) {
+        // SAFETY: killing the supervisor this test started.
+        unsafe { libc::kill(supervisor, libc::SIGKILL) };
+        wait_exit(supervisor);
+    }
     // SAFETY: killing the server this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_exit(pid);

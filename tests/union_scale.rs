@@ -73,6 +73,9 @@ fn mount_writable(tmp: &Path, file: &Path) -> (Mnt, PathBuf) {
 
 /// The pid of the process serving `mnt` (the background server runs the mount command line).
 fn server_pid(mnt: &Path) -> u32 {
+    if let Some((server, _)) = common::served_by(mnt) {
+        return server as u32;
+    }
     let want = mnt.as_os_str().as_bytes();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {

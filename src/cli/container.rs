@@ -93,16 +93,22 @@ pub fn containers(root: Option<&Path>, args: ContainersArgs) -> anyhow::Result<i
     let store = store(root)?;
     let list = container::list(&store)?;
     if args.json {
+        let served = crate::mount::registry::list();
         let v: Vec<serde_json::Value> = list
             .iter()
             .map(|c| {
+                let at = c.mounted_at();
+                // Who serves the mount (a supervised one; see `bfcfs mounts`).
+                let r = served.iter().find(|r| Some(&r.mountpoint) == at.as_ref());
                 serde_json::json!({
                     "name": c.state.name,
                     "image": c.state.image,
                     "reference": c.state.reference,
                     "created": c.state.created,
                     "upper": c.upper(),
-                    "mounted_at": c.mounted_at(),
+                    "mounted_at": at,
+                    "server_pid": r.map(|r| r.server_pid),
+                    "supervisor_pid": r.map(|r| r.supervisor_pid),
                 })
             })
             .collect();

@@ -12,7 +12,9 @@ pub mod login;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
+pub mod served;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +55,9 @@ pub enum Command {
     Info(archive::InfoArgs),
     /// Pull an image into the store (or into one BFC file with -o)
     Pull(pull::PullArgs),
+    Push(push::PushArgs),
+    Save(push::SaveArgs),
+    Load(push::LoadArgs),
     /// List the images in the store
     Images(images::ImagesArgs),
     /// Show an image's manifest, config and layers
@@ -80,6 +85,12 @@ pub enum Command {
     },
     Completion(completion::CompletionArgs),
     GenerateMan(completion::GenerateManArgs),
+    Mounts(served::MountsArgs),
+    Restart(served::RestartArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(served::SuperviseArgs),
+    #[command(name = "__serve", hide = true)]
+    Serve(served::ServeArgs),
 }
 
 /// Key options of commands that read encrypted containers (upstream's letters).
@@ -101,7 +112,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // A mount logs to stderr (-f) or syslog (daemon): it sets up its own logger.
     if !matches!(
         cli.command,
-        Command::Mount(_) | Command::Bundle(_) | Command::Run(_)
+        Command::Mount(_)
+            | Command::Bundle(_)
+            | Command::Run(_)
+            | Command::Supervise(_)
+            | Command::Serve(_)
     ) {
         init_log(cli.verbose);
     }
@@ -114,6 +129,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => archive::verify(a),
         Command::Info(a) => archive::info(a),
         Command::Pull(a) => pull::run(cli.root.as_deref(), a),
+        Command::Push(a) => push::push(cli.root.as_deref(), a),
+        Command::Save(a) => push::save(cli.root.as_deref(), a),
+        Command::Load(a) => push::load(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Inspect(a) => images::inspect(cli.root.as_deref(), a),
         Command::Rm(a) => images::rm(cli.root.as_deref(), a),
@@ -132,6 +150,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
+        Command::Mounts(a) => served::mounts(a),
+        Command::Restart(a) => served::restart(a),
+        Command::Supervise(a) => served::supervise(a),
+        Command::Serve(a) => served::serve(a),
     }
 }
 

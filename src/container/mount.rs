@@ -13,7 +13,16 @@ use crate::container;
 use crate::fs::attr::Owner;
 use crate::fs::BfcFs;
 use crate::image;
-use crate::mount::{daemon, log, mountinfo, serve, Forked, MountOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::pipe::{pipe_with, PipeFlags};
+
+use crate::mount::{
+    daemon, log, mountinfo, registry, serve, serve_attached, Attach, Forked, MountOptions,
+    Supervised,
+};
 use crate::overlay::Union;
 use crate::store::Store;
 use crate::upper::UpperDir;
@@ -80,21 +89,41 @@ impl Mounted {
     }
 }
 
-/// The image's layers: a `.bfc` file path, else a store reference.
-fn open_image(plan: &Plan<'_>) -> anyhow::Result<image::Opened> {
-    let path = Path::new(&plan.image);
-    let cache = usize::try_from(plan.options.cache_size).unwrap_or(usize::MAX);
-    if plan.image.ends_with(".bfc") || path.is_file() {
-        let file =
-            std::path::absolute(path).with_context(|| format!("resolving {}", plan.image))?;
+/// The image's layers: a `.bfc` file path, else a store reference; and whether a key was needed.
+fn open_image(plan: &Plan<'_>) -> anyhow::Result<(image::Opened, bool)> {
+    let mut encrypted = false;
+    let opened = open_source(
+        &plan.image,
+        plan.root,
+        plan.subdir.as_deref(),
+        plan.options.cache_size,
+        &mut |file| {
+            encrypted = true;
+            (plan.key)(file)
+        },
+    )?;
+    Ok((opened, encrypted))
+}
+
+fn open_source(
+    image_name: &str,
+    root: Option<&Path>,
+    subdir: Option<&str>,
+    cache_size: u64,
+    key: &mut dyn FnMut(&Path) -> anyhow::Result<Key>,
+) -> anyhow::Result<image::Opened> {
+    let path = Path::new(image_name);
+    let cache = usize::try_from(cache_size).unwrap_or(usize::MAX);
+    if image_name.ends_with(".bfc") || path.is_file() {
+        let file = std::path::absolute(path).with_context(|| format!("resolving {image_name}"))?;
         let mut container = Container::open(&file)?;
         if container.is_encrypted() {
-            let key = (plan.key)(&file)?;
+            let key = key(&file)?;
             container.set_key(&key)?;
         }
         container.set_cache_bytes(cache);
         let mut opened = image::file_layers(Arc::new(container), &file)?;
-        if let Some(sub) = &plan.subdir {
+        if let Some(sub) = subdir {
             let sub = sub.trim_matches('/');
             if !sub.is_empty() {
                 bfc::check_path(sub.as_bytes()).map_err(|why| anyhow!("--subdir {sub}: {why}"))?;
@@ -106,11 +135,11 @@ fn open_image(plan: &Plan<'_>) -> anyhow::Result<image::Opened> {
         }
         return Ok(opened);
     }
-    if plan.subdir.is_some() {
+    if subdir.is_some() {
         bail!("--subdir works on plain .bfc trees, not on images");
     }
-    let store = Store::open(&Store::default_root(plan.root)?)?;
-    Ok(image::open_layers(&store, &plan.image, cache)?)
+    let store = Store::open(&Store::default_root(root)?)?;
+    Ok(image::open_layers(&store, image_name, cache)?)
 }
 
 /// What a mount that fails must undo: the container it created, the upper and work dirs it
@@ -158,9 +187,9 @@ fn check_mountpoint(asked: &Path) -> anyhow::Result<PathBuf> {
 /// A mount that fails leaves nothing behind: no container it created, no upper dir it made.
 pub fn mount_image(plan: Plan<'_>) -> anyhow::Result<Mounted> {
     let mountpoint = check_mountpoint(&plan.mountpoint)?;
-    let opened = open_image(&plan)?;
+    let (opened, encrypted) = open_image(&plan)?;
     let mut undo = Undo::default();
-    let r = build_and_serve(&plan, mountpoint, opened, &mut undo);
+    let r = build_and_serve(&plan, mountpoint, opened, encrypted, &mut undo);
     if r.is_err() {
         undo.run();
     }
@@ -171,6 +200,7 @@ fn build_and_serve(
     plan: &Plan<'_>,
     mountpoint: PathBuf,
     opened: image::Opened,
+    encrypted: bool,
     undo: &mut Undo,
 ) -> anyhow::Result<Mounted> {
     let mut opts = plan.options.clone();
@@ -210,36 +240,65 @@ fn build_and_serve(
             .gid
             .unwrap_or_else(|| rustix::process::getgid().as_raw()),
     };
-    let mut union = Union::new(opened.layers, opened.spec)?;
     // The mount's source names what it serves: the container dir, the upper dir or the image.
     let source = match (&container, &upper) {
         (Some((_, dir)), _) => dir.clone(),
         (None, Some((u, _))) => std::path::absolute(u)?,
         (None, None) => PathBuf::from(&opened.id),
     };
-    if let Some((u, w)) = &upper {
-        let dir = UpperDir::open(u, w)
-            .with_context(|| format!("opening upper dir {} (work {})", u.display(), w.display()))?;
-        dir.clean_work()
-            .with_context(|| format!("cleaning work dir {}", w.display()))?;
-        union = union.with_upper(dir, (owner.uid, owner.gid));
-        opts.writable = !plan.read_only;
-    }
-    let fs = BfcFs::new(union, owner);
-    let slot = fs.notifier_slot();
-    let what = format!("{} on {}", plan.image, mountpoint.display());
+    let upper = match upper {
+        Some((u, w)) => {
+            opts.writable = !plan.read_only;
+            Some((std::path::absolute(&u)?, std::path::absolute(&w)?))
+        }
+        None => None,
+    };
+    let spec = ServeSpec {
+        image: opened.id.clone(),
+        root: plan.root.map(Path::to_path_buf),
+        subdir: plan.subdir.clone(),
+        options: opts,
+        upper,
+        owner: (owner.uid, owner.gid),
+        mountpoint: mountpoint.clone(),
+        source,
+        verbose: plan.verbose,
+        what: format!("{} on {}", plan.image, mountpoint.display()),
+    };
+    let config = opened.config;
+    let (fs, slot) = build_fs(&spec, opened.layers, opened.spec)?;
     let mut done = Mounted {
         container: container.map(|c| c.0),
         created: undo.created,
-        config: opened.config,
+        config,
         held: None,
     };
+    let what = spec.what.clone();
     if plan.foreground {
         log::init_stderr_log(plan.verbose);
-        serve(fs, slot, &source, &mountpoint, &opts, || {
+        serve(fs, slot, &spec.source, &mountpoint, &spec.options, || {
             ::log::info!("mounted {what}")
         })
         .with_context(|| format!("mounting {what}"))?;
+        done.held = undo.held.take();
+        return Ok(done);
+    }
+    // Supervised (docs/restart.md) when bfcfs can mount(2) itself and a restarted server can
+    // open the image again on its own (an encrypted file's key is not kept anywhere).
+    if rustix::process::geteuid().is_root() && !encrypted && supervision_wanted() {
+        drop(fs);
+        let record = registry::Record {
+            source: plan.image.clone(),
+            mountpoint: mountpoint.clone(),
+            container: done.container.clone(),
+            supervisor_pid: 0,
+            server_pid: 0,
+            restarts: 0,
+            mounted_at: 0,
+            server_started_at: 0,
+        };
+        let lock = undo.held.as_ref().map(|h| h.lock_fd().as_raw_fd());
+        start_supervisor(&spec, record, lock).with_context(|| format!("mounting {what}"))?;
         done.held = undo.held.take();
         return Ok(done);
     }
@@ -252,12 +311,206 @@ fn build_and_serve(
         Forked::Child(mut readiness) => {
             // The server keeps the container's lock (`undo.held`, inherited) until it exits.
             log::init_syslog(plan.verbose);
-            let r = serve(fs, slot, &source, &mountpoint, &opts, || readiness.ready());
+            let r = serve(fs, slot, &spec.source, &mountpoint, &spec.options, || {
+                readiness.ready()
+            });
             if let Err(e) = &r {
                 ::log::error!("mounting {what}: {e}");
                 readiness.failed(&format!("mounting {what}: {e}"));
             }
             std::process::exit(i32::from(r.is_err()));
+        }
+    }
+}
+
+/// `BFCFS_SUPERVISE=0` mounts without a supervisor (the server holds the connection alone, as
+/// before restarts were survivable): for comparisons, and for kernels older than 6.9.
+fn supervision_wanted() -> bool {
+    std::env::var_os("BFCFS_SUPERVISE").is_none_or(|v| v != "0")
+}
+
+/// What a supervised server needs to build the same file system again; it travels as JSON on
+/// the server's command line (`bfcfs __serve --spec`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServeSpec {
+    /// The image for good: a manifest digest in the store, or a `.bfc` file's absolute path.
+    pub image: String,
+    pub root: Option<PathBuf>,
+    pub subdir: Option<String>,
+    pub options: MountOptions,
+    /// Upper and work dir, absolute.
+    pub upper: Option<(PathBuf, PathBuf)>,
+    pub owner: (u32, u32),
+    pub mountpoint: PathBuf,
+    /// The mount's source (as mountinfo shows it).
+    pub source: PathBuf,
+    pub verbose: u8,
+    /// "IMAGE on MOUNTPOINT", for messages.
+    pub what: String,
+}
+
+/// The file system of `spec` over `layers`: the union, with its upper dir (its work dir
+/// cleaned of what an interrupted copy-up left).
+fn build_fs(
+    spec: &ServeSpec,
+    layers: Vec<crate::overlay::Layer>,
+    whiteouts: crate::overlay::WhiteoutSpec,
+) -> anyhow::Result<(BfcFs, Option<crate::fs::notify::Slot>)> {
+    let mut union = Union::new(layers, whiteouts)?;
+    if let Some((u, w)) = &spec.upper {
+        let dir = UpperDir::open(u, w)
+            .with_context(|| format!("opening upper dir {} (work {})", u.display(), w.display()))?;
+        dir.clean_work()
+            .with_context(|| format!("cleaning work dir {}", w.display()))?;
+        union = union.with_upper(dir, spec.owner);
+    }
+    let owner = Owner {
+        uid: spec.owner.0,
+        gid: spec.owner.1,
+    };
+    let fs = BfcFs::new(union, owner, spec.options.n_threads());
+    let slot = fs.notifier_slot();
+    Ok((fs, slot))
+}
+
+/// Starts the supervisor of a mount (`bfcfs __supervise`, in its own session) and waits until
+/// it reports that the mount answers. `lock` (the container's lock) is inherited by it.
+fn start_supervisor(
+    spec: &ServeSpec,
+    record: registry::Record,
+    lock: Option<RawFd>,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the bfcfs binary")?;
+    let sup = Supervised {
+        record,
+        fs_source: spec.source.clone(),
+        options: spec.options.clone(),
+        exe: exe.clone(),
+        server_args: vec![
+            "__serve".into(),
+            "--spec".into(),
+            serde_json::to_string(spec)?.into(),
+        ],
+        keep_fd: lock,
+    };
+    let (rd, wr) = pipe_with(PipeFlags::CLOEXEC)?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("__supervise")
+        .arg("--spec")
+        .arg(serde_json::to_string(&sup)?)
+        .arg("--ready-fd")
+        .arg(wr.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/");
+    let inherit = [Some(wr.as_raw_fd()), lock];
+    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (fcntl,
+    // setsid) on descriptors that are open in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in inherit.into_iter().flatten() {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting the supervisor")?;
+    drop(wr);
+    // The supervisor outlives this command: it is not waited for (init reaps it).
+    drop(child);
+    daemon::wait_ready(std::fs::File::from(rd)).map_err(|why| anyhow!(why))
+}
+
+/// `bfcfs __supervise`: the supervisor process of one mount (see `mount::supervisor`).
+pub fn run_supervisor(spec_json: &str, ready_fd: RawFd) -> anyhow::Result<i32> {
+    let sup: Supervised = serde_json::from_str(spec_json).context("reading --spec")?;
+    log::init_syslog(0);
+    let mut ready = daemon::Readiness::from_file(inherited(ready_fd)?.into());
+    match crate::mount::supervisor::supervise(sup, &mut ready) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            ::log::error!("supervisor: {e}");
+            ready.failed(&e.to_string());
+            Ok(1)
+        }
+    }
+}
+
+/// A descriptor the parent process passed on (it must be open), now owned here (and closed on exec).
+fn inherited(fd: RawFd) -> anyhow::Result<OwnedFd> {
+    let flags = rustix::io::fcntl_getfd(
+        // SAFETY: only a flag query on a descriptor number; an unopened one fails with EBADF.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+    )
+    .with_context(|| format!("descriptor {fd} passed by the parent"))?;
+    // SAFETY: the descriptor is open (checked above) and was passed to this process alone by
+    // its parent (the supervisor, or the mount command), which keeps no use of it here.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&owned, flags | rustix::io::FdFlags::CLOEXEC)?;
+    Ok(owned)
+}
+
+/// What `bfcfs __serve` is given by its supervisor.
+pub struct ServeArgs<'a> {
+    pub spec_json: &'a str,
+    pub fuse_fd: RawFd,
+    pub ready_fd: RawFd,
+    pub init_hex: &'a str,
+    pub granted_hex: Option<&'a str>,
+}
+
+/// `bfcfs __serve`: a server of a supervised mount. Opens the image again (it must be the same
+/// image: a store digest or a file path), builds the union and serves the connection passed in.
+pub fn run_server(a: ServeArgs<'_>) -> anyhow::Result<i32> {
+    let mut ready = daemon::Readiness::from_file(inherited(a.ready_fd)?.into());
+    let r = (|| {
+        let spec: ServeSpec = serde_json::from_str(a.spec_json).context("reading --spec")?;
+        log::init_syslog(spec.verbose);
+        let dev = inherited(a.fuse_fd)?;
+        let st = rustix::fs::fstat(&dev)?;
+        if st.st_rdev != rustix::fs::makedev(10, 229) {
+            bail!("descriptor {} is not /dev/fuse", a.fuse_fd);
+        }
+        let init = crate::mount::supervisor::unhex(a.init_hex)?;
+        let granted = a
+            .granted_hex
+            .map(crate::mount::supervisor::unhex)
+            .transpose()?;
+        let opened = open_source(
+            &spec.image,
+            spec.root.as_deref(),
+            spec.subdir.as_deref(),
+            spec.options.cache_size,
+            &mut |f| {
+                bail!(
+                    "{} is encrypted: a supervised server has no key",
+                    f.display()
+                )
+            },
+        )?;
+        let (fs, slot) = build_fs(&spec, opened.layers, opened.spec)?;
+        let attach = Attach { dev, init, granted };
+        serve_attached(
+            fs,
+            slot,
+            &spec.source,
+            &spec.mountpoint,
+            &spec.options,
+            attach,
+            &mut ready,
+        )
+        .with_context(|| format!("serving {}", spec.what))
+    })();
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            ::log::error!("{e:#}");
+            ready.failed(&format!("{e:#}"));
+            Ok(1)
         }
     }
 }

@@ -7,13 +7,14 @@
 //! The diff_id is the sha256 of the whole uncompressed stream, so after the last member the rest
 //! of the stream (end-of-archive blocks, padding) is read through the tally as well.
 pub mod sanitize;
+pub mod split;
 pub mod whiteout;
 
 use crate::bfc::{self, Kind, Meta, Writer};
 use crate::error_chain::escape;
 use sanitize::{ancestors, clean_name, Limits};
 use sha2::{Digest as _, Sha256};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use whiteout::Marker;
 
@@ -86,14 +87,16 @@ impl Budget {
 }
 
 /// Counts and hashes the uncompressed stream and charges it to the layer's budget.
-struct Tally<'b, R> {
+struct Tally<'b, 's, R> {
     inner: R,
     hasher: Sha256,
     count: u64,
     budget: &'b Budget,
+    /// Records what rebuilds the tar (split.rs), when asked for.
+    split: Option<&'b RefCell<split::Recorder<'s>>>,
 }
 
-impl<R: Read> Read for Tally<'_, R> {
+impl<R: Read> Read for Tally<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count = self.count.saturating_add(n as u64);
@@ -101,6 +104,9 @@ impl<R: Read> Read for Tally<'_, R> {
             .charge(n as u64, "the uncompressed bytes")
             .map_err(io::Error::other)?;
         self.hasher.update(&buf[..n]);
+        if let Some(s) = self.split {
+            s.borrow_mut().feed(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -138,6 +144,53 @@ pub fn convert_layer<W: Write + Seek>(
     layer: &str,
     limits: Limits,
 ) -> Result<Stats> {
+    convert(blob, writer, prefix, layer, limits, None)
+}
+
+/// [`convert_layer`], also writing to `split_out` the tar-split record that rebuilds the
+/// uncompressed tar from the BFC file ([`split::rebuild`]).
+pub fn convert_layer_split<W: Write + Seek>(
+    blob: impl Read,
+    writer: &mut Writer<W>,
+    prefix: &[u8],
+    layer: &str,
+    limits: Limits,
+    split_out: &mut dyn Write,
+) -> Result<Stats> {
+    let rec = split::Recorder::new(split_out).map_err(|e| Error::Stream {
+        layer: layer.to_string(),
+        why: format!("starting the tar-split record: {e}"),
+    })?;
+    let rec = RefCell::new(rec);
+    let stats = convert(blob, writer, prefix, layer, limits, Some(&rec))?;
+    let digest = stats
+        .diff_id
+        .strip_prefix("sha256:")
+        .and_then(|h| {
+            let mut d = [0u8; 32];
+            for (i, b) in d.iter_mut().enumerate() {
+                *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(d)
+        })
+        .unwrap_or([0u8; 32]);
+    rec.into_inner()
+        .finish(&digest)
+        .map_err(|e| Error::Stream {
+            layer: layer.to_string(),
+            why: format!("writing the tar-split record: {e}"),
+        })?;
+    Ok(stats)
+}
+
+fn convert<W: Write + Seek>(
+    blob: impl Read,
+    writer: &mut Writer<W>,
+    prefix: &[u8],
+    layer: &str,
+    limits: Limits,
+    split: Option<&RefCell<split::Recorder<'_>>>,
+) -> Result<Stats> {
     // tar-rs quotes raw member names in its errors: escape whatever it says.
     let stream_err = |why: String| Error::Stream {
         layer: layer.to_string(),
@@ -164,6 +217,7 @@ pub fn convert_layer<W: Write + Seek>(
         hasher: Sha256::new(),
         count: 0,
         budget: &budget,
+        split,
     };
     let mut archive = tar::Archive::new(tally);
     let mut conv = Converter {
@@ -172,6 +226,7 @@ pub fn convert_layer<W: Write + Seek>(
         layer,
         limits,
         budget: &budget,
+        split,
         entries: 0,
         last: String::from("(start of layer)"),
     };
@@ -199,17 +254,18 @@ pub fn convert_layer<W: Write + Seek>(
     })
 }
 
-struct Converter<'a, W: Write + Seek> {
+struct Converter<'a, 's, W: Write + Seek> {
     writer: &'a mut Writer<W>,
     prefix: &'a [u8],
     layer: &'a str,
     limits: Limits,
     budget: &'a Budget,
+    split: Option<&'a RefCell<split::Recorder<'s>>>,
     entries: u64,
     last: String,
 }
 
-impl<W: Write + Seek> Converter<'_, W> {
+impl<W: Write + Seek> Converter<'_, '_, W> {
     fn member_err(&self, member: &str, why: impl Into<String>) -> Error {
         Error::Member {
             layer: self.layer.to_string(),
@@ -297,6 +353,11 @@ impl<W: Write + Seek> Converter<'_, W> {
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.replace(&full, false);
+                // A sparse member's stored bytes are not the file's content: they stay raw.
+                if let (Some(s), false) = (self.split, kind == T::GNUSparse) {
+                    s.borrow_mut()
+                        .content(entry.raw_file_position(), size, &full);
+                }
                 let got = self.writer.add_file(&full, &meta, entry).map_err(bfc_err)?;
                 // GNU sparse members expand beyond their stored size.
                 if got != size && kind != T::GNUSparse {

@@ -40,10 +40,21 @@ pub struct Handles {
     table: Mutex<Table>,
 }
 
+/// The first handle of this server: the time in microseconds, shifted left by 12 bits. A
+/// server that takes a connection over (docs/restart.md) must not give out a handle the kernel
+/// still holds from an earlier one; a later start leaves 4096 handles per microsecond between
+/// them (and 0, "a lower file", is never reached).
+fn first_handle() -> u64 {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    (us << 12).max(1)
+}
+
 impl Default for Handles {
     fn default() -> Self {
         Handles {
-            next: AtomicU64::new(1),
+            next: AtomicU64::new(first_handle()),
             table: Mutex::default(),
         }
     }
@@ -71,6 +82,27 @@ impl Handles {
             },
         );
         fh
+    }
+
+    /// Records `file` as handle `fh` (of `ino`), which an earlier server gave out: the kernel
+    /// still uses it after a restart. A handle recorded meanwhile by another thread wins.
+    pub fn adopt(&self, ino: u64, fh: u64, file: File) -> Arc<File> {
+        let mut t = self.table();
+        if let Some(o) = t.open.get(&fh) {
+            return o.file.clone();
+        }
+        let file = Arc::new(file);
+        *t.cached.entry(ino).or_default() += 1;
+        t.by_ino.entry(ino).or_default().push(fh);
+        t.open.insert(
+            fh,
+            Open {
+                ino,
+                file: file.clone(),
+                backing: None,
+            },
+        );
+        file
     }
 
     /// A lower file opened read-only (handle 0) in cached mode.

@@ -12,12 +12,14 @@ pub mod attr;
 pub mod errno;
 pub mod handles;
 pub mod notify;
+pub mod pool;
 mod write;
 
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -37,39 +39,77 @@ use handles::Handles;
 /// saw as the next offset), inode, type, name.
 type Item<'a> = (u64, NodeId, FileType, &'a [u8]);
 
-/// The mounted file system.
+/// The mounted file system: what the session's reader thread calls, with the state it shares
+/// with the workers (`Core`) and the workers themselves (`pool`).
 #[derive(Debug)]
 pub struct BfcFs {
+    core: Arc<Core>,
+    workers: usize,
+    /// Started by `init`, in the serving process.
+    pool: Option<pool::Pool>,
+}
+
+/// The file system's state and the inner function of every request.
+#[derive(Debug)]
+pub struct Core {
     union: Union,
     owner: Owner,
     handles: Handles,
     /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
-    passthrough: bool,
+    passthrough: AtomicBool,
     invalidator: Option<Arc<notify::Invalidator>>,
 }
 
+impl std::ops::Deref for BfcFs {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
 impl BfcFs {
-    /// A file system over `union`. With an upper dir, copy-ups the kernel did not ask for are
-    /// told to it (`notify`): hand the session's notifier to `notifier_slot` once it exists.
-    pub fn new(mut union: Union, owner: Owner) -> BfcFs {
+    /// A file system over `union`, with `workers` threads for requests that may block (`pool`).
+    /// With an upper dir, copy-ups the kernel did not ask for are told to it (`notify`): hand
+    /// the session's notifier to `notifier_slot` once it exists.
+    pub fn new(mut union: Union, owner: Owner, workers: usize) -> BfcFs {
         let invalidator = union.is_writable().then(|| {
             let inv = Arc::new(notify::Invalidator::new());
             let tell = inv.clone();
             union.on_copy_up(Box::new(move |id| tell.attrs_changed(id)));
             inv
         });
-        BfcFs {
+        let core = Core {
             union,
             owner,
             handles: Handles::default(),
-            passthrough: false,
+            passthrough: AtomicBool::new(false),
             invalidator,
+        };
+        BfcFs {
+            core: Arc::new(core),
+            workers,
+            pool: None,
         }
     }
 
     /// Where the session's notifier goes (None: a read-only mount needs none).
     pub fn notifier_slot(&self) -> Option<notify::Slot> {
         self.invalidator.as_ref().map(|i| i.slot())
+    }
+
+    /// Runs `job` with the core on a worker (here, before `init` started them).
+    fn offload(&self, job: impl FnOnce(&Core) + Send + 'static) {
+        let core = self.core.clone();
+        match &self.pool {
+            Some(p) => p.run(move || job(&core)),
+            None => job(&core),
+        }
+    }
+}
+
+impl Core {
+    fn passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
     }
 
     fn attr(&self, ino: NodeId) -> Result<fuser::FileAttr, Errno> {
@@ -147,6 +187,22 @@ impl BfcFs {
         self.union.read(ino.0, offset, size).map_err(|e| errno(&e))
     }
 
+    /// The upper descriptor of handle `fh`; a handle this server never gave out (the kernel got
+    /// it from a server before a restart) is opened again from its node, read-write.
+    fn open_file(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<std::fs::File>, Errno> {
+        if let Some(f) = self.handles.get(fh.0) {
+            return Ok(f);
+        }
+        if fh.0 == 0 || !self.union.is_writable() {
+            return Err(Errno::EBADF);
+        }
+        let f = self
+            .union
+            .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+            .map_err(|e| errno(&e))?;
+        Ok(self.handles.adopt(ino.0, fh.0, f))
+    }
+
     /// Lower files opened read-only get handle 0 and the layer's bytes; everything else (writes,
     /// O_TRUNC, files already in the upper dir) an upper descriptor, copied up first if needed.
     fn open_inner(&self, ino: INodeNo, flags: OpenFlags) -> Result<Option<std::fs::File>, Errno> {
@@ -175,7 +231,7 @@ impl BfcFs {
         ino: INodeNo,
         open_backing: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
     ) -> Option<std::sync::Arc<fuser::BackingId>> {
-        if !self.passthrough {
+        if !self.passthrough() {
             return None;
         }
         self.handles.backing(ino.0, || {
@@ -224,6 +280,79 @@ impl BfcFs {
             names.push(0);
         }
         Ok(names)
+    }
+
+    /// Whether a request on node `id` may copy a file up (then it goes to a worker): a writable
+    /// mount and a node not in the upper dir yet.
+    fn may_copy_up(&self, id: NodeId) -> bool {
+        self.union.is_writable() && !self.union.is_upper(id).unwrap_or(true)
+    }
+
+    /// `may_copy_up` for the child `name` of `parent`.
+    fn may_copy_up_child(&self, parent: NodeId, name: &OsStr) -> bool {
+        self.union.is_writable() && !self.union.is_upper_child(parent, name.as_bytes())
+    }
+
+    /// OPEN of a writable mount (see `open`).
+    fn open_reply(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_inner(ino, flags) {
+            Ok(None) => {
+                if self.passthrough() {
+                    self.handles.cached_open(ino.0);
+                }
+                reply.opened(FileHandle(0), lower_open_flags());
+            }
+            Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
+                Some(b) => {
+                    let fh = self.handles.insert(ino.0, file, Some(b.clone()));
+                    reply.opened_passthrough(FileHandle(fh), upper_open_flags(), &b);
+                }
+                None => {
+                    let fh = self.handles.insert(ino.0, file, None);
+                    reply.opened(FileHandle(fh), upper_open_flags());
+                }
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// READDIRPLUS (see `readdirplus`).
+    fn readdirplus_reply(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
+        // The kernel counts a lookup for every entry but "." and "..": count it here, and give
+        // it back for the entry that did not fit.
+        let r = self.dir_items(ino, offset, |(cookie, child, _, name)| {
+            let dots = name == b"." || name == b"..";
+            let node = if dots {
+                self.attr(child)
+            } else {
+                match self.union.lookup(ino.0, name) {
+                    Ok(id) => self.counted_attr(id),
+                    Err(e) => Err(errno(&e)),
+                }
+            };
+            match node {
+                Ok(a) => {
+                    let full = reply.add(
+                        a.ino,
+                        cookie,
+                        OsStr::from_bytes(name),
+                        &ttl(&a),
+                        &a,
+                        Generation(0),
+                    );
+                    if full && !dots {
+                        self.union.forget(a.ino.0, 1);
+                    }
+                    full
+                }
+                // Gone since the listing was made (or unreadable): skip it.
+                Err(_) => false,
+            }
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 }
 
@@ -283,7 +412,7 @@ impl Filesystem for BfcFs {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
-            self.passthrough = true;
+            self.passthrough.store(true, Ordering::Relaxed);
         }
         // With an upper dir xattrs can appear at any time, so getxattr can never be ENOSYS and
         // `ls -l` would ask for two ACLs of every entry on every walk. With FUSE_POSIX_ACL the
@@ -309,10 +438,22 @@ impl Filesystem for BfcFs {
             let _ = config.set_max_readahead(max);
         }
         let _ = config.set_max_background(64);
+        self.pool = Some(pool::Pool::new(self.workers)?);
         Ok(())
     }
 
+    /// Lets the workers finish what they hold before the session ends.
+    fn destroy(&mut self) {
+        self.pool = None;
+    }
+
+    /// A lookup may have to wait for a copy-up of the node it finds: while any runs, lookups go
+    /// to a worker.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.union.copying_now() {
+            let name = name.to_owned();
+            return self.offload(move |c| reply_entry(reply, c.lookup_inner(parent, &name)));
+        }
         reply_entry(reply, self.lookup_inner(parent, name));
     }
 
@@ -343,25 +484,11 @@ impl Filesystem for BfcFs {
         if !self.union.is_writable() {
             return reply.error(Errno::ENOSYS);
         }
-        match self.open_inner(ino, flags) {
-            Ok(None) => {
-                if self.passthrough {
-                    self.handles.cached_open(ino.0);
-                }
-                reply.opened(FileHandle(0), lower_open_flags());
-            }
-            Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
-                Some(b) => {
-                    let fh = self.handles.insert(ino.0, file, Some(b.clone()));
-                    reply.opened_passthrough(FileHandle(fh), upper_open_flags(), &b);
-                }
-                None => {
-                    let fh = self.handles.insert(ino.0, file, None);
-                    reply.opened(FileHandle(fh), upper_open_flags());
-                }
-            },
-            Err(e) => reply.error(e),
+        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if writing && self.may_copy_up(ino.0) {
+            return self.offload(move |c| c.open_reply(ino, flags, reply));
         }
+        self.open_reply(ino, flags, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -376,10 +503,10 @@ impl Filesystem for BfcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.read_inner(ino, fh, offset, size) {
+        self.offload(move |c| match c.read_inner(ino, fh, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     /// Nothing is ever dirty in a read-only mount: ENOSYS makes the kernel stop sending FLUSH on
@@ -406,7 +533,7 @@ impl Filesystem for BfcFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fsync_inner(fh, datasync));
+        self.offload(move |c| reply_empty(reply, c.fsync_inner(fh, datasync)));
     }
 
     fn release(
@@ -419,7 +546,7 @@ impl Filesystem for BfcFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if fh.0 != 0 || self.passthrough {
+        if fh.0 != 0 || self.passthrough() {
             self.handles.remove(ino.0, fh.0);
         }
         reply.ok();
@@ -455,49 +582,20 @@ impl Filesystem for BfcFs {
         }
     }
 
+    /// Each entry is a lookup, which may wait for a copy-up: while any runs, listings go to a
+    /// worker.
     fn readdirplus(
         &self,
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        // The kernel counts a lookup for every entry but "." and "..": count it here, and give
-        // it back for the entry that did not fit.
-        let r = self.dir_items(ino, offset, |(cookie, child, _, name)| {
-            let dots = name == b"." || name == b"..";
-            let node = if dots {
-                self.attr(child)
-            } else {
-                match self.union.lookup(ino.0, name) {
-                    Ok(id) => self.counted_attr(id),
-                    Err(e) => Err(errno(&e)),
-                }
-            };
-            match node {
-                Ok(a) => {
-                    let full = reply.add(
-                        a.ino,
-                        cookie,
-                        OsStr::from_bytes(name),
-                        &ttl(&a),
-                        &a,
-                        Generation(0),
-                    );
-                    if full && !dots {
-                        self.union.forget(a.ino.0, 1);
-                    }
-                    full
-                }
-                // Gone since the listing was made (or unreadable): skip it.
-                Err(_) => false,
-            }
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+        if self.union.copying_now() {
+            return self.offload(move |c| c.readdirplus_reply(ino, offset, reply));
         }
+        self.readdirplus_reply(ino, offset, reply);
     }
 
     /// Read-only: blocks are the layer files' bytes, files their entries, nothing free. With an
@@ -564,10 +662,14 @@ impl Filesystem for BfcFs {
             mtime,
             fh,
         };
-        match self.setattr_inner(ino, args) {
+        let answer = move |c: &Core| match c.setattr_inner(ino, args) {
             Ok(a) => reply.attr(&ttl(&a), &a),
             Err(e) => reply.error(e),
+        };
+        if self.may_copy_up(ino.0) {
+            return self.offload(answer);
         }
+        answer(self);
     }
 
     fn mknod(
@@ -624,6 +726,15 @@ impl Filesystem for BfcFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.may_copy_up_child(parent.0, name) {
+            let (name, new_name) = (name.to_owned(), new_name.to_owned());
+            return self.offload(move |c| {
+                reply_empty(
+                    reply,
+                    c.rename_inner(parent, &name, new_parent, &new_name, flags),
+                )
+            });
+        }
         reply_empty(
             reply,
             self.rename_inner(parent, name, new_parent, new_name, flags),
@@ -638,13 +749,18 @@ impl Filesystem for BfcFs {
         new_name: &OsStr,
         reply: ReplyEntry,
     ) {
+        if self.may_copy_up(ino.0) {
+            let new_name = new_name.to_owned();
+            return self
+                .offload(move |c| reply_entry(reply, c.link_inner(ino, new_parent, &new_name)));
+        }
         reply_entry(reply, self.link_inner(ino, new_parent, new_name));
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -653,10 +769,11 @@ impl Filesystem for BfcFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.write_inner(fh, offset, data) {
+        let data = data.to_vec();
+        self.offload(move |c| match c.write_inner(ino, fh, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     /// Upper files get short TTLs and no FOPEN_KEEP_CACHE (they change).
@@ -696,10 +813,19 @@ impl Filesystem for BfcFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if self.may_copy_up(ino.0) {
+            let (name, value) = (name.to_owned(), value.to_vec());
+            return self
+                .offload(move |c| reply_empty(reply, c.setxattr_inner(ino, &name, &value, flags)));
+        }
         reply_empty(reply, self.setxattr_inner(ino, name, value, flags));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.may_copy_up(ino.0) {
+            let name = name.to_owned();
+            return self.offload(move |c| reply_empty(reply, c.removexattr_inner(ino, &name)));
+        }
         reply_empty(reply, self.removexattr_inner(ino, name));
     }
 
@@ -713,7 +839,7 @@ impl Filesystem for BfcFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fallocate_inner(fh, offset, length, mode));
+        self.offload(move |c| reply_empty(reply, c.fallocate_inner(fh, offset, length, mode)));
     }
 }
 

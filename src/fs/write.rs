@@ -11,7 +11,7 @@ use rustix::fs::OFlags;
 
 use super::attr::file_attr;
 use super::errno::errno;
-use super::{io_errno, BfcFs};
+use super::{io_errno, Core};
 use crate::bfc::Kind;
 use crate::overlay::{NewNode, SetAttr, Time};
 
@@ -51,7 +51,7 @@ pub struct SetattrArgs {
     pub fh: Option<FileHandle>,
 }
 
-impl BfcFs {
+impl Core {
     fn owner_of(req: &Request) -> (u32, u32) {
         (req.uid(), req.gid())
     }
@@ -209,11 +209,12 @@ impl BfcFs {
 
     pub(super) fn write_inner(
         &self,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
     ) -> Result<u32, Errno> {
-        let f = self.handles.get(fh.0).ok_or(Errno::EBADF)?;
+        let f = self.open_file(ino, fh)?;
         f.write_all_at(data, offset).map_err(|e| io_errno(&e))?;
         u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
     }

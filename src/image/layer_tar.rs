@@ -9,7 +9,7 @@
 //! In an upper dir (see [`Walk::Upper`]) a whiteout (character device 0:0) becomes an empty file
 //! `.wh.NAME`, and a directory with `trusted.overlay.opaque=y` gets a `.wh..wh..opq` entry: the
 //! OCI changeset encodings of the same two facts.
-use super::layer::{convert_blob, write_bfc_file};
+use super::layer::convert_with_split;
 use super::{Error, Result};
 use crate::bfc::WriterOptions;
 use crate::digest::sha256_finish;
@@ -68,9 +68,14 @@ pub(super) fn store_tree_layer(store: &Store, dir: &Path, walk: Walk) -> Result<
     if !dest.exists() {
         let _lock = store.lock_layer(&diff_id)?;
         if !dest.exists() {
-            write_bfc_file(&dest, &WriterOptions::default(), |w| {
-                convert_blob(w, &blob, &descriptor, &diff_id, b"")
-            })?;
+            convert_with_split(
+                store,
+                &dest,
+                &WriterOptions::default(),
+                &blob,
+                &descriptor,
+                &diff_id,
+            )?;
         }
     }
     // As for a pulled layer, the BFC file replaces the blob.

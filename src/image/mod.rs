@@ -13,24 +13,33 @@
 //! layer_tar.rs    a directory tree (plain, or an overlayfs upper dir) → a layer tar → BFC file
 //! gc.rs           `rm` / `prune`: untag, then free what no image or container references
 //! open.rs         an image's layer files opened for a mount, top layer first
+//! push.rs         push: an image to a registry or a layout, as OCI tar layers or BFC layers
+//! layer_blob.rs   a layer as a blob to send: its tar again (tar-split or canonical), or its BFC file
+//! layout.rs       OCI layouts, oci-archive and docker-archive files: push targets, save, load
 //! ```
 mod commit;
 mod fetch;
 mod gc;
 mod import;
 mod layer;
+mod layer_blob;
 mod layer_tar;
+mod layout;
 mod names;
 mod open;
 mod pull;
+mod push;
 mod query;
 mod single_file;
 
 pub use commit::{commit, CommitOptions};
 pub use gc::{prune, remove, Removed};
 pub use import::{apply_changes, import, rfc3339_utc, tag, Change, Imported};
+pub use layer_blob::{canonical_tar, TarCompression};
+pub use layout::{load, save, SaveFormat};
 pub use open::{file_layers, open_layers, Opened};
 pub use pull::{pull, Progress, PullOptions, Pulled, Quiet};
+pub use push::{push, Destination, PushFormat, PushOptions, Pushed};
 pub use query::{inspect, inspect_file, list, names, resolve_names, ImageInfo, LayerInfo};
 pub use single_file::SINGLE_FILE_INDEX;
 

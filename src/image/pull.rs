@@ -129,6 +129,7 @@ pub fn pull(
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
+    remember_blobs(store, source, &layers)?;
     let names = record_names(source, &given_names);
     let mut refs = Refs::load(store)?;
     for (name, tag) in &names {
@@ -183,5 +184,36 @@ fn check_platform(
         "image {} is for {has}, not this host's {want}: its programs may not run here",
         source.display_name()
     );
+    Ok(())
+}
+
+/// Records the pulled layer blobs in the blob-info cache, with the repository they came from,
+/// so that a push to the same registry can mount them instead of uploading.
+fn remember_blobs(store: &Store, source: &Source, layers: &[(&Descriptor, &String)]) -> Result<()> {
+    use crate::store::blob_info::{BlobInfo, BlobInfos};
+    let location = match source {
+        Source::Registry(r) => Some(format!("{}/{}", r.registry(), r.repository())),
+        _ => None,
+    };
+    let mut known = BlobInfos::load(store)?;
+    for (desc, diff_id) in layers {
+        let mt = desc.media_type().to_string();
+        let Some(comp) = super::layer_blob::TarCompression::of_media_type(&mt) else {
+            continue;
+        };
+        known.record(
+            desc.digest().as_ref(),
+            BlobInfo {
+                diff_id: diff_id.to_string(),
+                media_type: comp.media_type().to_string(),
+                size: desc.size(),
+                annotations: Default::default(),
+                locations: Vec::new(),
+                seen: 0,
+            },
+            location.as_deref(),
+        );
+    }
+    known.save()?;
     Ok(())
 }

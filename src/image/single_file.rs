@@ -42,7 +42,7 @@ pub(super) fn write_single_file(
             w.add_dir(prefix.as_bytes(), &dir_meta)?;
             let had = store.blob_path(&digest)?.exists();
             let blob = fetch_blob(store, fetcher, desc, progress)?;
-            convert_blob(w, &blob, desc, diff_id, prefix.as_bytes())?;
+            convert_blob(w, &blob, desc, diff_id, prefix.as_bytes(), None)?;
             if !had {
                 let _ = std::fs::remove_file(&blob);
             }

@@ -19,6 +19,18 @@ use super::kernel;
 pub struct Readiness(Option<File>);
 
 impl Readiness {
+    /// The pipe a supervisor gave this process (see `supervisor`).
+    pub fn from_file(f: File) -> Readiness {
+        Readiness(Some(f))
+    }
+
+    /// Tells the waiting process that the mount answers, with `detail` after the `s`.
+    pub fn ready_with(&mut self, detail: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("s{detail}").as_bytes());
+        }
+    }
+
     /// Tells the waiting command that the mount answers, and closes the pipe.
     pub fn ready(&mut self) {
         if let Some(mut f) = self.0.take() {
@@ -94,11 +106,17 @@ pub fn wait_ready(mut pipe: File) -> Result<(), String> {
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it starts later), so
 /// that only [`wait_and_unmount`] receives them.
 pub fn block_signals() -> io::Result<libc::sigset_t> {
+    block(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+}
+
+/// Blocks `signals` in the calling thread (and the threads it starts later) and returns them as
+/// a set for [`sigwait`] / [`sigtimedwait`].
+pub fn block(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it, pthread_sigmask only reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for &sig in signals {
             libc::sigaddset(&mut set, sig);
         }
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -106,6 +124,37 @@ pub fn block_signals() -> io::Result<libc::sigset_t> {
             return Err(io::Error::from_raw_os_error(rc));
         }
         Ok(set)
+    }
+}
+
+/// Waits for one of the (blocked) signals in `set`.
+pub fn sigwait(set: &libc::sigset_t) -> io::Result<libc::c_int> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is an initialised signal set; `sig` is a valid out pointer.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(sig)
+}
+
+/// Waits at most `timeout` for one of the (blocked) signals in `set`; None when none came.
+pub fn sigtimedwait(
+    set: &libc::sigset_t,
+    timeout: std::time::Duration,
+) -> io::Result<Option<libc::c_int>> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: an initialised signal set, a null siginfo pointer (allowed) and a valid timespec.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    if sig >= 0 {
+        return Ok(Some(sig));
+    }
+    match io::Error::last_os_error() {
+        e if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => Ok(None),
+        e => Err(e),
     }
 }
 

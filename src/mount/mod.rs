@@ -4,6 +4,9 @@
 //! options    `-o` parsing and the fuser Config
 //! kernel     mount(2) on /dev/fuse, umount2(2), fusermount3 -u
 //! daemon     fork of the server, readiness pipe, signals that unmount
+//! supervisor holds /dev/fuse, starts servers, restarts them (docs/restart.md)
+//! takeover   a server on a connection it did not INIT; graceful handover
+//! registry   /run/bfcfs/mounts: who serves which mount
 //! log        stderr (foreground) or syslog (daemon) logging
 //! mountinfo  /proc/self/mountinfo: what is mounted where
 //! ```
@@ -12,15 +15,21 @@ pub mod kernel;
 pub mod log;
 pub mod mountinfo;
 pub mod options;
+pub mod registry;
+pub mod supervisor;
+pub mod takeover;
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use fuser::{Filesystem, Session};
 
 pub use daemon::{fork_server, wait_ready, Forked, Readiness};
 pub use kernel::{unmount, UnmountError};
 pub use options::{MountOptions, OptionError, DEFAULT_CACHE_SIZE};
+pub use supervisor::Supervised;
 
 use daemon::Unmount;
 
@@ -70,4 +79,79 @@ pub fn serve<FS: Filesystem>(
         .spawn(move || daemon::wait_and_unmount(signals, unmount, &mnt))?;
     ready();
     session.run()
+}
+
+/// What a supervisor hands a server (see `supervisor`): the connection, the kernel's FUSE_INIT,
+/// and for a takeover the INIT reply the kernel got from the first server.
+#[derive(Debug)]
+pub struct Attach {
+    pub dev: OwnedFd,
+    pub init: Vec<u8>,
+    pub granted: Option<Vec<u8>>,
+}
+
+/// Serves `fs` on a supervised connection until it is unmounted or handed over (SIGUSR2: stop
+/// reading, answer what was read, return Ok). SIGTERM, SIGINT and SIGHUP unmount, as in [`serve`].
+pub fn serve_attached<FS: Filesystem>(
+    fs: FS,
+    notifier: Option<crate::fs::notify::Slot>,
+    source: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    a: Attach,
+    ready: &mut Readiness,
+) -> io::Result<()> {
+    let Attach { dev, init, granted } = a;
+    let signals = daemon::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR2])?;
+    takeover::install_wake_handler()?;
+    let (start, init) = match &granted {
+        None => (takeover::Start::First, init),
+        Some(g) => (
+            takeover::Start::Takeover,
+            takeover::takeover_init(&init, g)?,
+        ),
+    };
+    let config = opts.fuser_config(source);
+    let (session, reply) = takeover::attach(fs, dev, &init, start, config)?;
+    if let Some(slot) = notifier {
+        slot.start(session.notifier())?;
+    }
+    let handover = takeover::Handover::new(session.as_fd().as_raw_fd());
+    let relay: Arc<Mutex<Option<takeover::Relay>>> = Arc::default();
+    let r2 = relay.clone();
+    let mnt = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("bfcfs-signals".into())
+        .spawn(move || loop {
+            match daemon::sigwait(&signals) {
+                Ok(libc::SIGUSR2) => match handover.stop() {
+                    Ok(r) => {
+                        *r2.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                        ::log::info!("handing {} over: reading stopped", mnt.display());
+                        return;
+                    }
+                    Err(e) => ::log::error!("handover of {}: {e}", mnt.display()),
+                },
+                Ok(sig) => {
+                    ::log::info!("signal {sig}: unmounting {}", mnt.display());
+                    if kernel::umount(&mnt, false).is_err() {
+                        let _ = kernel::umount(&mnt, true);
+                    }
+                }
+                Err(e) => {
+                    ::log::error!("sigwait: {e}");
+                    return;
+                }
+            }
+        })?;
+    ready.ready_with(&supervisor::hex(&reply));
+    let r = session.run();
+    let handed = relay.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match handed {
+        Some(relay) => {
+            relay.finish();
+            Ok(())
+        }
+        None => r,
+    }
 }

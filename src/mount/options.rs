@@ -10,7 +10,7 @@ pub const DEFAULT_CACHE_SIZE: u64 = 16 << 20;
 
 /// Options given with `-o` (comma lists, repeatable). `ro`, `nosuid`, `nodev` and `default_permissions`
 /// are the defaults; `ro` and `default_permissions` cannot be turned off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountOptions {
     pub allow_other: bool,
     pub suid: bool,
@@ -21,7 +21,7 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     /// Bound in bytes of the decoded-chunk cache (compressed and encrypted content).
     pub cache_size: u64,
-    /// FUSE request threads.
+    /// Worker threads for requests that may block (`n_threads`).
     pub threads: Option<usize>,
     /// Mount read-write (a union with an upper dir; set by the command, not by `-o`).
     pub writable: bool,
@@ -90,8 +90,8 @@ impl MountOptions {
         Ok(o)
     }
 
-    /// Request threads: the `threads=` option, else one per CPU, at least 2 and at most 8 (reads of
-    /// compressed chunks decode on these threads, lookups are short).
+    /// Worker threads for the requests that may block (content reads and decoding, copy-ups,
+    /// fsync; see `fs::pool`): the `threads=` option, else one per CPU, at least 2 and at most 8.
     pub fn n_threads(&self) -> usize {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -134,7 +134,8 @@ impl MountOptions {
         } else {
             SessionACL::Owner
         };
-        config.n_threads = Some(self.n_threads());
+        // One reader thread; `n_threads` workers take the requests that may block (fs::pool).
+        config.n_threads = Some(1);
         config
     }
 }

@@ -205,9 +205,11 @@ impl Session {
                 if let Some(service) = challenge.param("service") {
                     query.push(("service", service));
                 }
+                // One `scope` parameter per scope: a registry's challenge lists several
+                // separated by spaces (a cross-repository mount needs two).
                 let scope = challenge.param("scope").unwrap_or(scope);
-                if !scope.is_empty() {
-                    query.push(("scope", scope));
+                for s in scope.split_ascii_whitespace() {
+                    query.push(("scope", s));
                 }
                 let basic = self.creds.as_ref().map(|c| c.basic_header());
                 let body = fetch_token(realm, &query, basic.as_deref())?;

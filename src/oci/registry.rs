@@ -33,6 +33,8 @@ use std::time::Duration;
 use ureq::http::{Response, Uri};
 use ureq::Body;
 
+pub mod push;
+
 /// Redirect hops followed per request.
 pub const MAX_REDIRECTS: usize = 5;
 
@@ -140,6 +142,8 @@ pub struct Registry {
     low_speed_time: Duration,
     max_resumes: u32,
     max_retry_wait: Duration,
+    /// Blob size up to which a push uploads in one request (push.rs).
+    chunk_size: u64,
 }
 
 /// True for `localhost`, 127.0.0.0/8 and ::1 (with or without a port).
@@ -265,6 +269,7 @@ impl Registry {
             low_speed_time: opts.low_speed_time,
             max_resumes: opts.max_resumes,
             max_retry_wait: opts.max_retry_wait,
+            chunk_size: push::DEFAULT_CHUNK_SIZE,
         };
         if reg.plain_http_allowed(&reg.authority) {
             // Probe HTTPS first; fall back to HTTP only if TLS could not be spoken at all.

@@ -64,6 +64,49 @@ pub(crate) fn is_lower_id(id: NodeId) -> bool {
     id >> TAG_SHIFT == TAG_LOWER || id >> TAG_SHIFT == TAG_IMPLICIT
 }
 
+/// What an id says about its node (the inverse of the constructors above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Lower {
+        layer: usize,
+        idx: usize,
+    },
+    Implicit {
+        layer: usize,
+        first_below: usize,
+        depth: usize,
+    },
+    Upper {
+        st_ino: u64,
+    },
+    /// The root, a dynamic id, or no id at all: nothing to derive a node from.
+    Other,
+}
+
+/// Decodes `id` (see [`Decoded`]).
+pub(crate) fn decode(id: NodeId) -> Decoded {
+    let layer = ((id >> LAYER_SHIFT) & MAX_LAYER as u64) as usize;
+    let idx = id & MAX_INDEX;
+    match id >> TAG_SHIFT {
+        TAG_LOWER => Decoded::Lower {
+            layer,
+            idx: idx as usize,
+        },
+        TAG_IMPLICIT => {
+            const DEPTH_BITS: u32 = 8;
+            Decoded::Implicit {
+                layer,
+                first_below: (idx & ((1 << (LAYER_SHIFT - DEPTH_BITS)) - 1)) as usize,
+                depth: (idx >> (LAYER_SHIFT - DEPTH_BITS)) as usize,
+            }
+        }
+        TAG_UPPER => Decoded::Upper {
+            st_ino: id & ((1 << TAG_SHIFT) - 1),
+        },
+        _ => Decoded::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +121,27 @@ mod tests {
         assert!(is_lower_id(a) && is_lower_id(b) && !is_lower_id(c));
         assert_eq!(lower_id(MAX_LAYER + 1, 0), None);
         assert_eq!(upper_id(u64::MAX), None);
+    }
+
+    #[test]
+    fn ids_decode_to_what_made_them() {
+        assert_eq!(
+            decode(lower_id(3, 77).unwrap()),
+            Decoded::Lower { layer: 3, idx: 77 }
+        );
+        assert_eq!(
+            decode(implicit_id(2, 9, 4).unwrap()),
+            Decoded::Implicit {
+                layer: 2,
+                first_below: 9,
+                depth: 4
+            }
+        );
+        assert_eq!(
+            decode(upper_id(12345).unwrap()),
+            Decoded::Upper { st_ino: 12345 }
+        );
+        assert_eq!(decode(dynamic_id(5)), Decoded::Other);
+        assert_eq!(decode(ROOT), Decoded::Other);
     }
 }

@@ -8,6 +8,7 @@
 mod id;
 mod merge;
 mod node;
+mod revive;
 mod write;
 
 use std::borrow::Cow;
@@ -367,8 +368,13 @@ impl Union {
         }))
     }
 
+    /// The node of `id`; one the table does not hold (the kernel got it from an earlier
+    /// server) is looked up again from what its id says (`revive`).
     fn node(&self, id: NodeId) -> Result<Arc<Node>, Error> {
-        self.nodes.get(id).ok_or(Error::BadInode(id))
+        match self.nodes.get(id) {
+            Some(n) => Ok(n),
+            None => self.revive(id),
+        }
     }
 
     fn dir(&self, id: NodeId) -> Result<Arc<Node>, Error> {

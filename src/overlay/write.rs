@@ -692,6 +692,28 @@ impl Union {
         Ok(self.node(id)?.source == Source::Upper)
     }
 
+    /// Whether child `name` of directory `parent` lives in the upper dir (true when there is no
+    /// such child: nothing to copy up).
+    pub fn is_upper_child(&self, parent: NodeId, name: &[u8]) -> bool {
+        let Ok(dir) = self.node(parent) else {
+            return true;
+        };
+        match self.child(parent, &dir, name) {
+            Ok(Some((_, n))) => n.source == Source::Upper,
+            _ => true,
+        }
+    }
+
+    /// Whether a copy-up is running (a lookup could meet its node and have to wait).
+    pub fn copying_now(&self) -> bool {
+        self.upper.as_ref().is_some_and(|up| {
+            !up.copying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        })
+    }
+
     /// Metadata from an open upper descriptor (right even after the last name is gone).
     pub fn attr_of_file(&self, id: NodeId, f: &File) -> Result<Attr, Error> {
         let st = rustix::fs::fstat(f).map_err(|e| upper_err("fstat", b"", e.into()))?;

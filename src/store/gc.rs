@@ -56,6 +56,16 @@ fn hidden_temp(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// The layer a name in `layers/` belongs to: `<hex>.bfc` (true) or its side file
+/// `<hex>.tar-split` (false); `None` for anything else (a temp file).
+fn layer_file_hex(name: &str) -> Option<(&str, bool)> {
+    let (hex, bfc) = match name.strip_suffix(".bfc") {
+        Some(h) => (h, true),
+        None => (name.strip_suffix(".tar-split")?, false),
+    };
+    super::sha256_hex(hex).ok().map(|h| (h, bfc))
+}
+
 impl Store {
     /// Removes temp files whose writer is gone: `tmp/*`, `layers/` names that are not
     /// `<hex>.bfc`, `.….tmp` files in the root (the refs index) and in container directories.
@@ -87,10 +97,7 @@ impl Store {
             }
         };
         sweep(&self.tmp_dir(), &|_| true);
-        sweep(&self.layers_dir(), &|n| {
-            n.strip_suffix(".bfc")
-                .is_none_or(|h| super::sha256_hex(h).is_err())
-        });
+        sweep(&self.layers_dir(), &|n| layer_file_hex(n).is_none());
         sweep(&self.root, &hidden_temp);
         if let Ok(rd) = fs::read_dir(self.containers_dir()) {
             for d in rd.flatten() {
@@ -123,13 +130,13 @@ impl Store {
         for e in fs::read_dir(&layers).map_err(io_err(&layers))? {
             let e = e.map_err(io_err(&layers))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            match name.strip_suffix(".bfc") {
-                Some(hex) if live_layers.contains(hex) => {}
-                Some(_) if super::sha256_hex(&name[..name.len() - 4]).is_ok() => {
+            match layer_file_hex(&name) {
+                Some((hex, _)) if live_layers.contains(hex) => {}
+                Some((_, bfc)) => {
                     remove(&e.path(), &mut report)?;
-                    report.layers += 1;
+                    report.layers += u64::from(bfc);
                 }
-                _ => {
+                None => {
                     remove(&e.path(), &mut report)?;
                     report.temp_files += 1;
                 }

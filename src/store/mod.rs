@@ -4,6 +4,8 @@
 //! ROOT/
 //!   blobs/sha256/<hex>        manifests, configs, and layer blobs while they are converted
 //!   layers/<diff_id hex>.bfc  one BFC file per layer, shared between images
+//!   layers/<diff_id hex>.tar-split  what rebuilds the layer's tar byte for byte (convert/split.rs)
+//!   blob-info.json            layer blobs known elsewhere: diff_id, descriptor, repositories
 //!   refs.json                 name:tag → manifest digest (store/refs.rs)
 //!   containers/<name>/        per-container state (another module); its state file names an image
 //!   locks/                    flock files (store/lock.rs)
@@ -15,6 +17,7 @@
 //! the store lock removes the temp files of processes that are gone. Pulls hold `locks/store.lock` shared and each layer's lock exclusively while they
 //! fetch and convert it; `rm` and `prune` hold `locks/store.lock` exclusively.
 pub mod blob;
+pub mod blob_info;
 pub mod gc;
 pub mod lock;
 pub mod refs;
@@ -141,6 +144,13 @@ impl Store {
         Ok(self
             .layers_dir()
             .join(format!("{}.bfc", sha256_hex(diff_id)?)))
+    }
+
+    /// Path of the tar-split side file of layer `diff_id` (kept and collected with its layer).
+    pub fn layer_split_path(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self
+            .layers_dir()
+            .join(format!("{}.tar-split", sha256_hex(diff_id)?)))
     }
 
     /// Reads a stored blob, at most `cap` bytes, and checks its digest.

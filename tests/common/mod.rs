@@ -83,3 +83,18 @@ pub fn wait_exit(pid: i32) {
         libc::close(fd);
     }
 }
+
+/// (server pid, supervisor pid) of the supervised mount at `mnt`, from `bfcfs mounts --json`.
+pub fn served_by(mnt: &Path) -> Option<(i32, i32)> {
+    let (code, out, _) = bfcfs(&["mounts", "--json"]);
+    assert_eq!(code, 0, "bfcfs mounts --json");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("mounts --json parses");
+    let row = v
+        .as_array()?
+        .iter()
+        .find(|r| r["mountpoint"].as_str() == mnt.to_str())?;
+    Some((
+        row["server_pid"].as_i64()? as i32,
+        row["supervisor_pid"].as_i64()? as i32,
+    ))
+}
