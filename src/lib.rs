@@ -14,6 +14,7 @@
 //! upper        writable upper dir in the kernel overlayfs format
 //! archive      local trees ⇄ BFC files (create, extract)
 //! convert      layer tar / tar+gzip / tar+zstd → one BFC file per layer
+//! lazy         layers fetched as they are read: range requests into partial BFC files
 //! store        content-addressed blobs, layer files, refs, locks, gc
 //! oci          registry client, references, local sources   (reference → manifest → blobs)
 //! bfc          BFC containers: validated mmap reader, streaming writer, extension
@@ -34,6 +35,7 @@ pub mod digest;
 pub mod error_chain;
 pub mod fs;
 pub mod image;
+pub mod lazy;
 pub mod mount;
 pub mod oci;
 pub mod overlay;
@@ -52,6 +54,7 @@ pub const LAYERS: &[&str] = &[
     "upper",
     "archive",
     "convert",
+    "lazy",
     "store",
     "oci",
     "bfc",

@@ -1018,3 +1018,42 @@ fn random_byte_flips_never_panic_and_never_return_wrong_content() {
         }
     }
 }
+
+/// The record offset table (OFFSETS) lets open skip walking the records, so a lie in it must
+/// show when the entry is reached, naming the entry and its offset; a lying subdirectory count
+/// (SUBDIRS) changes no content, and `verify` reports it.
+#[test]
+fn lying_record_offsets_and_subdirectory_counts_are_caught() {
+    let t = tempfile::tempdir().unwrap();
+    for s in samples(t.path()).iter().filter(|s| s.ext) {
+        let good = fs::read(t.path().join(s.name)).unwrap();
+        let l = Layout::parse(&good);
+        let offsets = l.section(10);
+        let victim = l
+            .entries
+            .iter()
+            .position(|r| r.path == s.victim.as_bytes())
+            .unwrap();
+        for (case, delta) in [("offset + 4", 4i64), ("offset - 1", -1)] {
+            let b = lie(&good, |b, _| {
+                let at = offsets.body + 4 + 4 * victim;
+                let v = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+                put_u32(b, at, (i64::from(v) + delta) as u32);
+            });
+            let k = format!("index entry {victim}");
+            let needles = [k.as_str(), "record offset table"];
+            let err = lib_rejects(s, &b, is_corruption, &needles, case);
+            assert!(err.to_string().contains("offset"), "{err}");
+            cli_rejects(t.path(), s, &b, &needles);
+        }
+        let subdirs = l.section(9);
+        assert!(subdirs.len >= 16, "{}: the root has a subdirectory", s.name);
+        let b = lie(&good, |b, _| {
+            let count = subdirs.body + 4 + 8;
+            let v = u32::from_le_bytes(b[count..count + 4].try_into().unwrap());
+            put_u32(b, count, v + 1);
+        });
+        read_all(s.name, b.clone(), s.key.as_ref()).unwrap();
+        cli_verify_rejects(t.path(), s, &b, &["subdirectory count record 0"]);
+    }
+}

@@ -557,6 +557,83 @@ fn retry_after_over_the_cap_fails_saying_how_long() {
 }
 
 #[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    // 503 with `Retry-After: <IMF-fixdate 2 s after the response's Date>`: the wait is the
+    // difference of the two dates (the registry's clock, not ours), so no retry may come within
+    // 1.9 s. A second case sends no Date: the wait is then counted from our clock. Bound: < 10 s.
+    for with_date in [true, false] {
+        let sc = Scratch::new();
+        let first = Arc::new(Mutex::new(None::<Instant>));
+        let early = Arc::new(AtomicUsize::new(0));
+        let (first2, early2) = (first.clone(), early.clone());
+        let srv = server(Fixture::standard(), move |fx, r, s, _| {
+            if r.path.contains("/manifests/") {
+                let mut f = first2.lock().unwrap();
+                let too_soon = f.is_some_and(|t| t.elapsed() < Duration::from_millis(1900));
+                if f.is_none() || too_soon {
+                    if too_soon {
+                        early2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    f.get_or_insert_with(Instant::now);
+                    // Whole seconds (HTTP dates have no fraction): a Date of the current second
+                    // and a Retry-After 2 s later, or 3 s later from now without a Date.
+                    let now = std::time::SystemTime::now();
+                    let mut h = vec![];
+                    let later = if with_date {
+                        h.push(("Date", httpdate::fmt_http_date(now)));
+                        now + Duration::from_secs(2)
+                    } else {
+                        now + Duration::from_secs(3)
+                    };
+                    h.push(("Retry-After", httpdate::fmt_http_date(later)));
+                    respond(s, 503, &h, b"come back later");
+                    return;
+                }
+            }
+            fx.serve(r, s)
+        });
+        let r = sc.pull(&srv.host(), &[]);
+        succeeds(&r, Duration::from_secs(10));
+        assert_eq!(
+            early.load(Ordering::SeqCst),
+            0,
+            "retried before the Retry-After date (with Date: {with_date})"
+        );
+        assert!(r.took >= Duration::from_millis(1900), "took {:?}", r.took);
+        sc.still_works();
+    }
+}
+
+#[test]
+fn retry_after_date_over_the_cap_fails_saying_how_long() {
+    // 429 with a Retry-After date one hour after the response's Date: over the 3 s cap, fail at
+    // once, saying how long. Bound: < 5 s.
+    let sc = Scratch::new();
+    let srv = server(Fixture::standard(), |fx, r, s, _| {
+        if r.path.contains("/manifests/") {
+            let now = std::time::SystemTime::now();
+            let h = [
+                ("Date", httpdate::fmt_http_date(now)),
+                (
+                    "Retry-After",
+                    httpdate::fmt_http_date(now + Duration::from_secs(3600)),
+                ),
+            ];
+            respond(s, 429, &h, b"quota");
+        } else {
+            fx.serve(r, s)
+        }
+    });
+    let r = sc.pull(&srv.host(), &[]);
+    fails_clearly(
+        &r,
+        &["HTTP 429", "asked to wait 3600 s", "longer than the 3 s"],
+        Duration::from_secs(5),
+    );
+    sc.still_works();
+}
+
+#[test]
 fn short_body_resumes_with_range() {
     // The first layer response promises the whole blob and stops halfway; the resume with
     // Range gets the rest. Bound: < 10 s.
@@ -898,7 +975,10 @@ fn temp_files(store: &Path) -> Vec<PathBuf> {
     };
     out.extend(list(&store.join("tmp")).into_iter().map(|(_, p)| p));
     for (n, p) in list(&store.join("layers")) {
-        let hex = n.strip_suffix(".bfc").unwrap_or("");
+        let hex = n
+            .strip_suffix(".bfc")
+            .or_else(|| n.strip_suffix(".tar-split"))
+            .unwrap_or("");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             out.push(p);
         }
@@ -991,7 +1071,14 @@ fn prune_refuses_when_an_image_record_is_damaged() {
     let store = sc.store();
     let blob = |d: &str| store.join("blobs/sha256").join(&d[7..]);
     let layer = |d: &str| store.join("layers").join(format!("{}.bfc", &d[7..]));
-    let count = |d: &str| std::fs::read_dir(store.join(d)).unwrap().count();
+    // Layer files, not their tar-split side files.
+    let count = |d: &str| {
+        std::fs::read_dir(store.join(d))
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".tar-split"))
+            .count()
+    };
     let (blobs, layers) = (count("blobs/sha256"), count("layers"));
     assert_eq!(layers, 2);
 

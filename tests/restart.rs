@@ -368,7 +368,8 @@ fn container_loop_survives(tag: &str, disturb: fn(&Path) -> i32) {
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    assert!(lines.len() >= 50, "only {} appends in 7 s", lines.len());
+    // 10 a second when the machine is idle; the stall bound below is what matters.
+    assert!(lines.len() >= 20, "only {} appends in 7 s", lines.len());
     assert!(
         lines.iter().enumerate().all(|(i, &n)| n == i as u64),
         "appends lost or doubled: {lines:?}"
@@ -378,7 +379,20 @@ fn container_loop_survives(tag: &str, disturb: fn(&Path) -> i32) {
     assert_eq!(pids.len(), 4, "three new servers: {pids:?}");
     eprintln!("longest stall of the appends: {gap:?}");
 
-    let sup = served_by(&rootfs).unwrap().1;
+    let (srv, sup) = served_by(&rootfs).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["--root", &fx.store, "containers", "--json"])).unwrap();
+    let me = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(
+        (me["server_pid"].as_i64(), me["supervisor_pid"].as_i64()),
+        (Some(srv.into()), Some(sup.into())),
+        "containers --json names who serves the container"
+    );
     drop(runc);
     umount(&m);
     wait_exit(sup);

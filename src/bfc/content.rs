@@ -8,7 +8,6 @@ use super::error::{show, Error, Result};
 use super::layout::*;
 use super::reader::{Chunks, Container, Entry, Kind};
 use std::io::{self, Read, Write};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Granule in which content without a chunk table is cached after a whole-file decode.
@@ -53,6 +52,15 @@ impl Container {
 
     /// Parses and checks entry `e`'s object header and locates its payload.
     pub(crate) fn payload(&self, e: &Entry) -> Result<Payload<'_>> {
+        self.locate_payload(e).map_err(|err| {
+            match self.bytes.intact(e.obj_offset, e.obj_size as usize) {
+                Err(now) => self.gone(e.obj_offset, now, format!("object of {}", show(&e.path))),
+                Ok(()) => err,
+            }
+        })
+    }
+
+    fn locate_payload(&self, e: &Entry) -> Result<Payload<'_>> {
         // Ids from a newer writer: the entry lists, its content cannot be read.
         for (what, id, known) in [
             ("compression", e.comp, e.comp <= COMP_ZSTD),
@@ -67,6 +75,8 @@ impl Container {
                 });
             }
         }
+        // A partial file fetches the header (a chunked file's) or the whole object first.
+        self.need(e.obj_offset, (OBJ_HEADER_SIZE + e.path.len()) as u64)?;
         let data = self.data();
         // Validated at open: the object lies inside the object area.
         let obj = &data[e.obj_offset as usize..(e.obj_offset + e.obj_size) as usize];
@@ -126,7 +136,7 @@ impl Container {
 
     /// The target of symlink `i`, checked against its checksum.
     pub fn symlink_target(&self, i: usize) -> Result<&[u8]> {
-        let e = self.entry(i)?;
+        let e = self.used_entry(i)?;
         if e.kind != Kind::Symlink {
             return Err(self.corrupt(e.obj_offset, format!("{} is not a symlink", show(&e.path))));
         }
@@ -138,10 +148,35 @@ impl Container {
             )
         })?;
         let computed = codec::bfc_crc(t);
+        self.still_there(&e, p.offset, t.len())?;
         if computed != e.crc {
             return Err(self.bad_checksum(&e, p.offset, computed));
         }
         Ok(t)
+    }
+
+    /// Checks, after `len` stored bytes of `e` at absolute `offset` were read from the mapping,
+    /// that they were still in the file (see `map.rs`): otherwise an error saying they are gone.
+    fn still_there(&self, e: &Entry, offset: u64, len: usize) -> Result<()> {
+        self.bytes.intact(offset, len).map_err(|now| {
+            self.gone(
+                offset,
+                now,
+                format!(
+                    "content of {} ({len} bytes at offset {offset})",
+                    show(&e.path)
+                ),
+            )
+        })
+    }
+
+    /// `err`, or the error saying the content is gone when the stored bytes of `e` are no
+    /// longer all in the file (zeros read in their place fail checks with a misleading error).
+    fn gone_or(&self, e: &Entry, p: &Payload<'_>, err: Error) -> Error {
+        match self.still_there(e, p.offset, p.data.len()) {
+            Err(gone) => gone,
+            Ok(()) => err,
+        }
     }
 
     fn bad_checksum(&self, e: &Entry, offset: u64, computed: u32) -> Error {
@@ -164,7 +199,7 @@ impl Container {
 
     /// Runs `check` once for entry `i` and remembers the outcome for this open container.
     fn once(&self, i: usize, check: impl FnOnce() -> Result<()>) -> Result<()> {
-        match self.checked[i].load(Ordering::Acquire) {
+        match self.checked.load(i) {
             GOOD => return Ok(()),
             BAD => {
                 // Re-run to produce the detailed error again (cheap compared with a failure).
@@ -173,12 +208,12 @@ impl Container {
         }
         match check() {
             Ok(()) => {
-                self.checked[i].store(GOOD, Ordering::Release);
+                self.checked.store(i, GOOD);
                 Ok(())
             }
             Err(e) => {
                 if e.is_corruption() || matches!(e, Error::WrongKey { .. }) {
-                    self.checked[i].store(BAD, Ordering::Release);
+                    self.checked.store(i, BAD);
                 }
                 Err(e)
             }
@@ -209,7 +244,7 @@ impl Container {
 
     /// Reads up to `buf.len()` bytes of file `i` at `offset`. Returns 0 at or past the end.
     pub fn read_at(&self, i: usize, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let e = self.entry(i)?;
+        let e = self.used_entry(i)?;
         if e.kind != Kind::File {
             return Err(self.corrupt(
                 e.obj_offset,
@@ -226,10 +261,25 @@ impl Container {
         if e.comp == COMP_NONE && e.enc == ENC_NONE {
             let src = self.checked_stored(&e, chunks.as_deref(), &p, offset, want)?;
             buf.copy_from_slice(src);
+            self.still_there(&e, p.offset + offset, want)?;
             return Ok(want);
         }
+        self.decoded_at(&e, chunks, &p, offset, buf)
+            .map_err(|err| self.gone_or(&e, &p, err))
+    }
+
+    /// `read_at` of compressed or encrypted content: `buf` is already cut to what is wanted.
+    fn decoded_at(
+        &self,
+        e: &Entry,
+        chunks: Option<Arc<Chunks>>,
+        p: &Payload<'_>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let (i, want) = (e.idx, buf.len());
         if e.enc != ENC_NONE {
-            self.ensure_tag(&e, &p)?;
+            self.ensure_tag(e, p)?;
         }
         let gran = match &chunks {
             Some(ch) => u64::from(ch.table.chunk_size),
@@ -237,6 +287,11 @@ impl Container {
         };
         let first = offset / gran;
         let last = (offset + want as u64 - 1) / gran;
+        if let (Some(ch), true) = (&chunks, self.partial.is_some() && e.enc == ENC_NONE) {
+            // All the chunks of this read in one go (one request, or several at once).
+            let (lo, hi) = (ch.offsets[first as usize], ch.offsets[last as usize + 1]);
+            self.need(p.offset + lo, hi.saturating_sub(lo))?;
+        }
         let mut done = 0usize;
         for k in first..=last {
             let cached = match chunks {
@@ -248,11 +303,11 @@ impl Container {
                 Some(c) => c,
                 None => match &chunks {
                     Some(ch) => {
-                        let c = self.decode_chunk(&e, ch, &p, k as usize)?;
+                        let c = self.decode_chunk(e, ch, p, k as usize)?;
                         self.cache.insert((i as u32, k as u32), c.clone());
                         c
                     }
-                    None => self.decode_upto(&e, k)?,
+                    None => self.decode_upto(e, k)?,
                 },
             };
             let chunk_start = k * gran;
@@ -268,7 +323,7 @@ impl Container {
             done += n;
         }
         if let Some(ch) = &chunks {
-            self.read_ahead(&e, ch, &p, last);
+            self.read_ahead(e, ch, p, last);
         }
         Ok(done)
     }
@@ -296,9 +351,19 @@ impl Container {
             (0, p.stored_size)
         };
         let cs = u64::from(ch.table.chunk_size);
-        for j in k + 1..(k + 1 + ahead::AHEAD).min(n) {
+        let ahead_end = (k + 1 + ahead::AHEAD).min(n);
+        if self.partial.is_some() && e.enc == ENC_NONE {
+            // A partial file: have the next chunks fetched (without waiting); only those
+            // already local are decoded ahead.
+            let (lo, hi) = (ch.offsets[k as usize + 1], ch.offsets[ahead_end as usize]);
+            self.prefetch(p.offset + lo, hi.saturating_sub(lo));
+        }
+        for j in k + 1..ahead_end {
             let (lo, hi) = (ch.offsets[j as usize], ch.offsets[j as usize + 1]);
-            if hi > body_len || !self.cache.claim((i, j as u32)) {
+            if hi > body_len
+                || !self.is_local(p.offset + body_start + lo, hi - lo)
+                || !self.cache.claim((i, j as u32))
+            {
                 continue;
             }
             let cipher = match (&self.key, e.enc != ENC_NONE) {
@@ -343,6 +408,7 @@ impl Container {
         } else {
             0
         };
+        self.need(p.offset + body_start + lo, hi - lo)?;
         self.bytes
             .will_need(p.offset + body_start + lo, (hi - lo) as usize);
         let stored: std::borrow::Cow<'_, [u8]> = if e.enc != ENC_NONE {
@@ -420,6 +486,7 @@ impl Container {
                 format!("{} is not a regular file", show(&e.path)),
             ));
         }
+        self.need(e.obj_offset, e.obj_size)?;
         let p = self.payload(e)?;
         // The whole stored range in one request rather than a page fault at a time (cold reads).
         self.bytes.will_need(p.offset, p.data.len());
@@ -636,7 +703,7 @@ impl Container {
     /// file once). `None` when the content is compressed or encrypted: use `read_at` then.
     /// Lets the FUSE adapter hand mapped bytes to the kernel without a copy.
     pub fn stored_slice(&self, i: usize, offset: u64, len: usize) -> Result<Option<&[u8]>> {
-        let e = self.entry(i)?;
+        let e = self.used_entry(i)?;
         if e.kind != Kind::File || e.comp != COMP_NONE || e.enc != ENC_NONE {
             return Ok(None);
         }
@@ -646,8 +713,19 @@ impl Container {
         let want = (e.size - offset).min(len as u64) as usize;
         let p = self.payload(&e)?;
         let chunks = self.chunk_table(&e)?;
-        self.checked_stored(&e, chunks.as_deref(), &p, offset, want)
-            .map(Some)
+        let slice = self
+            .checked_stored(&e, chunks.as_deref(), &p, offset, want)
+            .map_err(|err| self.gone_or(&e, &p, err))?;
+        // The kernel copies these bytes out of the mapping: touch them here first, where a
+        // page that is gone faults into map.rs's handler rather than failing that copy.
+        self.bytes.present(p.offset + offset, want).map_err(|now| {
+            let what = format!(
+                "content of {} ({want} bytes at offset {offset})",
+                show(&e.path)
+            );
+            self.gone(p.offset + offset, now, what)
+        })?;
+        Ok(Some(slice))
     }
 
     /// `want` bytes at `offset` of stored file `i`, after their checks: the checksum of every
@@ -663,6 +741,7 @@ impl Container {
         match chunks {
             Some(ch) => {
                 let cs = u64::from(ch.table.chunk_size);
+                self.need(p.offset + offset, want as u64)?;
                 for k in offset / cs..=(offset + want as u64 - 1) / cs {
                     let lo = k * cs;
                     let hi = (lo + cs).min(e.size);
@@ -679,6 +758,7 @@ impl Container {
                 }
             }
             None => self.once(e.idx, || {
+                self.need(e.obj_offset, e.obj_size)?;
                 self.bytes.will_need(p.offset, p.data.len());
                 let computed = codec::bfc_crc(p.data);
                 if computed == e.crc {

@@ -36,6 +36,13 @@ pub enum Error {
         stored: u32,
         computed: u32,
     },
+    /// Bytes of a partial file that could not be fetched (or not in time).
+    #[error("{file}: fetching at offset {offset}: {what}")]
+    Fetch {
+        file: PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("{file}: wrong key: {what}")]
     WrongKey { file: PathBuf, what: String },
     #[error("{file}: entry {path} is encrypted: a password or keyfile is needed")]

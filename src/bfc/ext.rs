@@ -23,6 +23,17 @@ pub const TAG_WHITEOUTS: u32 = 5;
 pub const TAG_CHUNKS: u32 = 6 | CRITICAL;
 pub const TAG_BLOBS: u32 = 7;
 pub const TAG_KEYCHECK: u32 = 8;
+/// Subdirectory counts (see `subdirs.rs`): optional, a reader without it counts by listing.
+pub const TAG_SUBDIRS: u32 = 9;
+/// Where each index record starts (relative to the index): lets a reader open without walking
+/// the records. Optional: a reader without it walks them.
+pub const TAG_OFFSETS: u32 = 10;
+
+/// The extension locator, the index's last 16 bytes when present: `ext_offset u64` (where
+/// "BFCX" starts, relative to the index start) then this magic. It lets a reader find the
+/// extension (and OFFSETS) without walking the records first.
+pub const LOCATOR_MAGIC: &[u8; 8] = b"BFCXLOC1";
+pub const LOCATOR_SIZE: usize = 16;
 
 /// Largest chunk a chunk table may declare (bounds the memory a corrupt table can ask for).
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
@@ -79,6 +90,11 @@ pub struct Ext {
     /// `nonce ‖ tag` of an empty message with associated data `KEYCHECK_AD`: proves a key right
     /// or wrong without touching content.
     pub keycheck: Option<[u8; 28]>,
+    /// Subdirectory counts of every directory with subdirectories (`subdirs.rs`); `Some` even
+    /// when empty, which says "no directory has subdirectories".
+    pub subdirs: Option<Vec<super::subdirs::Record>>,
+    /// Start of every index record, relative to the index start.
+    pub offsets: Option<Vec<u32>>,
 }
 
 pub const KEYCHECK_AD: &[u8] = b"bfcfs keycheck v1";
@@ -171,6 +187,24 @@ impl Ext {
         if let Some(k) = &self.keycheck {
             sections.push((TAG_KEYCHECK, k.to_vec()));
         }
+        if let Some(recs) = &self.subdirs {
+            let mut b = Vec::with_capacity(4 + recs.len() * super::subdirs::RECORD_SIZE);
+            put32(&mut b, recs.len() as u32);
+            for (first, depth, n) in recs {
+                put32(&mut b, *first);
+                put32(&mut b, *depth);
+                put32(&mut b, *n);
+            }
+            sections.push((TAG_SUBDIRS, b));
+        }
+        if let Some(offsets) = &self.offsets {
+            let mut b = Vec::with_capacity(4 + offsets.len() * 4);
+            put32(&mut b, offsets.len() as u32);
+            for o in offsets {
+                put32(&mut b, *o);
+            }
+            sections.push((TAG_OFFSETS, b));
+        }
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         put32(&mut out, VERSION);
@@ -215,6 +249,10 @@ pub struct ExtIndex {
     pub chunks: Vec<(u32, ChunkRef)>,
     pub blobs: Vec<(String, Vec<u8>)>,
     pub keycheck: Option<[u8; 28]>,
+    /// (absolute offset, record count) of the SUBDIRS records, read in place by bisection.
+    pub subdirs: Option<(u64, u32)>,
+    /// (absolute offset, count) of the OFFSETS records, read in place.
+    pub offsets: Option<(u64, u32)>,
 }
 
 /// The value stored for `entry` in an array sorted by entry.
@@ -363,6 +401,20 @@ impl ExtIndex {
             TAG_KEYCHECK => {
                 self.keycheck = Some(s.array::<28>("key check")?);
             }
+            TAG_SUBDIRS => {
+                let k = count(s, super::subdirs::RECORD_SIZE, "subdirectory records")?;
+                // Records are read where they lie; their order and values are checked by
+                // `verify` (a wrong count is a wrong link count, never a wrong read).
+                self.subdirs = Some((s.offset(), k));
+            }
+            TAG_OFFSETS => {
+                let k = count(s, 4, "record offsets")?;
+                if k != entries {
+                    return Err(s.corrupt(format!("{k} record offsets for {entries} entries")));
+                }
+                // Each offset is checked when its entry is first used (`Container::check_name`).
+                self.offsets = Some((s.offset(), k));
+            }
             t if t & CRITICAL != 0 => {
                 return Err(super::error::Error::Unsupported {
                     file: s.file().to_path_buf(),
@@ -386,6 +438,17 @@ impl ExtIndex {
     }
 }
 
+/// Where the extension starts (relative to the index), from the locator at the index's end.
+pub fn locate(index: &[u8]) -> Option<usize> {
+    let tail = index.len().checked_sub(LOCATOR_SIZE)?;
+    let loc = index.get(tail..)?;
+    if &loc[8..] != LOCATOR_MAGIC {
+        return None;
+    }
+    let at = usize::try_from(u64::from_le_bytes(*loc.first_chunk::<8>()?)).ok()?;
+    (index.get(at..tail)?.get(..4) == Some(&MAGIC[..])).then_some(at)
+}
+
 /// Prefixes a parse error with the name of the extension section it happened in.
 fn in_section(e: super::error::Error, tag: u32) -> super::error::Error {
     use super::error::Error;
@@ -398,6 +461,8 @@ fn in_section(e: super::error::Error, tag: u32) -> super::error::Error {
         TAG_CHUNKS => "chunks",
         TAG_BLOBS => "blobs",
         TAG_KEYCHECK => "key check",
+        TAG_SUBDIRS => "subdirectory counts",
+        TAG_OFFSETS => "record offsets",
         _ => "unknown",
     };
     match e {

@@ -10,12 +10,15 @@ pub mod error;
 pub mod ext;
 pub mod layout;
 pub mod map;
+pub mod partial;
 pub mod reader;
+pub mod subdirs;
 pub mod writer;
 
 pub use codec::Key;
 pub use content::EntryReader;
 pub use error::{Error, Result};
 pub use ext::Whiteout;
+pub use partial::{PartialOptions, RangeSource};
 pub use reader::{check_path, Child, Container, Entry, Kind};
 pub use writer::{Compression, Meta, Writer, WriterOptions};

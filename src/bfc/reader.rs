@@ -131,6 +131,8 @@ pub enum Child {
 const CHUNK_TABLES: usize = 64;
 /// Compressed files whose read position is remembered at once.
 const READERS: usize = 256;
+/// Slots for decoded entries of the files read lately (entry `i` goes in slot `i % USED_ENTRIES`).
+const USED_ENTRIES: usize = 512;
 
 /// An open BFC container. Opening checks the header, the footer, the index checksum and that
 /// every index record fits (one pass, no allocation per entry); each entry is decoded and
@@ -143,8 +145,8 @@ pub struct Container {
     pub(crate) salt: [u8; 16],
     pub(crate) index_offset: u64,
     pub(crate) index_size: u64,
-    /// Start of each index record, relative to the index start (indexes over 4 GiB are refused).
-    offsets: Vec<u32>,
+    /// Where each index record starts (indexes over 4 GiB are refused).
+    offsets: Offsets,
     ext: ExtIndex,
     any_encrypted: bool,
     chunk_tables: Mutex<LruCache<u32, Arc<Chunks>>>,
@@ -153,8 +155,154 @@ pub struct Container {
     /// Last chunk read of recently read compressed files (entry -> chunk), to spot
     /// sequential readers.
     pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
-    /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed.
-    pub(crate) checked: Vec<AtomicU8>,
+    /// Entries of the files read lately (see `used_entry`).
+    entries: Mutex<Box<[Option<Arc<Entry>>]>>,
+    /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed. Pages are made
+    /// when an entry in them is first checked.
+    pub(crate) checked: Paged,
+    /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
+    pub(crate) partial: Option<super::partial::Partial>,
+}
+
+/// Where index records start, relative to the index start.
+enum Offsets {
+    /// Found by walking the records at open (files without an OFFSETS table).
+    Walked(Vec<u32>),
+    /// The extension's OFFSETS table, read in place: `count` u32s at absolute offset `at`; the
+    /// records end (and the extension starts) at `records_end`.
+    Table {
+        at: usize,
+        count: usize,
+        records_end: u32,
+    },
+}
+
+impl Offsets {
+    fn len(&self) -> usize {
+        match self {
+            Offsets::Walked(v) => v.len(),
+            Offsets::Table { count, .. } => *count,
+        }
+    }
+}
+
+/// Opens an index through its extension locator: checks the checksum of the whole index (on two
+/// threads when it is large), the index header, and the extension found at `ext_at`. None when
+/// the extension has no OFFSETS table or anything but the checksum fails: the caller then walks
+/// the records, which names what is wrong the way it always has.
+fn open_located(
+    file: &Path,
+    index: &[u8],
+    index_offset: u64,
+    index_crc: u32,
+    ext_at: usize,
+) -> Result<Option<(Offsets, ExtIndex)>> {
+    let computed = codec::bfc_crc_parallel(index);
+    if computed != index_crc {
+        return Err(Error::BadChecksum {
+            file: file.to_path_buf(),
+            what: "index".into(),
+            offset: index_offset,
+            stored: index_crc,
+            computed,
+        });
+    }
+    let mut c = Cursor::new(file, &index[..ext_at], index_offset);
+    let Ok(IndexHeader { version, count }) = IndexHeader::decode(&mut c) else {
+        return Ok(None);
+    };
+    if version != INDEX_VERSION
+        || (count as usize).saturating_mul(INDEX_ENTRY_FIXED + 1) > c.remaining()
+    {
+        return Ok(None);
+    }
+    let end = index.len() - ext::LOCATOR_SIZE;
+    let mut c = Cursor::new(file, &index[ext_at..end], index_offset + ext_at as u64);
+    let Ok(ext) = ExtIndex::parse(&mut c, count) else {
+        return Ok(None);
+    };
+    let Some((at, n)) = ext.offsets else {
+        return Ok(None);
+    };
+    let (Ok(at), Ok(records_end)) = (usize::try_from(at), u32::try_from(ext_at)) else {
+        return Ok(None);
+    };
+    let offsets = Offsets::Table {
+        at,
+        count: n as usize,
+        records_end,
+    };
+    Ok(Some((offsets, ext)))
+}
+
+/// Opens an index by walking its records (one pass, the checksum just behind the walk).
+/// Returns where each record starts, whether any is encrypted, and where the records end.
+fn open_walked(
+    file: &Path,
+    index: &[u8],
+    index_offset: u64,
+    index_crc: u32,
+) -> Result<(Vec<u32>, bool, usize)> {
+    let bad_crc = |computed: u32| Error::BadChecksum {
+        file: file.to_path_buf(),
+        what: "index".into(),
+        offset: index_offset,
+        stored: index_crc,
+        computed,
+    };
+    // The checksum runs just behind the record walk, over bytes still in cache. A damaged
+    // index fails its checksum before anything else is reported.
+    let mut crc = RunningCrc::default();
+    let found = match scan_records(file, index, index_offset, &mut crc) {
+        Ok(found) => found,
+        Err(e) => {
+            let computed = codec::bfc_crc(index);
+            return Err(if computed != index_crc {
+                bad_crc(computed)
+            } else {
+                e
+            });
+        }
+    };
+    let computed = crc.finish(index);
+    if computed != index_crc {
+        return Err(bad_crc(computed));
+    }
+    Ok(found)
+}
+
+/// Per-entry atomic values in pages of `PAGE` made on first write: a table for every entry
+/// that costs memory only where entries are used.
+pub(crate) struct Paged {
+    pages: Box<[std::sync::OnceLock<Box<[AtomicU8]>>]>,
+}
+
+impl Paged {
+    const PAGE: usize = 4096;
+
+    pub(crate) fn new(entries: usize) -> Paged {
+        Paged {
+            pages: (0..entries.div_ceil(Self::PAGE))
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    pub(crate) fn load(&self, i: usize) -> u8 {
+        self.pages
+            .get(i / Self::PAGE)
+            .and_then(|p| p.get())
+            .map_or(0, |p| {
+                p[i % Self::PAGE].load(std::sync::atomic::Ordering::Acquire)
+            })
+    }
+
+    pub(crate) fn store(&self, i: usize, v: u8) {
+        if let Some(p) = self.pages.get(i / Self::PAGE) {
+            let page = p.get_or_init(|| (0..Self::PAGE).map(|_| AtomicU8::new(0)).collect());
+            page[i % Self::PAGE].store(v, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// Default byte bound of the decoded-chunk cache.
@@ -237,34 +385,35 @@ impl Container {
                 what: format!("an index of {index_size} bytes (at most 4 GiB)"),
             });
         }
-        // One pass over the index: the checksum runs just behind the record walk, over bytes
-        // still in cache. A damaged index fails its checksum before anything else is reported.
-        let mut crc = RunningCrc::default();
-        let scan = scan_records(&file, index, index_offset, &mut crc);
-        let (offsets, any_encrypted, pos) = match scan {
-            Ok(found) => found,
-            Err(e) => {
-                let computed = codec::bfc_crc(index);
-                return Err(if computed != index_crc {
-                    bad_crc(computed)
+        let located = (features & FEATURE_BFCFS_EXT != 0)
+            .then(|| ext::locate(index))
+            .flatten();
+        let opened = match located {
+            Some(at) => open_located(&file, index, index_offset, index_crc, at)?,
+            None => None,
+        };
+        let (offsets, ext, any_encrypted) = match opened {
+            // bfcfs files: the checksum, then the extension found through its locator; the
+            // records are reached through OFFSETS and checked when first used.
+            Some((offsets, ext)) => (offsets, ext, features & FEATURE_AEAD != 0),
+            None => {
+                let (offsets, any_encrypted, pos) =
+                    open_walked(&file, index, index_offset, index_crc)?;
+                // The extension ends where its locator starts, if it has one.
+                let end = match ext::locate(index) {
+                    Some(at) if at == pos => index.len() - ext::LOCATOR_SIZE,
+                    _ => index.len(),
+                };
+                let mut c = Cursor::new(&file, &index[pos..end], index_offset + pos as u64);
+                let ext = if features & FEATURE_BFCFS_EXT != 0 {
+                    ExtIndex::parse(&mut c, offsets.len() as u32)?
                 } else {
-                    e
-                });
+                    ExtIndex::default()
+                };
+                (Offsets::Walked(offsets), ext, any_encrypted)
             }
         };
-        let computed = crc.finish(index);
-        if computed != index_crc {
-            return Err(bad_crc(computed));
-        }
-        let count = offsets.len() as u32;
-        let mut c = Cursor::new(&file, &index[pos..], index_offset + pos as u64);
-
-        let ext = if features & FEATURE_BFCFS_EXT != 0 {
-            ExtIndex::parse(&mut c, count)?
-        } else {
-            ExtIndex::default()
-        };
-        let checked = (0..offsets.len()).map(|_| AtomicU8::new(0)).collect();
+        let count = offsets.len();
         Ok(Container {
             file,
             bytes: Arc::new(bytes),
@@ -284,7 +433,9 @@ impl Container {
             last_chunk: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
             )),
-            checked,
+            entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
+            checked: Paged::new(count),
+            partial: None,
         })
     }
 
@@ -296,16 +447,35 @@ impl Container {
         self.offsets.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.offsets.len() == 0
     }
 
-    /// Index record `i` read in place (open checked that it fits).
-    fn record(&self, i: usize) -> RecordRef<'_> {
-        let start = self.index_offset as usize + self.offsets[i] as usize;
-        let end = (self.index_offset + self.index_size) as usize;
-        // Open checked that every record lies inside the index; an empty record (never made)
-        // would read as the empty path.
-        RecordRef::at(&self.data()[start..end]).unwrap_or(RecordRef::EMPTY)
+    /// Where index record `i` starts, relative to the index.
+    fn record_start(&self, i: usize) -> u32 {
+        match &self.offsets {
+            Offsets::Walked(v) => v[i],
+            Offsets::Table { at, .. } => {
+                let d = self.data();
+                let p = at + i * 4;
+                d.get(p..p + 4)
+                    .map_or(u32::MAX, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }
+        }
+    }
+
+    /// Index record `i` read in place. A record that does not fit (only an OFFSETS table can
+    /// point there; `check_name` reports it) reads as an empty record.
+    pub(crate) fn record(&self, i: usize) -> RecordRef<'_> {
+        self.record_if_fits(i).unwrap_or(RecordRef::EMPTY)
+    }
+
+    fn record_if_fits(&self, i: usize) -> Option<RecordRef<'_>> {
+        let start = self.index_offset as usize + self.record_start(i) as usize;
+        let end = match self.offsets {
+            Offsets::Walked(_) => self.index_offset + self.index_size,
+            Offsets::Table { records_end, .. } => self.index_offset + records_end as u64,
+        } as usize;
+        self.data().get(start..end).and_then(RecordRef::at)
     }
 
     /// Path bytes of entry `i` as stored (checked by `entry`), for searches.
@@ -357,10 +527,56 @@ impl Container {
 
     /// Entry `i`, decoded and checked: a safe path sorted after the previous one, an object
     /// inside the object area, and extension records that fit the entry. Errors name the entry
-    /// and the offset of its record.
+    /// and the offset of its record. When the file shrank below its index while open, the
+    /// error says so, whatever the zeros read in its place decoded to.
     pub fn entry(&self, i: usize) -> Result<Entry> {
+        let e = self.decode_entry(i);
+        self.check_index()?;
+        e
+    }
+
+    /// Fails when the file shrank below the end of its index while open (see `map.rs`): what
+    /// searches of the index found since then is not to be trusted (a name not found may be
+    /// one that is gone).
+    pub fn check_index(&self) -> Result<()> {
+        self.bytes
+            .intact(self.index_offset, self.index_size as usize)
+            .map_err(|now| self.gone(self.index_offset, now, "the index".into()))
+    }
+
+    /// Entry `i` for reading its content: kept in a small direct-mapped cache (no hashing: this
+    /// is on every read), so that the files being read decode their entry once, and keep reading what is still there if the file shrinks
+    /// below its index (see `map.rs`).
+    pub(crate) fn used_entry(&self, i: usize) -> Result<Arc<Entry>> {
+        let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = i % USED_ENTRIES;
+        if let Some(e) = lock()[slot].as_ref().filter(|e| e.idx == i) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(self.entry(i)?);
+        lock()[slot] = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Size of file `i`'s content (the cached entry's, see `used_entry`).
+    pub fn content_size(&self, i: usize) -> Result<u64> {
+        Ok(self.used_entry(i)?.size)
+    }
+
+    /// The error for bytes at `offset` that are gone: the file is now `now` bytes long.
+    pub(crate) fn gone(&self, offset: u64, now: u64, what: String) -> Error {
+        Error::Truncated {
+            file: self.file.clone(),
+            offset,
+            what: format!(
+                "{what} is gone: the file shrank to {now} bytes while open (changed in place)"
+            ),
+        }
+    }
+
+    fn decode_entry(&self, i: usize) -> Result<Entry> {
         let r = self.record(i);
-        let at = self.index_offset + u64::from(self.offsets[i]);
+        let at = self.index_offset + u64::from(self.record_start(i));
         let path = r.path();
         self.check_name(i)?;
         let bad = |w: String| Error::Corrupt {
@@ -676,15 +892,111 @@ impl Container {
         Ok(out)
     }
 
+    /// How many subdirectories directory `dir` ("" is the root) has, from the extension's
+    /// SUBDIRS table (a few binary searches): None when the container has no table (upstream
+    /// files), and then only a listing can tell.
+    pub fn subdir_count(&self, dir: &[u8]) -> Option<u32> {
+        let (at, n) = self.ext.subdirs?;
+        let table = usize::try_from(at)
+            .ok()
+            .and_then(|a| self.data().get(a..))?;
+        let (first, depth) = if dir.is_empty() {
+            (0, 0)
+        } else {
+            let (lo, hi) = self.prefix_range(dir);
+            if lo == hi {
+                return Some(0);
+            }
+            let depth = dir.iter().filter(|&&b| b == b'/').count() + 1;
+            (lo as u32, depth as u32)
+        };
+        Some(super::subdirs::find(table, n as usize, first, depth).unwrap_or(0))
+    }
+
+    /// How many direct subdirectories of `dir` (listed or implicit) have a name starting with
+    /// `prefix` (non-empty). Costs a binary search when there are none.
+    pub fn subdirs_named(&self, dir: &[u8], prefix: &[u8]) -> usize {
+        let mut key = dir.to_vec();
+        if !dir.is_empty() {
+            key.push(b'/');
+        }
+        let skip = key.len();
+        key.extend_from_slice(prefix);
+        let mut i = self.lower_bound(&key);
+        if let Some(last) = key.last_mut() {
+            *last = last.saturating_add(1);
+        }
+        let hi = self.lower_bound(&key);
+        let mut n = 0;
+        while i < hi {
+            let path = self.path(i);
+            match path[skip.min(path.len())..].iter().position(|b| *b == b'/') {
+                None => {
+                    n += usize::from(self.kind(i) == Kind::Dir);
+                    i += 1;
+                }
+                Some(slash) => {
+                    // An implicit directory, or the contents of one listed just before.
+                    let full = &path[..skip + slash];
+                    if self.find(full).is_none() {
+                        n += 1;
+                    }
+                    i = self.prefix_range(full).1.max(i + 1);
+                }
+            }
+        }
+        n
+    }
+
+    /// Checks the extension's SUBDIRS table against the index (what `verify` adds): the
+    /// counts every directory would be given, computed again from the paths.
+    pub fn check_subdirs(&self) -> Result<()> {
+        let Some((at, n)) = self.ext.subdirs else {
+            return Ok(());
+        };
+        let mut counter = super::subdirs::Counter::default();
+        for i in 0..self.len() {
+            counter.add(i as u32, self.path(i), self.kind(i) == Kind::Dir);
+        }
+        let want = counter.finish();
+        let table = usize::try_from(at)
+            .ok()
+            .and_then(|a| self.data().get(a..))
+            .unwrap_or(&[]);
+        let k = (0..want.len().max(n as usize)).find(|&k| {
+            want.get(k).copied() != super::subdirs::record_at(table, k).filter(|_| k < n as usize)
+        });
+        match k {
+            None => Ok(()),
+            Some(k) => Err(Error::Corrupt {
+                file: self.file.clone(),
+                offset: at + (k * super::subdirs::RECORD_SIZE) as u64,
+                what: format!(
+                    "extension: subdirectory count record {k} of {n} is {:?}, the index says {:?} \
+                     (first entry below, depth, subdirectories)",
+                    super::subdirs::record_at(table, k).filter(|_| k < n as usize),
+                    want.get(k)
+                ),
+            }),
+        }
+    }
+
     /// Checks what makes entry `i`'s path safe to list and find: a safe path, sorted between
     /// its neighbours. A pair out of order is reported as the later entry's error.
     fn check_name(&self, i: usize) -> Result<()> {
-        let path = self.path(i);
         let why = |k: usize, what: String| Error::Corrupt {
             file: self.file.clone(),
-            offset: self.index_offset + u64::from(self.offsets[k]),
+            offset: self.index_offset + u64::from(self.record_start(k)),
             what,
         };
+        self.check_record(i)?;
+        if i > 0 {
+            self.check_record(i - 1)?;
+        }
+        if i + 1 < self.len() {
+            self.check_record(i + 1)?;
+        }
+        let path = self.path(i);
         if let Err(reason) = check_path(path) {
             return Err(why(
                 i,
@@ -706,6 +1018,56 @@ impl Container {
         }
         if i + 1 < self.len() && path >= self.path(i + 1) {
             return Err(unsorted(i + 1));
+        }
+        Ok(())
+    }
+
+    /// With an OFFSETS table: checks that it says what a walk of the records says for entry
+    /// `k` — entry 0 right after the index header, each next one where the one before ends,
+    /// the last one ending where the extension starts — and that the record fits.
+    fn check_record(&self, k: usize) -> Result<()> {
+        let Offsets::Table { records_end, .. } = self.offsets else {
+            return Ok(());
+        };
+        let start = self.record_start(k);
+        let at = self.index_offset + u64::from(start);
+        let end_of = |j: usize| {
+            let r = self.record_if_fits(j)?;
+            Some(self.record_start(j).saturating_add(r.len() as u32))
+        };
+        let want = if k == 0 { Some(8) } else { end_of(k - 1) };
+        if want.is_some_and(|w| w != start) || start >= records_end {
+            return Err(Error::Corrupt {
+                file: self.file.clone(),
+                offset: at,
+                what: format!(
+                    "index entry {k}: the record offset table says it starts at index offset \
+                     {start}, the records before it end at {}",
+                    want.unwrap_or(0)
+                ),
+            });
+        }
+        if self.record_if_fits(k).is_none() {
+            // Read it again through the cursor for the precise error.
+            let rest = &self.data()[at as usize..(self.index_offset + records_end as u64) as usize];
+            let mut c = Cursor::new(&self.file, rest, at);
+            let k32 = k as u32;
+            let plen = c.u32("path length").map_err(|e| in_entry(e, k32))? as usize;
+            c.bytes(plen, "path").map_err(|e| in_entry(e, k32))?;
+            c.bytes(INDEX_ENTRY_FIXED - 4, "index entry fields")
+                .map_err(|e| in_entry(e, k32))?;
+            return Err(c.corrupt(format!("index entry {k} does not fit")));
+        }
+        if k + 1 == self.len() && end_of(k) != Some(records_end) {
+            return Err(Error::Corrupt {
+                file: self.file.clone(),
+                offset: at,
+                what: format!(
+                    "index entry {k}, the last, ends at index offset {:?}, not where the \
+                     extension starts ({records_end})",
+                    end_of(k)
+                ),
+            });
         }
         Ok(())
     }

@@ -669,8 +669,17 @@ impl<W: Write + Seek> Writer<W> {
             orig_size: 0,
             crc: 0,
         };
+        let mut subdirs = super::subdirs::Counter::default();
+        // Record starts for OFFSETS (an index over 4 GiB goes without: a reader walks it).
+        let mut offsets = Some(Vec::with_capacity(recs.len()));
         for (i, (path, r)) in recs.into_iter().enumerate() {
             let i = i as u32;
+            subdirs.add(i, &path, r.kind == Kind::Dir);
+            let at = u32::try_from(index.len + index.buf.len() as u64).ok();
+            match (offsets.as_mut(), at) {
+                (Some(v), Some(at)) => v.push(at),
+                _ => offsets = None,
+            }
             rec.path.clear();
             rec.path.extend_from_slice(&path);
             rec.obj_offset = r.obj_offset;
@@ -717,6 +726,7 @@ impl<W: Write + Seek> Writer<W> {
             }
         }
         drop(first_of);
+        ext.subdirs = Some(subdirs.finish());
         ext.blobs = std::mem::take(&mut self.blobs);
         if let Some(k) = &self.key {
             let nonce = codec::random::<NONCE_SIZE>();
@@ -726,8 +736,12 @@ impl<W: Write + Seek> Writer<W> {
             kc[12..].copy_from_slice(&tag);
             ext.keycheck = Some(kc);
         }
+        ext.offsets = offsets;
         if !ext.is_empty() {
+            let at = index.len + index.buf.len() as u64;
             index.buf.extend_from_slice(&ext.encode());
+            index.buf.extend_from_slice(&at.to_le_bytes());
+            index.buf.extend_from_slice(ext::LOCATOR_MAGIC);
             self.header.features |= FEATURE_BFCFS_EXT;
         }
         drop(ext);

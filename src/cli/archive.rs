@@ -445,6 +445,10 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         }
     }
     bar.finish_and_clear();
+    if let Err(err) = c.check_subdirs() {
+        eprintln!("bfcfs: {}", crate::error_chain::chain(&err));
+        bad += 1;
+    }
     if bad > 0 {
         eprintln!("{}: {bad} of {} entries FAILED", a.file.display(), c.len());
         return Ok(1);

@@ -21,6 +21,10 @@ pub struct BundleArgs {
     /// Extra mount options (suid,dev,allow_other are always on)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+    /// Lazily pulled layers: fetch the rest in the background at most this many bytes/s
+    /// (e.g. 4M; 0: off); same as -o bg_rate=
+    #[arg(long = "bg-rate", value_name = "RATE")]
+    pub bg_rate: Option<String>,
     /// An image in the store, or a .bfc image file
     pub image: String,
     /// Created if missing
@@ -69,7 +73,7 @@ fn store(root: Option<&Path>) -> anyhow::Result<Store> {
 }
 
 pub fn bundle(root: Option<&Path>, args: BundleArgs, verbose: u8) -> anyhow::Result<i32> {
-    let mut o = args.options.clone();
+    let mut o = super::mount::with_bg_rate(&args.options, &args.bg_rate);
     o.push("suid,dev,allow_other".into());
     let key = |file: &Path| super::keys::key_for_encrypted(&Default::default(), file);
     let plan = Plan {

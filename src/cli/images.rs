@@ -65,7 +65,23 @@ fn created(c: &Option<String>) -> String {
 }
 
 fn summary(i: &ImageInfo) -> serde_json::Value {
-    json!({"repository": i.repository, "tag": i.tag, "digest": i.digest, "size": i.size, "created": i.created})
+    let mut v = json!({"repository": i.repository, "tag": i.tag, "digest": i.digest, "size": i.size, "created": i.created});
+    if let Some((have, _)) = i.local_bytes() {
+        v["local_bytes"] = json!(have);
+    }
+    v
+}
+
+/// ` (lazy: N% local)` for an image with lazily pulled layers.
+fn lazy_note(i: &ImageInfo) -> String {
+    match i.local_bytes() {
+        Some((have, all)) if all > 0 => format!(
+            "  (lazy: {:.0}% local, {})",
+            have as f64 * 100.0 / all as f64,
+            HumanBytes(have)
+        ),
+        _ => String::new(),
+    }
 }
 
 pub fn images(root: Option<&Path>, a: ImagesArgs) -> anyhow::Result<i32> {
@@ -86,12 +102,13 @@ pub fn images(root: Option<&Path>, a: ImagesArgs) -> anyhow::Result<i32> {
     );
     for i in &list {
         println!(
-            "{:w$}  {:16}  {:12}  {:>10}  {}",
+            "{:w$}  {:16}  {:12}  {:>10}  {}{}",
             i.repository,
             i.tag.as_deref().unwrap_or("<none>"),
             short(&i.digest),
             HumanBytes(i.size).to_string(),
-            created(&i.created)
+            created(&i.created),
+            lazy_note(i)
         );
     }
     Ok(0)

@@ -13,12 +13,13 @@ use crate::mount::MountOptions;
   bfcfs mount --container dev debian:12 /mnt/dev    # writable; writes kept in container dev
   bfcfs mount --upper /srv/up debian:12 /mnt/up     # writable; writes in /srv/up (overlayfs format)
   bfcfs mount -f -o allow_other,cache_size=256M app.bfc /mnt/app   # in the foreground
+  bfcfs mount https://example.org/trees/docs.bfc /mnt/docs   # fetched as it is read
   bfcfs umount /mnt/dev")]
 pub struct MountArgs {
     /// Stay in the foreground and log to stderr
     #[arg(short, long)]
     pub foreground: bool,
-    /// Mount options: allow_other, suid, dev, exec, noexec, uid=N, gid=N, cache_size=SIZE, threads=N
+    /// Mount options: allow_other, suid, dev, exec, noexec, uid=N, gid=N, cache_size=SIZE, threads=N, readers=N
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     #[command(flatten)]
@@ -38,7 +39,12 @@ pub struct MountArgs {
     /// Read-only: no upper dir is created; with --upper/--container, show it without writing
     #[arg(long)]
     pub ro: bool,
-    /// An image in the store (name[:tag], digest), or a .bfc file (a tree or a single-file image)
+    /// Lazily pulled layers and URLs: fetch the rest in the background at most this many
+    /// bytes/s (e.g. 4M; 0: off); same as -o bg_rate=
+    #[arg(long = "bg-rate", value_name = "RATE")]
+    pub bg_rate: Option<String>,
+    /// An image in the store (name[:tag], digest), a .bfc file (a tree or a single-file image),
+    /// or the http(s):// URL of a .bfc file on a server that answers range requests
     pub image: String,
     /// An existing directory
     pub mountpoint: PathBuf,
@@ -70,7 +76,7 @@ pub fn run_mount(root: Option<&Path>, args: MountArgs, verbose: u8) -> anyhow::R
         root,
         image: args.image,
         mountpoint: args.mountpoint,
-        options: MountOptions::parse(&args.options)?,
+        options: MountOptions::parse(&with_bg_rate(&args.options, &args.bg_rate))?,
         foreground: args.foreground,
         upper,
         read_only: args.ro,
@@ -83,6 +89,15 @@ pub fn run_mount(root: Option<&Path>, args: MountArgs, verbose: u8) -> anyhow::R
         println!("{name}");
     }
     Ok(0)
+}
+
+/// `-o` options with `--bg-rate RATE` added as `bg_rate=RATE`.
+pub fn with_bg_rate(options: &[String], rate: &Option<String>) -> Vec<String> {
+    let mut o = options.to_vec();
+    if let Some(r) = rate {
+        o.push(format!("bg_rate={r}"));
+    }
+    o
 }
 
 /// Unmount a bfcfs mount (also one whose server died)

@@ -11,6 +11,12 @@ use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum LazyModeArg {
+    Require,
+    Prefer,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum LayerCompression {
     None,
     Zstd,
@@ -24,6 +30,7 @@ pub enum LayerCompression {
   bfcfs pull --insecure-registry reg.lan:5000 reg.lan:5000/app:v1
   bfcfs pull oci:./layout:v1          # also oci-archive:FILE[:TAG], docker-archive:FILE
   bfcfs pull -c zstd -o app.bfc app:v1                      # the whole image in one file
+  bfcfs pull --lazy reg.lan:5000/app:v1     # manifest, config and layer indexes only
   echo \"$TOKEN\" | bfcfs pull --creds alice --password-stdin reg.example/app:v1
   bfcfs login -u alice reg.example && bfcfs pull reg.example/app:v1   # stored credentials
   bfcfs pull --authfile ./auth.json --tls-verify=false reg.lan:5000/app:v1")]
@@ -45,6 +52,18 @@ pub struct PullArgs {
     /// Write the whole image into this one BFC file instead of the store
     #[arg(short = 'o', long = "output", value_name = "IMAGE.bfc")]
     pub output: Option<PathBuf>,
+    /// Fetch only the manifest, the config and each BFC layer's index; content is fetched when
+    /// it is read (needs an image pushed with --format bfc)
+    #[arg(long, conflicts_with = "output")]
+    pub lazy: bool,
+    /// With --lazy: what to do with layers that are not BFC files (prefer: pull them in full)
+    #[arg(
+        long = "lazy-mode",
+        value_enum,
+        default_value = "prefer",
+        requires = "lazy"
+    )]
+    pub lazy_mode: LazyModeArg,
     /// Layers fetched at once (1-4)
     #[arg(short = 'j', long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub jobs: u8,
@@ -82,8 +101,19 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
     };
     let store = Store::open(&Store::default_root(root)?)?;
     let progress = PullProgress::new(a.quiet);
-    let pulled = image::pull(&store, &source, &opts, &progress)
-        .with_context(|| format!("pulling {}", a.source))?;
+    let pulled = if a.lazy {
+        let mode = match a.lazy_mode {
+            LazyModeArg::Require => image::LazyMode::Require,
+            LazyModeArg::Prefer => image::LazyMode::Prefer,
+        };
+        image::pull_lazy(&store, &source, &opts, mode, &progress)
+    } else {
+        image::pull(&store, &source, &opts, &progress)
+    }
+    .with_context(|| format!("pulling {}", a.source))?;
+    for d in &pulled.fell_back {
+        eprintln!("bfcfs: layer {d} is not a BFC layer: it was pulled in full, not lazily");
+    }
     if !a.quiet {
         match &a.output {
             Some(out) => println!(

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 
 use rustix::pipe::{pipe_with, PipeFlags};
 
+use crate::lazy::{self, LazyOptions};
 use crate::mount::{
     daemon, log, mountinfo, registry, serve, serve_attached, Attach, Forked, MountOptions,
     Supervised,
@@ -96,7 +97,7 @@ fn open_image(plan: &Plan<'_>) -> anyhow::Result<(image::Opened, bool)> {
         &plan.image,
         plan.root,
         plan.subdir.as_deref(),
-        plan.options.cache_size,
+        &plan.options,
         &mut |file| {
             encrypted = true;
             (plan.key)(file)
@@ -105,15 +106,62 @@ fn open_image(plan: &Plan<'_>) -> anyhow::Result<(image::Opened, bool)> {
     Ok((opened, encrypted))
 }
 
+/// How lazy layers of this mount fetch: `-o bg_rate=`, `-o read_timeout=`, and the registry
+/// settings from the environment.
+fn lazy_options(o: &MountOptions) -> anyhow::Result<LazyOptions> {
+    let d = LazyOptions::default();
+    Ok(LazyOptions {
+        deadline: o
+            .read_timeout
+            .map_or(d.deadline, std::time::Duration::from_secs),
+        bg_rate: o.bg_rate.unwrap_or(d.bg_rate),
+        registry: crate::oci::registry::Options::from_env().map_err(|e| anyhow!(e))?,
+    })
+}
+
+/// Starts the background fetch of lazy layers (a no-op for complete ones). Call it in the
+/// process that serves the mount, once it serves: threads do not survive the daemon's fork.
+fn background_fetch(
+    layers: &[crate::overlay::Layer],
+    opts: &MountOptions,
+) -> anyhow::Result<impl FnOnce()> {
+    let files: Vec<Arc<Container>> = layers.iter().map(|l| l.container.clone()).collect();
+    let bg_rate = lazy_options(opts)?.bg_rate;
+    Ok(move || {
+        for c in &files {
+            c.start_background(bg_rate);
+        }
+    })
+}
+
+/// The layers of `image_name`: an HTTP(S) URL of a `.bfc` file (fetched lazily), a `.bfc` file
+/// path, else a store reference.
 fn open_source(
     image_name: &str,
     root: Option<&Path>,
     subdir: Option<&str>,
-    cache_size: u64,
+    opts: &MountOptions,
     key: &mut dyn FnMut(&Path) -> anyhow::Result<Key>,
 ) -> anyhow::Result<image::Opened> {
     let path = Path::new(image_name);
-    let cache = usize::try_from(cache_size).unwrap_or(usize::MAX);
+    let cache = usize::try_from(opts.cache_size).unwrap_or(usize::MAX);
+    if lazy::is_url(image_name) {
+        if subdir.is_some() {
+            bail!("--subdir works on local .bfc files");
+        }
+        let store = Store::open(&Store::default_root(root)?)?;
+        let mut container = lazy::open_url(&store, image_name, &lazy_options(opts)?)
+            .with_context(|| format!("opening {image_name}"))?;
+        let local = container.file_name().to_path_buf();
+        if container.is_encrypted() {
+            let key = key(&local)?;
+            container.set_key(&key)?;
+        }
+        container.set_cache_bytes(cache);
+        let mut opened = image::file_layers(container.share(), &local)?;
+        opened.id = image_name.to_string();
+        return Ok(opened);
+    }
     if image_name.ends_with(".bfc") || path.is_file() {
         let file = std::path::absolute(path).with_context(|| format!("resolving {image_name}"))?;
         let mut container = Container::open(&file)?;
@@ -139,7 +187,12 @@ fn open_source(
         bail!("--subdir works on plain .bfc trees, not on images");
     }
     let store = Store::open(&Store::default_root(root)?)?;
-    Ok(image::open_layers(&store, image_name, cache)?)
+    Ok(image::open_layers(
+        &store,
+        image_name,
+        cache,
+        &lazy_options(opts)?,
+    )?)
 }
 
 /// What a mount that fails must undo: the container it created, the upper and work dirs it
@@ -266,6 +319,7 @@ fn build_and_serve(
         what: format!("{} on {}", plan.image, mountpoint.display()),
     };
     let config = opened.config;
+    let background = background_fetch(&opened.layers, &spec.options)?;
     let (fs, slot) = build_fs(&spec, opened.layers, opened.spec)?;
     let mut done = Mounted {
         container: container.map(|c| c.0),
@@ -276,6 +330,7 @@ fn build_and_serve(
     let what = spec.what.clone();
     if plan.foreground {
         log::init_stderr_log(plan.verbose);
+        background();
         serve(fs, slot, &spec.source, &mountpoint, &spec.options, || {
             ::log::info!("mounted {what}")
         })
@@ -311,6 +366,7 @@ fn build_and_serve(
         Forked::Child(mut readiness) => {
             // The server keeps the container's lock (`undo.held`, inherited) until it exits.
             log::init_syslog(plan.verbose);
+            background();
             let r = serve(fs, slot, &spec.source, &mountpoint, &spec.options, || {
                 readiness.ready()
             });
@@ -484,7 +540,7 @@ pub fn run_server(a: ServeArgs<'_>) -> anyhow::Result<i32> {
             &spec.image,
             spec.root.as_deref(),
             spec.subdir.as_deref(),
-            spec.options.cache_size,
+            &spec.options,
             &mut |f| {
                 bail!(
                     "{} is encrypted: a supervised server has no key",
@@ -492,7 +548,9 @@ pub fn run_server(a: ServeArgs<'_>) -> anyhow::Result<i32> {
                 )
             },
         )?;
+        let background = background_fetch(&opened.layers, &spec.options)?;
         let (fs, slot) = build_fs(&spec, opened.layers, opened.spec)?;
+        background();
         let attach = Attach { dev, init, granted };
         serve_attached(
             fs,

@@ -158,7 +158,7 @@ impl Core {
             (ino.0, FileType::Directory, &b"."[..]),
             (parent, FileType::Directory, &b".."[..]),
         ];
-        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), &*e.name));
+        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), e.name));
         for (i, (child, kind, name)) in dots
             .into_iter()
             .chain(rest)
@@ -257,10 +257,11 @@ impl Core {
         sized(v, size)
     }
 
-    fn fsync_inner(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
-        let Some(f) = self.handles.get(fh.0) else {
+    fn fsync_inner(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+        if fh.0 == 0 {
             return Ok(());
-        };
+        }
+        let f = self.open_file(ino, fh)?;
         if datasync {
             f.sync_data()
         } else {
@@ -528,12 +529,12 @@ impl Filesystem for BfcFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.offload(move |c| reply_empty(reply, c.fsync_inner(fh, datasync)));
+        self.offload(move |c| reply_empty(reply, c.fsync_inner(ino, fh, datasync)));
     }
 
     fn release(

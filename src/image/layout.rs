@@ -7,12 +7,13 @@
 //! `index.json` / `manifest.json` and, for an archive, tars the directory into a temp file beside
 //! the destination and renames it into place, so a failed save leaves no half archive.
 use super::import::tag as tag_image;
-use super::pull::{pull, Progress, PullOptions, Pulled};
+use super::pull::{pull, pull_resolved, Progress, PullOptions, Pulled};
 use super::push::{push_image, Destination, PushFormat, PushOptions, Target};
 use super::query::{inspect, ImageInfo};
-use super::{Error, Result};
+use super::{record_name, Error, Result};
 use crate::atomic_file::AtomicFile;
 use crate::oci::{self, Source};
+use crate::store::refs::Refs;
 use crate::store::{self, Store};
 use serde_json::{json, Value};
 use std::fs;
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The image's full name beside a tag-only `ref.name` (as containerd writes it).
+const FULL_NAME: &str = "io.containerd.image.name";
 
 /// The kind of file or directory written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub(super) struct Layout {
     tag: Option<String>,
     /// index.json entries (OCI) or manifest.json items (docker), in order.
     entries: Mutex<Vec<Value>>,
+    /// tag → the image's full name (`io.containerd.image.name` beside `ref.name`).
+    full_names: Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -116,13 +121,20 @@ impl Layout {
             _tmp: tmp,
             tag,
             entries: Mutex::new(entries),
+            full_names: Mutex::default(),
         })
     }
 
     /// The name an image gets here: the destination's tag or reference, else the image's own
     /// tag (OCI) or `name:tag` (docker).
     pub(super) fn default_tag(&self, info: &ImageInfo) -> Option<String> {
-        self.tag.clone().or_else(|| self.name_of(info))
+        let tag = self.tag.clone().or_else(|| self.name_of(info));
+        if let (Some(t), Some(own)) = (&tag, &info.tag) {
+            if let Ok(mut names) = self.full_names.lock() {
+                names.insert(t.clone(), format!("{}:{own}", info.repository));
+            }
+        }
+        tag
     }
 
     fn name_of(&self, info: &ImageInfo) -> Option<String> {
@@ -300,11 +312,20 @@ impl Target for Layout {
             _ => {
                 let Some(tag) = tag else { return Ok(()) };
                 entries.retain(|e| e["annotations"][REF_NAME].as_str() != Some(tag));
+                let mut ann = json!({REF_NAME: tag});
+                if let Some(full) = self
+                    .full_names
+                    .lock()
+                    .ok()
+                    .and_then(|n| n.get(tag).cloned())
+                {
+                    ann[FULL_NAME] = json!(full);
+                }
                 entries.push(json!({
                     "mediaType": media_type,
                     "digest": digest,
                     "size": bytes.len(),
-                    "annotations": {REF_NAME: tag},
+                    "annotations": ann,
                 }));
             }
         }
@@ -441,29 +462,50 @@ pub fn load(
 ) -> Result<Vec<String>> {
     let source = detect(path)?;
     let mut names = Vec::new();
-    let record = |names: &mut Vec<String>, pulled: &Pulled, reference: &str| -> Result<()> {
+    // An image named by the archive is recorded under that name only, not also under the
+    // archive's path as `pull` records it.
+    let record = |names: &mut Vec<String>, src: &Source, pulled: &Pulled, reference: &str| {
         if reference.contains('/') || reference.contains(':') {
             if let Ok(n) = tag_image(store, &pulled.manifest_digest, reference) {
                 names.push(n);
+                let (name, _) = record_name(src);
+                let mut refs = Refs::load(store)?;
+                refs.remove_where(|e| e.name == name && e.digest == pulled.manifest_digest);
+                refs.save()?;
                 return Ok(());
             }
         }
         names.push(pulled.name.clone());
-        Ok(())
+        Result::Ok(())
     };
     match &source {
         Source::DockerArchive { .. } => {
-            let pulled = pull(store, &source, opts, progress)?;
-            let tags: Vec<String> = read_member(path, "manifest.json")?
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v.get(0).and_then(|i| i.get("RepoTags")).cloned())
-                .and_then(|t| serde_json::from_value(t).ok())
+            let items: Vec<Value> = read_member(path, "manifest.json")?
+                .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            if tags.is_empty() {
-                names.push(pulled.name.clone());
-            }
-            for t in tags {
-                record(&mut names, &pulled, &t)?;
+            let _shared = store.lock_shared()?;
+            for (n, item) in items.iter().enumerate() {
+                let local = oci::source::Local::docker_archive_nth(path, &store.tmp_dir(), n)?;
+                let pulled = pull_resolved(
+                    store,
+                    &source,
+                    &local,
+                    local.resolved(),
+                    &[],
+                    opts,
+                    progress,
+                )?;
+                let tags: Vec<String> = item
+                    .get("RepoTags")
+                    .cloned()
+                    .and_then(|t| serde_json::from_value(t).ok())
+                    .unwrap_or_default();
+                if tags.is_empty() {
+                    names.push(pulled.name.clone());
+                }
+                for t in tags {
+                    record(&mut names, &source, &pulled, &t)?;
+                }
             }
         }
         Source::OciDir { .. } | Source::OciArchive { .. } => {
@@ -473,6 +515,21 @@ pub fn load(
                     path: path.to_path_buf(),
                     why: "no readable index.json".into(),
                 })?;
+            // containerd and bfcfs also put the full name in `io.containerd.image.name`.
+            let full_names: std::collections::HashMap<String, String> = index["manifests"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|d| {
+                            let a = &d["annotations"];
+                            Some((
+                                a[REF_NAME].as_str()?.to_string(),
+                                a[FULL_NAME].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             let refs: Vec<Option<String>> = index["manifests"]
                 .as_array()
                 .map(|m| {
@@ -498,9 +555,12 @@ pub fn load(
                     },
                 };
                 let pulled = pull(store, &src, opts, progress)?;
-                match r {
-                    Some(r) => record(&mut names, &pulled, &r)?,
+                match &r {
                     None => names.push(pulled.name.clone()),
+                    Some(r) => {
+                        let name = full_names.get(r).unwrap_or(r);
+                        record(&mut names, &src, &pulled, name)?
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! pull.rs         pull: resolve → store manifest + config → worker pool over the layers → record the name
 //! fetch.rs        resolve a source (registry or on disk) and stream a blob into the store, verified
 //! layer.rs        one layer: stored blob → BFC file, checked against its diff_id
+//! lazy_pull.rs   `pull --lazy`: manifest, config and each BFC layer's index; content on read
 //! single_file.rs  `pull -o FILE`: the whole image in one BFC file
 //! query.rs        `images` / `inspect`: list, find what an IMAGE argument names, describe
 //! names.rs        the names a pull records (ref names, RepoTags) and what a short name finds
@@ -25,6 +26,7 @@ mod layer;
 mod layer_blob;
 mod layer_tar;
 mod layout;
+mod lazy_pull;
 mod names;
 mod open;
 mod pull;
@@ -37,6 +39,7 @@ pub use gc::{prune, remove, Removed};
 pub use import::{apply_changes, import, rfc3339_utc, tag, Change, Imported};
 pub use layer_blob::{canonical_tar, TarCompression};
 pub use layout::{load, save, SaveFormat};
+pub use lazy_pull::{pull_lazy, LazyMode, BFC_FEATURE};
 pub use open::{file_layers, open_layers, Opened};
 pub use pull::{pull, Progress, PullOptions, Pulled, Quiet};
 pub use push::{push, Destination, PushFormat, PushOptions, Pushed};
@@ -58,6 +61,8 @@ pub enum Error {
     Convert(#[from] convert::Error),
     #[error(transparent)]
     Bfc(#[from] bfc::Error),
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::Error),
     #[error("no image {query:?} in the store at {}; `bfcfs images` lists what is there", .root.display())]
     NotFound { query: String, root: PathBuf },
     #[error("{query:?} matches several images ({names}); name one with its tag or full digest")]

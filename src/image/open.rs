@@ -4,6 +4,7 @@ use super::query::{inspect, inspect_file};
 use super::single_file::layer_dir;
 use super::{Error, Result};
 use crate::bfc;
+use crate::lazy::{self, LazyOptions};
 use crate::overlay::{Layer, WhiteoutSpec};
 use crate::store::Store;
 use oci_spec::image::ImageConfiguration;
@@ -22,11 +23,22 @@ pub struct Opened {
 }
 
 /// Opens the layer files of image `query` in the store, each with a decoded-chunk cache of
-/// `cache_bytes`.
-pub fn open_layers(store: &Store, query: &str, cache_bytes: usize) -> Result<Opened> {
+/// `cache_bytes`; layers pulled lazily are opened as partial files that fetch what is read.
+pub fn open_layers(
+    store: &Store,
+    query: &str,
+    cache_bytes: usize,
+    lazy: &LazyOptions,
+) -> Result<Opened> {
     let info = inspect(Some(store), query)?;
     let mut layers = Vec::with_capacity(info.layers.len());
     for l in info.layers.iter().rev() {
+        if l.bfc.is_none() {
+            if let Some(c) = lazy::open_layer(store, &l.diff_id, cache_bytes, lazy)? {
+                layers.push(Layer::new(c));
+                continue;
+            }
+        }
         let path = l.bfc.clone().ok_or_else(|| Error::BadImage {
             path: store.root().to_path_buf(),
             why: format!(

@@ -66,6 +66,8 @@ pub struct Pulled {
     /// Layers fetched and converted by this pull (0 when all were present).
     pub layers_fetched: usize,
     pub layers_total: usize,
+    /// `pull --lazy`: the layers pulled in full because they are not BFC layers.
+    pub fell_back: Vec<String>,
 }
 
 /// Pulls `source` into `store` (or into one file with `opts.output`).
@@ -78,15 +80,38 @@ pub fn pull(
     let _shared = store.lock_shared()?;
     let (fetcher, resolved, given_names) = resolve(store, source, opts)?;
     check_platform(source, &resolved.config, opts)?;
-    let fetcher = fetcher.as_ref();
+    pull_resolved(
+        store,
+        source,
+        fetcher.as_ref(),
+        &resolved,
+        &given_names,
+        opts,
+        progress,
+    )
+}
+
+/// The rest of [`pull`] once `source` is resolved (the caller holds the store's shared lock):
+/// store manifest and config, fetch and convert the layers, record the name (names.rs: from
+/// `given_names`, what the source calls the image, else the source's own name).
+pub(super) fn pull_resolved(
+    store: &Store,
+    source: &Source,
+    fetcher: &dyn oci::Fetch,
+    resolved: &oci::Resolved,
+    given_names: &[String],
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
     let manifest_digest = resolved.manifest_digest.to_string();
     if let Some(out) = &opts.output {
-        write_single_file(store, fetcher, &resolved, opts, out, progress)?;
+        write_single_file(store, fetcher, resolved, opts, out, progress)?;
         return Ok(Pulled {
             name: source.display_name(),
             manifest_digest,
             layers_fetched: resolved.layers().len(),
             layers_total: resolved.layers().len(),
+            fell_back: Vec::new(),
         });
     }
     store.put_blob(&manifest_digest, &resolved.manifest_bytes)?;
@@ -130,7 +155,7 @@ pub fn pull(
         return Err(e);
     }
     remember_blobs(store, source, &layers)?;
-    let names = record_names(source, &given_names);
+    let names = record_names(source, given_names);
     let mut refs = Refs::load(store)?;
     for (name, tag) in &names {
         refs.set(name, tag.as_deref(), &manifest_digest);
@@ -148,6 +173,7 @@ pub fn pull(
         manifest_digest,
         layers_fetched: fetched.into_inner(),
         layers_total: layers.len(),
+        fell_back: Vec::new(),
     })
 }
 

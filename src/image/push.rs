@@ -96,6 +96,26 @@ impl FromStr for Destination {
     }
 }
 
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with = |f: &mut std::fmt::Formatter<'_>, t: &str, p: &Path, tag: &Option<String>| {
+            write!(f, "{t}:{}", p.display())?;
+            match tag {
+                Some(tag) => write!(f, ":{tag}"),
+                None => Ok(()),
+            }
+        };
+        match self {
+            Destination::Registry(r) => write!(f, "{r}"),
+            Destination::OciDir { path, tag } => with(f, "oci", path, tag),
+            Destination::OciArchive { path, tag } => with(f, "oci-archive", path, tag),
+            Destination::DockerArchive { path, reference } => {
+                with(f, "docker-archive", path, reference)
+            }
+        }
+    }
+}
+
 /// The layer format of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushFormat {
@@ -293,10 +313,7 @@ pub fn push(
             p
         }
     };
-    pushed.destination = match dest {
-        Destination::Registry(r) => r.to_string(),
-        _ => format!("{dest:?}"),
-    };
+    pushed.destination = dest.to_string();
     Ok(pushed)
 }
 

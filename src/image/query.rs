@@ -37,6 +37,24 @@ pub struct LayerInfo {
     /// Path of the layer's BFC file, when it is in the store.
     pub bfc: Option<PathBuf>,
     pub bfc_size: Option<u64>,
+    /// A lazily pulled layer: (bytes local, size of its BFC file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy: Option<(u64, u64)>,
+}
+
+impl ImageInfo {
+    /// For an image with lazily pulled layers: (bytes local, bytes of all its layer files).
+    pub fn local_bytes(&self) -> Option<(u64, u64)> {
+        self.layers.iter().any(|l| l.lazy.is_some()).then(|| {
+            self.layers
+                .iter()
+                .fold((0, 0), |(have, all), l| match (l.lazy, l.bfc_size) {
+                    (Some((h, s)), _) => (have + h, all + s),
+                    (None, Some(s)) => (have + s, all + s),
+                    (None, None) => (have, all),
+                })
+        })
+    }
 }
 
 fn load_image(store: &Store, entry: &RefEntry) -> Result<ImageInfo> {
@@ -53,12 +71,18 @@ fn load_image(store: &Store, entry: &RefEntry) -> Result<ImageInfo> {
             path: store.blob_path(&config_digest).unwrap_or_default(),
             why: format!("bad config: {e}"),
         })?;
-    let layers = layer_infos(&manifest, &config, |diff_id| store.layer_path(diff_id).ok());
+    let mut layers = layer_infos(&manifest, &config, |diff_id| store.layer_path(diff_id).ok());
+    for l in layers.iter_mut().filter(|l| l.bfc.is_none()) {
+        l.lazy = crate::lazy::layer_progress(store, &l.diff_id);
+    }
     Ok(ImageInfo {
         repository: entry.name.clone(),
         tag: entry.tag.clone(),
         digest: entry.digest.clone(),
-        size: layers.iter().filter_map(|l| l.bfc_size).sum(),
+        size: layers
+            .iter()
+            .filter_map(|l| l.bfc_size.or(l.lazy.map(|x| x.1)))
+            .sum(),
         created: config.created().clone(),
         layers,
         manifest: Some(manifest),
@@ -88,6 +112,7 @@ fn layer_infos(
                 diff_id: diff_id.clone(),
                 bfc,
                 bfc_size,
+                lazy: None,
             }
         })
         .collect()

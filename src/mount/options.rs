@@ -23,6 +23,12 @@ pub struct MountOptions {
     pub cache_size: u64,
     /// Worker threads for requests that may block (`n_threads`).
     pub threads: Option<usize>,
+    /// Threads reading requests from /dev/fuse (`readers=`, default 2; see `fs::pool`).
+    pub readers: Option<usize>,
+    /// Lazy layers: background fetch rate in bytes/s (0: off; default: the lazy default).
+    pub bg_rate: Option<u64>,
+    /// Lazy layers: seconds a read waits for missing bytes before it fails with EIO.
+    pub read_timeout: Option<u64>,
     /// Mount read-write (a union with an upper dir; set by the command, not by `-o`).
     pub writable: bool,
 }
@@ -38,6 +44,9 @@ impl Default for MountOptions {
             gid: None,
             cache_size: DEFAULT_CACHE_SIZE,
             threads: None,
+            readers: None,
+            bg_rate: None,
+            read_timeout: None,
             writable: false,
         }
     }
@@ -50,7 +59,7 @@ pub enum OptionError {
     ReadWrite(String),
     #[error("mount option `{option}`: {why}")]
     BadValue { option: String, why: String },
-    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, default_permissions)")]
+    #[error("unknown mount option `{0}` (known: ro, allow_other, suid, nosuid, dev, nodev, exec, noexec, uid=, gid=, cache_size=, threads=, readers=, bg_rate=, read_timeout=, default_permissions)")]
     Unknown(String),
 }
 
@@ -83,6 +92,21 @@ impl MountOptions {
                         return Err(bad(opt, "threads must be between 1 and 64"));
                     }
                     o.threads = Some(n);
+                }
+                ("readers", Some(v)) => {
+                    let n: usize = parse_num(opt, v)?;
+                    if !(1..=64).contains(&n) {
+                        return Err(bad(opt, "readers must be between 1 and 64"));
+                    }
+                    o.readers = Some(n);
+                }
+                ("bg_rate", Some(v)) => o.bg_rate = Some(parse_size(opt, v)?),
+                ("read_timeout", Some(v)) => {
+                    let n: u64 = parse_num(opt, v)?;
+                    if n == 0 {
+                        return Err(bad(opt, "read_timeout must be at least 1 second"));
+                    }
+                    o.read_timeout = Some(n);
                 }
                 _ => return Err(OptionError::Unknown(opt.to_string())),
             }
@@ -134,8 +158,9 @@ impl MountOptions {
         } else {
             SessionACL::Owner
         };
-        // One reader thread; `n_threads` workers take the requests that may block (fs::pool).
-        config.n_threads = Some(1);
+        // Two reader threads unless asked; `n_threads` workers take the requests that may block
+        // (fs::pool).
+        config.n_threads = Some(self.readers.unwrap_or(2));
         config
     }
 }

@@ -305,7 +305,7 @@ fn relay(from: &OwnedFd, dev: &OwnedFd, done: &AtomicBool) {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, if last { 0 } else { 50 }) };
+        let n = unsafe { libc::poll(&mut pfd, 1, if last { 0 } else { 2 }) };
         if n == 0 {
             if last {
                 return;

@@ -205,11 +205,18 @@ impl Session {
                 if let Some(service) = challenge.param("service") {
                     query.push(("service", service));
                 }
-                // One `scope` parameter per scope: a registry's challenge lists several
-                // separated by spaces (a cross-repository mount needs two).
-                let scope = challenge.param("scope").unwrap_or(scope);
-                for s in scope.split_ascii_whitespace() {
-                    query.push(("scope", s));
+                // One `scope` parameter per scope: ours, and those the registry's challenge
+                // lists (separated by spaces; a cross-repository mount needs two), so one token
+                // serves both. The token is cached under our scope.
+                for s in scope.split_ascii_whitespace().chain(
+                    challenge
+                        .param("scope")
+                        .unwrap_or("")
+                        .split_ascii_whitespace(),
+                ) {
+                    if !query.contains(&("scope", s)) {
+                        query.push(("scope", s));
+                    }
                 }
                 let basic = self.creds.as_ref().map(|c| c.basic_header());
                 let body = fetch_token(realm, &query, basic.as_deref())?;

@@ -196,10 +196,15 @@ pub mod media {
     /// The Accept header sent for manifests: all four kinds.
     pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-    /// Whether a layer media type is one this converter can read (the content is sniffed anyway).
+    /// A layer pushed as its BFC file (`push --format bfc`, docs/FORMAT.md).
+    pub const BFC_LAYER: &str = "application/vnd.bfcfs.layer.v1.bfc";
+
+    /// Whether a layer media type is one this converter can read (the content is sniffed
+    /// anyway), or a BFC layer (which a lazy pull mounts as it is).
     pub fn is_layer(m: &str) -> bool {
         m.starts_with("application/vnd.oci.image.layer.")
             || m.starts_with("application/vnd.docker.image.rootfs.")
+            || m == BFC_LAYER
     }
 }
 

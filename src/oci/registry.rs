@@ -16,8 +16,9 @@
 //!   [`Options::low_speed_time`] fails (as curl's `--speed-limit/--speed-time`), and so does a
 //!   read or a response that stays silent for that window. Every attempt is therefore bounded in
 //!   time, and the number of attempts is bounded, so a pull of a blob is too.
-//! - `Retry-After` (delta-seconds) on 429/503 is honoured up to [`Options::max_retry_wait`]; a
-//!   registry that asks for longer fails at once, saying how long it asked to wait.
+//! - `Retry-After` (delta-seconds or an HTTP date) on 429/503 is honoured up to
+//!   [`Options::max_retry_wait`]; a registry that asks for longer fails at once, saying how long
+//!   it asked to wait.
 use super::auth::{Challenge, Credentials, Session};
 use super::credentials;
 use super::{
@@ -34,6 +35,7 @@ use ureq::http::{Response, Uri};
 use ureq::Body;
 
 pub mod push;
+pub mod range;
 
 /// Redirect hops followed per request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -199,11 +201,21 @@ fn wait_after(e: &Error, delay: Duration, cap: Duration) -> Result<Duration> {
     }
 }
 
-/// `Retry-After` as delta-seconds (an HTTP date is not trusted: clocks differ; the backoff
-/// applies instead).
+/// `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP date (IMF-fixdate, or the
+/// obsolete RFC 850 and asctime forms). A date counts from the response's own `Date` when it
+/// has one, so that only the registry's clock is involved and a skewed clock here changes
+/// nothing; else from our clock. A date already past means no wait (the backoff applies).
 fn retry_after(resp: &Response<Body>) -> Option<Duration> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?.trim();
-    v.parse::<u64>().ok().map(Duration::from_secs)
+    let header = |name: &str| Some(resp.headers().get(name)?.to_str().ok()?.trim());
+    let v = header("retry-after")?;
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let now = header("date")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl Registry {
@@ -329,12 +341,13 @@ impl Registry {
         }
     }
 
-    /// One GET, answering auth challenges and following redirects.
+    /// One GET (with a `Range` header value if given), answering auth challenges and
+    /// following redirects.
     fn get(
         &self,
         url: &str,
         accept: Option<&str>,
-        range_from: Option<u64>,
+        range: Option<&str>,
     ) -> Result<(String, Response<Body>)> {
         let mut url = url.to_string();
         let mut answered = false;
@@ -345,8 +358,8 @@ impl Registry {
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
-            if let Some(from) = range_from {
-                req = req.header("Range", format!("bytes={from}-"));
+            if let Some(r) = range {
+                req = req.header("Range", r);
             }
             if own {
                 if let Some(h) = self.session.header(&self.scope) {
@@ -538,6 +551,21 @@ impl Registry {
         platform: &PlatformSpec,
         cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
     ) -> Result<Resolved> {
+        self.resolve_with(
+            image,
+            &|i, _| platform.choose(&image.to_string(), i).cloned(),
+            cached,
+        )
+    }
+
+    /// [`Registry::resolve`] with `choose` picking the manifest out of an index (given decoded
+    /// and as served: oci-spec does not read every field, e.g. `platform.os.features`).
+    pub fn resolve_with(
+        &self,
+        image: &ImageRef,
+        choose: &dyn Fn(&oci_spec::image::ImageIndex, &[u8]) -> Result<Descriptor>,
+        cached: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+    ) -> Result<Resolved> {
         let url = self.manifest_url(image.manifest_reference());
         let (bytes, ct, digest) = self.fetch_document(
             &url,
@@ -549,7 +577,7 @@ impl Registry {
         {
             Document::Manifest(m) => (*m, bytes, digest),
             Document::Index(index) => {
-                let desc = platform.choose(&image.to_string(), &index)?;
+                let desc = choose(&index, &bytes)?;
                 let url = self.manifest_url(desc.digest());
                 let (bytes, ct, digest) = self.fetch_document(
                     &url,
@@ -632,7 +660,8 @@ impl Fetch for Registry {
                 return Ok(());
             }
             let attempt: Result<()> = (|| {
-                let (final_url, mut resp) = self.get(&url, None, (from > 0).then_some(from))?;
+                let range = (from > 0).then(|| format!("bytes={from}-"));
+                let (final_url, mut resp) = self.get(&url, None, range.as_deref())?;
                 let status = check_status(&final_url, &mut resp, &[200, 206])?;
                 if status == 206 {
                     let range = resp
@@ -852,6 +881,52 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_headers(h: &[(&str, &str)]) -> Response<Body> {
+        let mut b = Response::builder().status(503);
+        for (k, v) in h {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::builder().data("")).unwrap()
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let wait = |h: &[(&str, &str)]| retry_after(&with_headers(h));
+        assert_eq!(
+            wait(&[("Retry-After", " 7 ")]),
+            Some(Duration::from_secs(7))
+        );
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        // Counted from the response's Date, in each of the three date forms.
+        for later in [
+            "Sun, 06 Nov 1994 08:51:37 GMT",
+            "Sunday, 06-Nov-94 08:51:37 GMT",
+            "Sun Nov  6 08:51:37 1994",
+        ] {
+            let got = wait(&[("Date", date), ("Retry-After", later)]);
+            assert_eq!(got, Some(Duration::from_secs(120)), "{later}");
+        }
+        // A date already past: no wait. Without a Date, from our clock (long past here too).
+        assert_eq!(
+            wait(&[
+                ("Date", date),
+                ("Retry-After", "Sun, 06 Nov 1994 08:00:00 GMT")
+            ]),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(wait(&[("Retry-After", date)]), Some(Duration::ZERO));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(90));
+        let got = wait(&[("Retry-After", &soon)]).unwrap();
+        assert!(
+            got > Duration::from_secs(85) && got <= Duration::from_secs(90),
+            "{got:?}"
+        );
+        // Neither form: ignored (the backoff applies).
+        for bad in ["soon", "-1", "1.5", ""] {
+            assert_eq!(wait(&[("Retry-After", bad)]), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn loopback_hosts() {

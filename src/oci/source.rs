@@ -225,6 +225,11 @@ impl Blobs {
 impl Local {
     /// Opens `docker-archive:FILE` (the first image of `manifest.json`), unpacking under `tmp`.
     pub fn docker_archive(file: &Path, tmp: &Path) -> Result<Local> {
+        Self::docker_archive_nth(file, tmp, 0)
+    }
+
+    /// Opens image `n` (from 0) of `manifest.json` in a docker archive.
+    pub fn docker_archive_nth(file: &Path, tmp: &Path, n: usize) -> Result<Local> {
         let dir = unpack(file, tmp)?;
         let root = dir.path().to_path_buf();
         let mpath = root.join("manifest.json");
@@ -243,10 +248,10 @@ impl Local {
                 what: "manifest.json",
                 why: e.to_string(),
             })?;
-        let item = items.first().ok_or_else(|| Error::BadDocument {
+        let item = items.get(n).ok_or_else(|| Error::BadDocument {
             url: url.clone(),
             what: "manifest.json",
-            why: "no images".into(),
+            why: format!("no image {n} (the archive holds {})", items.len()),
         })?;
         let member = |name: &str| -> Result<PathBuf> {
             // unpack_in kept every member inside `root`; refuse names that point elsewhere.

@@ -34,6 +34,14 @@ pub(crate) fn lower_id(layer: usize, idx: usize) -> Option<NodeId> {
     tagged(TAG_LOWER, layer, idx as u64)
 }
 
+/// (layer, entry index) of a lower entry's id made by `lower_id`.
+pub(crate) fn split_lower(id: NodeId) -> Option<(usize, usize)> {
+    (id >> TAG_SHIFT == TAG_LOWER).then_some((
+        ((id >> LAYER_SHIFT) & MAX_LAYER as u64) as usize,
+        (id & MAX_INDEX) as usize,
+    ))
+}
+
 /// The id of a directory that layer `layer` does not record, by the first entry below it and
 /// its depth (directories that share their first entry are nested, so their depths differ).
 pub(crate) fn implicit_id(layer: usize, first_below: usize, depth: usize) -> Option<NodeId> {
@@ -121,6 +129,8 @@ mod tests {
         assert!(is_lower_id(a) && is_lower_id(b) && !is_lower_id(c));
         assert_eq!(lower_id(MAX_LAYER + 1, 0), None);
         assert_eq!(upper_id(u64::MAX), None);
+        assert_eq!(split_lower(lower_id(3, 77).unwrap()), Some((3, 77)));
+        assert_eq!(split_lower(b), None);
     }
 
     #[test]

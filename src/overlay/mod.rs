@@ -19,8 +19,8 @@ use crate::bfc::{self, Container, Kind};
 use crate::upper::UpperDir;
 pub use id::{NodeId, ROOT};
 use merge::{Resolved, Source};
-pub use node::DirEntry;
-use node::{Inserted, Node, NodeTable};
+pub use node::{DirEntry, Listing};
+use node::{Inserted, ListingBuilder, Node, NodeTable};
 pub use write::{read_full, NewNode, SetAttr, Time};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
@@ -141,6 +141,10 @@ fn upper_err(op: &'static str, path: &[u8], source: std::io::Error) -> Error {
         path: String::from_utf8_lossy(path).into_owned(),
         source,
     }
+}
+
+fn show_path(p: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(p)
 }
 
 /// NAME_MAX of the upper dir's file systems (and of what the kernel's overlayfs accepts).
@@ -266,9 +270,9 @@ impl Union {
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         Ok(Union {
+            nodes: NodeTable::new(root).with_compact_lower(layers.clone()),
             layers,
             spec,
-            nodes: NodeTable::new(root),
             implicit_mtime_ns,
             any_xattrs: OnceLock::new(),
             upper: None,
@@ -279,6 +283,7 @@ impl Union {
     /// Puts a writable upper directory on top (kernel overlayfs format). Lower entries that
     /// record no owner are copied up as `owner` (uid, gid). The root is the upper root.
     pub fn with_upper(mut self, dir: UpperDir, owner: (u32, u32)) -> Union {
+        self.nodes.without_compact();
         self.nodes.update(ROOT, |n| n.source = Source::Upper);
         self.upper = Some(Upper {
             dir,
@@ -400,7 +405,7 @@ impl Union {
             return Ok(id);
         }
         if let Some(listing) = dir.listing.get() {
-            if listing.binary_search_by(|e| (*e.name).cmp(name)).is_err() {
+            if !listing.contains(name) {
                 return Err(Error::NotFound);
             }
         }
@@ -409,12 +414,31 @@ impl Union {
         }
         let path = merge::join(&dir.path, name);
         loop {
-            let r = self.resolve_child(&dir, &path)?.ok_or(Error::NotFound)?;
+            let Some(r) = self.resolve_child(&dir, &path)? else {
+                return Err(self.not_found(&dir, &path));
+            };
             match self.nodes.insert(parent, name, path.clone(), r) {
                 Inserted::Known(id) => return Ok(id),
                 // Being copied up right now: wait for it, then look again.
                 Inserted::Busy(id) => drop(self.copy_lock(id)),
             }
+        }
+    }
+
+    /// NotFound for `path` in `dir`, unless a layer the directory merges lost its index (its
+    /// file shrank while mounted): then the name may be one that is gone, an I/O error.
+    fn not_found(&self, dir: &Node, path: &[u8]) -> Error {
+        let damaged = dir.layers.iter().find_map(|&li| {
+            let l = self.layers.get(li)?;
+            l.container.check_index().err()
+        });
+        match damaged {
+            Some(e) => Error::Layer {
+                op: "looking up",
+                path: String::from_utf8_lossy(path).into_owned(),
+                source: Box::new(e),
+            },
+            None => Error::NotFound,
         }
     }
 
@@ -448,12 +472,12 @@ impl Union {
     }
 
     /// The merged listing of a directory, sorted by name; built once, on first use.
-    pub fn readdir(&self, id: NodeId) -> Result<Arc<[DirEntry]>, Error> {
+    pub fn readdir(&self, id: NodeId) -> Result<Arc<Listing>, Error> {
         let dir = self.dir(id)?;
         self.listing(id, &dir)
     }
 
-    fn listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
+    fn listing(&self, id: NodeId, dir: &Node) -> Result<Arc<Listing>, Error> {
         if let Some(l) = dir.listing.get() {
             return Ok(l.clone());
         }
@@ -464,7 +488,7 @@ impl Union {
     /// Lower names ∪ upper names; each goes through the same resolver as a lookup, so upper
     /// whiteouts and opaque directories hide what they hide there too. Builds no nodes: the
     /// inode numbers are the ids the names resolve to.
-    fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<[DirEntry]>, Error> {
+    fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<Listing>, Error> {
         let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path)
             .map_err(|e| self.layer_error("listing", dir, e))?;
         let mut upper = HashMap::new();
@@ -478,7 +502,7 @@ impl Union {
                 upper.insert(n, st);
             }
         }
-        let mut out = Vec::with_capacity(names.len());
+        let mut out = ListingBuilder::default();
         for name in names {
             let known = self
                 .nodes
@@ -497,13 +521,12 @@ impl Union {
                     }
                 }
             };
-            out.push(DirEntry {
-                name: name.into(),
-                ino,
-                kind,
-            });
+            if !out.push(&name, ino, kind) {
+                log::error!("{}: more names than a listing holds", show_path(&dir.path));
+                break;
+            }
         }
-        Ok(out.into())
+        Ok(Arc::new(out.finish()))
     }
 
     /// The parent directory (the root is its own parent).
@@ -568,16 +591,38 @@ impl Union {
             }
         };
         if n.kind == Kind::Dir {
-            let subdirs = self
-                .listing(id, n)?
-                .iter()
-                .filter(|e| e.kind == Kind::Dir)
-                .count();
-            a.nlink = u32::try_from(subdirs)
-                .unwrap_or(u32::MAX - 2)
-                .saturating_add(2);
+            a.nlink = self.dir_nlink(id, n)?;
         }
         Ok(a)
+    }
+
+    /// A lower directory's link count, 2 + its subdirectories, without listing it when its layer
+    /// recorded the count (every file bfcfs writes). A directory that merges several layers
+    /// gets 1, as kernel overlayfs gives merged directories ("unknown" to find and fts): the
+    /// union of the layers' subdirectories is only known from the merged listing. Upstream files
+    /// record no counts: their directories are listed (once, cached) and counted.
+    fn dir_nlink(&self, id: NodeId, n: &Node) -> Result<u32, Error> {
+        let plus2 = |k: usize| u32::try_from(k).unwrap_or(u32::MAX - 2).saturating_add(2);
+        if let [li] = *n.layers {
+            let l = &self.layers[li];
+            let lp = l.path_of(&n.path);
+            if let Some(k) = l.container.subdir_count(&lp) {
+                // `.wh.*` directories never show under the OCI rules.
+                let hidden = match self.spec {
+                    WhiteoutSpec::Oci => l.container.subdirs_named(&lp, merge::WH_PREFIX),
+                    WhiteoutSpec::Typed => 0,
+                };
+                return Ok(plus2((k as usize).saturating_sub(hidden)));
+            }
+        } else if n.layers.len() > 1 {
+            return Ok(1);
+        }
+        let subdirs = self
+            .listing(id, n)?
+            .iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .count();
+        Ok(plus2(subdirs))
     }
 
     /// (layer, entry) of a node recorded in the index.
@@ -614,7 +659,11 @@ impl Union {
         }
         let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
-        let len = c.size(idx).saturating_sub(offset).min(u64::from(size));
+        // The cached entry's size, not the index record's: it survives the file shrinking.
+        let full = c
+            .content_size(idx)
+            .map_err(|e| self.layer_error("reading", n, e))?;
+        let len = full.saturating_sub(offset).min(u64::from(size));
         let len = usize::try_from(len).unwrap_or(0);
         match c.stored_slice(idx, offset, len) {
             Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
@@ -772,7 +821,7 @@ mod tests {
         u.readdir(dir)
             .unwrap()
             .iter()
-            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .map(|e| String::from_utf8_lossy(e.name).into_owned())
             .collect()
     }
 
@@ -879,8 +928,68 @@ mod tests {
     #[test]
     fn directory_link_count_is_two_plus_subdirectories() {
         let u = stack();
-        assert_eq!(u.attr(ROOT).unwrap().nlink, 2 + 4, "a b c e");
-        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 2);
+        // Merged directories: 1, as kernel overlayfs says.
+        assert_eq!(u.attr(ROOT).unwrap().nlink, 1);
+        assert_eq!(u.attr(walk(&u, "a").unwrap()).unwrap().nlink, 1);
+        // One layer: its recorded count, with `.wh.*` directories left out under the OCI
+        // rules; the same as counting the listing.
+        use Op::*;
+        let one = || {
+            layer(
+                "one",
+                &[
+                    Dir("d"),
+                    Dir("d/.wh.hidden"),
+                    File("d/f", b""),
+                    Dir("d/sub"),
+                    File("d/implicit/x", b""),
+                    File("e/deep/er/f", b""),
+                    Dir("empty"),
+                ],
+            )
+        };
+        let u = Union::new(vec![one()], WhiteoutSpec::Oci).unwrap();
+        let nlink = |u: &Union, p: &str| u.attr(walk(u, p).unwrap()).unwrap().nlink;
+        let listed = |u: &Union, p: &str| {
+            let id = walk(u, p).unwrap();
+            let subdirs = u
+                .readdir(id)
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == Kind::Dir)
+                .count();
+            subdirs as u32 + 2
+        };
+        for (p, want) in [("", 5), ("d", 4), ("e", 3), ("e/deep", 3), ("empty", 2)] {
+            assert_eq!(nlink(&u, p), want, "{p:?}");
+            assert_eq!(listed(&u, p), want, "{p:?} listed");
+        }
+        let typed = Union::new(vec![one()], WhiteoutSpec::Typed).unwrap();
+        assert_eq!(nlink(&typed, "d"), 5, ".wh.hidden shows as a plain name");
+    }
+
+    #[test]
+    fn read_only_files_are_compact_nodes_that_forget() {
+        let u = stack();
+        let before = u.known_nodes();
+        let keep = walk(&u, "keep").unwrap();
+        assert_eq!(u.known_nodes(), before + 1);
+        assert_eq!(&*u.read(keep, 0, 10).unwrap(), b"k");
+        assert_eq!(u.attr(keep).unwrap().size, 1);
+        assert_eq!(u.lookup(ROOT, b"keep").unwrap(), keep);
+        assert_eq!(u.known_nodes(), before + 1, "one node, counted twice");
+        u.forget(keep, 1);
+        assert_eq!(&*u.read(keep, 0, 10).unwrap(), b"k");
+        u.forget(keep, 1);
+        assert!(matches!(u.read(keep, 0, 10), Err(Error::BadInode(_))));
+        assert_eq!(u.known_nodes(), before);
+        // Below a --subdir root, the path is the union's.
+        let mut l = layer("sub", &[Op::File("top/dir/f", b"f")]);
+        l.root = b"top".to_vec();
+        let u = Union::new(vec![l], WhiteoutSpec::Oci).unwrap();
+        let f = walk(&u, "dir/f").unwrap();
+        assert_eq!(&*u.read(f, 0, 10).unwrap(), b"f");
+        assert_eq!(&*u.node(f).unwrap().path, b"dir/f");
     }
 
     #[test]

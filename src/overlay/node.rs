@@ -11,26 +11,113 @@
 //! when FORGET brings the count to zero, so its size follows the kernel's inode cache, not the
 //! image or the history of the mount. Children are indexed by parent, so a create, unlink or
 //! rename touches its own directory (and, for a directory rename, its own known subtree).
+//!
+//! In a read-only union, a non-directory lower entry (not a hard link) is everything its id
+//! says: its layer and index entry give its path, kind and metadata, and nothing asks for its
+//! parent. Such a node is only a lookup count in a per-layer table indexed by entry (4 bytes,
+//! in pages made on first use), not a `Node`; `get` builds the `Node` when asked. The kernel
+//! holding every entry of a million-entry image then costs 4 MB, not hundreds.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use super::id::{dynamic_id, NodeId, ROOT};
+use super::id::{dynamic_id, lower_id, split_lower, NodeId, ROOT};
 use super::merge::{basename, join, DirIndex, Resolved, Source};
+use super::Layer;
 use crate::bfc::Kind;
 
 /// One entry of a merged directory listing.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: Box<[u8]>,
+#[derive(Debug, Clone, Copy)]
+pub struct DirEntry<'a> {
+    pub name: &'a [u8],
     pub ino: NodeId,
     pub kind: Kind,
+}
+
+/// A merged directory listing, sorted by name: the names back to back in one buffer and 16
+/// bytes per entry beside them (a million-entry image listed whole costs tens of MB, not a
+/// heap object per name).
+#[derive(Debug, Default)]
+pub struct Listing {
+    names: Box<[u8]>,
+    /// (end of the name in `names`, inode, kind), in name order.
+    entries: Box<[(u32, NodeId, Kind)]>,
+}
+
+impl Listing {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry `i` (in name order).
+    pub fn get(&self, i: usize) -> Option<DirEntry<'_>> {
+        let &(end, ino, kind) = self.entries.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.entries[i - 1].0,
+        };
+        Some(DirEntry {
+            name: self.names.get(start as usize..end as usize)?,
+            ino,
+            kind,
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = DirEntry<'_>> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Whether `name` is listed (by bisection).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).map(|e| e.name.cmp(name)) {
+                Some(std::cmp::Ordering::Less) => lo = mid + 1,
+                Some(std::cmp::Ordering::Greater) => hi = mid,
+                Some(std::cmp::Ordering::Equal) => return true,
+                None => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Builds a `Listing` from entries given in name order.
+#[derive(Debug, Default)]
+pub(crate) struct ListingBuilder {
+    names: Vec<u8>,
+    entries: Vec<(u32, NodeId, Kind)>,
+}
+
+impl ListingBuilder {
+    /// Adds an entry; false (and nothing added) once the names pass 4 GiB.
+    pub fn push(&mut self, name: &[u8], ino: NodeId, kind: Kind) -> bool {
+        let Ok(end) = u32::try_from(self.names.len() + name.len()) else {
+            return false;
+        };
+        self.names.extend_from_slice(name);
+        self.entries.push((end, ino, kind));
+        true
+    }
+
+    pub fn finish(self) -> Listing {
+        Listing {
+            names: self.names.into_boxed_slice(),
+            entries: self.entries.into_boxed_slice(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
     /// Union path: '/'-separated, relative, "" for the root. For hardlinks, one of its names.
     pub path: Box<[u8]>,
+    /// The directory holding `path` (0 for a compact node: see the module doc).
     pub parent: NodeId,
     pub kind: Kind,
     pub source: Source,
@@ -38,7 +125,7 @@ pub(crate) struct Node {
     /// The node has no name left (unlinked, or replaced by a rename) but the kernel holds it.
     pub detached: bool,
     /// The merged listing, built on first use (directories only).
-    pub listing: OnceLock<Arc<[DirEntry]>>,
+    pub listing: OnceLock<Arc<Listing>>,
     /// What the lower layers hold in this directory, built on the first lookup
     /// (see `merge::DirIndex`).
     pub index: OnceLock<Arc<DirIndex>>,
@@ -87,6 +174,120 @@ struct Inner {
 pub(crate) struct NodeTable {
     inner: RwLock<Inner>,
     next_dynamic: AtomicU64,
+    /// Compact nodes (read-only unions only; see the module doc).
+    compact: Option<Compact>,
+}
+
+/// One layer's lookup counts: pages of `PAGE` entries, made on first use.
+type Pages = Box<[OnceLock<Box<[AtomicU32]>>]>;
+
+/// Lookup counts of compact nodes: per layer, per index entry, in pages made on first use.
+struct Compact {
+    layers: Vec<Layer>,
+    counts: Vec<Pages>,
+    /// Compact nodes with a count above zero.
+    known: AtomicUsize,
+}
+
+impl std::fmt::Debug for Compact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compact")
+            .field("known", &self.known)
+            .finish()
+    }
+}
+
+/// Entries per page of compact counts.
+const PAGE: usize = 1024;
+
+impl Compact {
+    fn new(layers: Vec<Layer>) -> Compact {
+        let counts = layers
+            .iter()
+            .map(|l| {
+                (0..l.container.len().div_ceil(PAGE))
+                    .map(|_| OnceLock::new())
+                    .collect()
+            })
+            .collect();
+        Compact {
+            layers,
+            counts,
+            known: AtomicUsize::new(0),
+        }
+    }
+
+    /// (layer, entry) of a resolved name that can be a compact node: a non-directory index
+    /// entry whose id is its own (not a hard link).
+    fn key(&self, r: &Resolved) -> Option<(usize, usize)> {
+        let Source::Entry { layer, idx } = r.source else {
+            return None;
+        };
+        let c = &self.layers.get(layer)?.container;
+        (r.kind != Kind::Dir && r.id == lower_id(layer, idx) && c.link_group(idx).is_none())
+            .then_some((layer, idx))
+    }
+
+    fn slot(&self, (layer, idx): (usize, usize), make: bool) -> Option<&AtomicU32> {
+        let page = self.counts.get(layer)?.get(idx / PAGE)?;
+        let p = match make {
+            true => page.get_or_init(|| (0..PAGE).map(|_| AtomicU32::new(0)).collect()),
+            false => page.get()?,
+        };
+        p.get(idx % PAGE)
+    }
+
+    /// Counts one more lookup of compact node `key`.
+    fn add(&self, key: (usize, usize)) {
+        if let Some(c) = self.slot(key, true) {
+            if c.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.known.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn count(&self, id: NodeId) -> Option<&AtomicU32> {
+        let key = split_lower(id)?;
+        self.slot(key, false)
+            .filter(|c| c.load(Ordering::Acquire) > 0)
+    }
+
+    /// Takes back `n` lookups of compact node `id`; false when it is not one.
+    fn forget(&self, id: NodeId, n: u64) -> bool {
+        let Some(c) = self.count(id) else {
+            return false;
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let before = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            Some(v.saturating_sub(n))
+        });
+        if before.is_ok_and(|v| v > 0 && v <= n) {
+            self.known.fetch_sub(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The node compact node `id` stands for, if the kernel holds it.
+    fn node(&self, id: NodeId) -> Option<Node> {
+        self.count(id)?;
+        let (layer, idx) = split_lower(id)?;
+        let l = self.layers.get(layer)?;
+        let full = l.container.path(idx);
+        let path = match l.root.len() {
+            0 => full,
+            n => full.get(n + 1..)?,
+        };
+        Some(Node {
+            path: path.into(),
+            parent: 0,
+            kind: l.container.kind(idx),
+            source: Source::Entry { layer, idx },
+            layers: Box::default(),
+            detached: false,
+            listing: OnceLock::new(),
+            index: OnceLock::new(),
+        })
+    }
 }
 
 /// What `NodeTable::insert` did.
@@ -110,7 +311,20 @@ impl NodeTable {
         NodeTable {
             inner: RwLock::new(inner),
             next_dynamic: AtomicU64::new(1),
+            compact: None,
         }
+    }
+
+    /// Keeps non-directory lower entries of `layers` as compact nodes (read-only unions: a
+    /// compact node can never be renamed, unlinked or copied up).
+    pub fn with_compact_lower(mut self, layers: Vec<Layer>) -> NodeTable {
+        self.compact = Some(Compact::new(layers));
+        self
+    }
+
+    /// Stops making compact nodes (the union became writable; none exist yet).
+    pub fn without_compact(&mut self) {
+        self.compact = None;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -123,7 +337,10 @@ impl NodeTable {
     }
 
     pub fn get(&self, id: NodeId) -> Option<Arc<Node>> {
-        self.read().nodes.get(&id).map(|s| s.node.clone())
+        if let Some(n) = self.read().nodes.get(&id) {
+            return Some(n.node.clone());
+        }
+        self.compact.as_ref()?.node(id).map(Arc::new)
     }
 
     /// The known child `name` of `parent`.
@@ -133,7 +350,11 @@ impl NodeTable {
 
     /// How many nodes the kernel holds (the root included).
     pub fn len(&self) -> usize {
-        self.read().nodes.len()
+        let compact = self
+            .compact
+            .as_ref()
+            .map_or(0, |c| c.known.load(Ordering::Relaxed));
+        self.read().nodes.len() + compact
     }
 
     /// An id never handed out before (for what has no id by what it is).
@@ -145,6 +366,12 @@ impl NodeTable {
     pub fn add_lookup(&self, id: NodeId) {
         if let Some(s) = self.read().nodes.get(&id) {
             s.lookups.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(c) = &self.compact {
+            if let Some(n) = c.count(id) {
+                n.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -163,6 +390,12 @@ impl NodeTable {
     /// Records the kernel's lookup of `name` in `parent` (resolved as `r`) and counts it. A name
     /// known already, or a node known under another name (a hard link), keeps its id.
     pub fn insert(&self, parent: NodeId, name: &[u8], path: Vec<u8>, r: Resolved) -> Inserted {
+        if let Some(c) = &self.compact {
+            if let (Some(key), Some(id)) = (c.key(&r), r.id) {
+                c.add(key);
+                return Inserted::Known(id);
+            }
+        }
         let mut inner = self.write();
         if let Some(&id) = inner.children.get(&parent).and_then(|c| c.get(name)) {
             if let Some(s) = inner.nodes.get(&id) {
@@ -210,6 +443,9 @@ impl NodeTable {
         {
             let inner = self.read();
             let Some(s) = inner.nodes.get(&id) else {
+                if let Some(c) = &self.compact {
+                    c.forget(id, n);
+                }
                 return;
             };
             let sub = |v: u64| Some(v.saturating_sub(n));

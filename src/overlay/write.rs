@@ -323,7 +323,7 @@ impl Union {
         let n = self.copy_up_node(id, n, true)?;
         if n.kind == Kind::Dir {
             for e in self.listing(id, &n)?.iter() {
-                if let Some((cid, c)) = self.child(id, &n, &e.name)? {
+                if let Some((cid, c)) = self.child(id, &n, e.name)? {
                     self.copy_up_tree(cid, c)?;
                 }
             }

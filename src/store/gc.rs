@@ -143,6 +143,22 @@ impl Store {
             }
         }
         sync_dir(&layers)?;
+        // Lazily pulled layers (lazy/<diff_id hex>/) go with their layer; URL caches
+        // (lazy/url-…) stay; half-made ones (lazy/.….tmp) of dead processes go.
+        if let Ok(rd) = fs::read_dir(self.root.join("lazy")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let doomed = match super::sha256_hex(&name) {
+                    Ok(hex) => !live_layers.contains(hex),
+                    Err(_) => crate::atomic_file::temp_owner(name.trim_start_matches('.'))
+                        .is_some_and(|pid| !alive(pid)),
+                };
+                if doomed {
+                    remove(&e.path(), &mut report)?;
+                    report.layers += 1;
+                }
+            }
+        }
         let tmp = self.tmp_dir();
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
             let e = e.map_err(io_err(&tmp))?;

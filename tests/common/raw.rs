@@ -202,13 +202,17 @@ pub fn fix_header_crc(b: &mut [u8]) {
 
 /// Replaces the index with `records` (re-encoded) followed by `tail` (the extension bytes, or
 /// nothing), and writes a matching footer. Record offsets other than `path` are kept as given.
+/// The extension's record offset table (OFFSETS) and its locator are made to match the new
+/// records, as a writer of these records would have written them.
 pub fn rewrite_index(b: &mut Vec<u8>, records: &[Rec], tail: &[u8]) {
     let l = Layout::parse(b);
     let old_footer = b[l.footer..].to_vec();
     let mut idx = Vec::new();
     idx.extend_from_slice(&1u32.to_le_bytes());
     idx.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let mut starts = Vec::new();
     for r in records {
+        starts.push(idx.len() as u32);
         idx.extend_from_slice(&(r.path.len() as u32).to_le_bytes());
         idx.extend_from_slice(&r.path);
         idx.extend_from_slice(&r.obj_offset.to_le_bytes());
@@ -220,7 +224,23 @@ pub fn rewrite_index(b: &mut Vec<u8>, records: &[Rec], tail: &[u8]) {
         idx.extend_from_slice(&r.size.to_le_bytes());
         idx.extend_from_slice(&r.crc.to_le_bytes());
     }
-    idx.extend_from_slice(tail);
+    let ext_at = idx.len();
+    let mut tail = tail.to_vec();
+    if tail.len() >= 28 && tail.ends_with(b"BFCXLOC1") && &tail[..4] == b"BFCX" {
+        let n = tail.len();
+        tail[n - 16..n - 8].copy_from_slice(&(ext_at as u64).to_le_bytes());
+        let mut s = 12;
+        for _ in 0..u32_at(&tail, 8) {
+            let (tag, len) = (u32_at(&tail, s), u64_at(&tail, s + 4) as usize);
+            if tag == 10 && len == 4 + 4 * starts.len() {
+                for (k, at) in starts.iter().enumerate() {
+                    put_u32(&mut tail, s + 16 + 4 * k, *at);
+                }
+            }
+            s += 12 + len;
+        }
+    }
+    idx.extend_from_slice(&tail);
     b.truncate(l.index_offset);
     b.extend_from_slice(&idx);
     let mut footer = old_footer;

@@ -105,6 +105,28 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Stops the registry process (its storage stays); `resume` starts it again on the port.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again after `stop`, with the same storage and port.
+    pub fn resume(&mut self) {
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn creds_args(&self) -> Vec<String> {
         match (&self.token, self.dir.path().join("htpasswd").exists()) {
             (Some(_), _) | (None, true) => vec![format!("--dest-creds={USER}:{PASS}")],
@@ -403,7 +425,10 @@ impl Proxy {
                             Ok(n) => n,
                         };
                         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        if text.starts_with("GET ") || text.starts_with("HEAD ") {
+                        if ["GET ", "HEAD ", "POST ", "PUT ", "PATCH "]
+                            .iter()
+                            .any(|m| text.starts_with(m))
+                        {
                             rq.lock().unwrap().push(text);
                         }
                         if s.write_all(&buf[..n]).is_err() {
