@@ -1,8 +1,8 @@
 //! `bfcfs push`, `bfcfs save`, `bfcfs load`: images out of the store and back in.
+use super::login::RegistryArgs;
 use super::progress::PullProgress;
 use super::UsageError;
 use crate::image::{self, Destination, PullOptions, PushFormat, PushOptions, SaveFormat};
-use crate::oci::auth::Credentials;
 use crate::oci::registry::Options;
 use crate::store::Store;
 use anyhow::Context;
@@ -37,15 +37,8 @@ pub struct PushArgs {
     /// Compression of tar layers
     #[arg(long = "compression-format", value_enum, default_value = "gzip")]
     pub compression: CompressionArg,
-    /// Registry credentials
-    #[arg(long, value_name = "USER:PASS", conflicts_with = "authfile")]
-    pub creds: Option<String>,
-    /// Auth file in the Docker config format (auths: REGISTRY: {auth: base64(USER:PASS)})
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-    /// false: allow plain HTTP to the destination registry (loopback hosts always may)
-    #[arg(long = "tls-verify", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Layers made and uploaded at once (1-4)
     #[arg(short = 'j', long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub jobs: u8,
@@ -100,24 +93,13 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+/// Credentials and TLS policy for a registry destination: the same options and lookup as pull
+/// (cli/login.rs, oci/credentials.rs).
 fn registry_options(a: &PushArgs, dest: &Destination) -> anyhow::Result<Options> {
-    let mut o = Options::from_env().map_err(UsageError)?;
-    if let Destination::Registry(r) = dest {
-        o.creds = match (&a.creds, &a.authfile) {
-            (Some(c), _) => Some(
-                Credentials::parse(c)
-                    .ok_or_else(|| UsageError("--creds wants USER:PASS".into()))?,
-            ),
-            (None, _) => None,
-        };
-        // Without --creds, the registry client looks them up as pull does: --authfile, else
-        // podman's and docker's files and credential helpers (oci::credentials).
-        o.authfile = a.authfile.clone();
-        if !a.tls_verify {
-            o.insecure.push(r.registry().to_string());
-        }
+    match dest {
+        Destination::Registry(_) => a.registry.options(),
+        _ => Ok(Options::from_env().map_err(UsageError)?),
     }
-    Ok(o)
 }
 
 pub fn push(root: Option<&Path>, a: PushArgs) -> anyhow::Result<i32> {

@@ -486,8 +486,15 @@ pub fn load(
             let _shared = store.lock_shared()?;
             for (n, item) in items.iter().enumerate() {
                 let local = oci::source::Local::docker_archive_nth(path, &store.tmp_dir(), n)?;
-                let pulled =
-                    pull_resolved(store, &source, &local, local.resolved(), &[], opts, progress)?;
+                let pulled = pull_resolved(
+                    store,
+                    &source,
+                    &local,
+                    local.resolved(),
+                    &[],
+                    opts,
+                    progress,
+                )?;
                 let tags: Vec<String> = item
                     .get("RepoTags")
                     .cloned()

@@ -92,8 +92,8 @@ pub fn pull(
 }
 
 /// The rest of [`pull`] once `source` is resolved (the caller holds the store's shared lock):
-/// store manifest and config, fetch and convert the layers, record the name (`given_names`, the
-/// names the source itself carries, else one made from `source`).
+/// store manifest and config, fetch and convert the layers, record the name (names.rs: from
+/// `given_names`, what the source calls the image, else the source's own name).
 pub(super) fn pull_resolved(
     store: &Store,
     source: &Source,
@@ -177,37 +177,6 @@ pub(super) fn pull_resolved(
     })
 }
 
-/// Records the pulled layer blobs in the blob-info cache, with the repository they came from,
-/// so that a push to the same registry can mount them instead of uploading.
-fn remember_blobs(store: &Store, source: &Source, layers: &[(&Descriptor, &String)]) -> Result<()> {
-    use crate::store::blob_info::{BlobInfo, BlobInfos};
-    let location = match source {
-        Source::Registry(r) => Some(format!("{}/{}", r.registry(), r.repository())),
-        _ => None,
-    };
-    let mut known = BlobInfos::load(store)?;
-    for (desc, diff_id) in layers {
-        let mt = desc.media_type().to_string();
-        let Some(comp) = super::layer_blob::TarCompression::of_media_type(&mt) else {
-            continue;
-        };
-        known.record(
-            desc.digest().as_ref(),
-            BlobInfo {
-                diff_id: diff_id.to_string(),
-                media_type: comp.media_type().to_string(),
-                size: desc.size(),
-                annotations: Default::default(),
-                locations: Vec::new(),
-                seen: 0,
-            },
-            location.as_deref(),
-        );
-    }
-    known.save()?;
-    Ok(())
-}
-
 /// An image whose config names another platform than the one asked for: an error when
 /// `--platform` was given, a warning when it is the host's default (what an index offers was
 /// already chosen by platform; this catches single-platform images).
@@ -241,5 +210,36 @@ fn check_platform(
         "image {} is for {has}, not this host's {want}: its programs may not run here",
         source.display_name()
     );
+    Ok(())
+}
+
+/// Records the pulled layer blobs in the blob-info cache, with the repository they came from,
+/// so that a push to the same registry can mount them instead of uploading.
+fn remember_blobs(store: &Store, source: &Source, layers: &[(&Descriptor, &String)]) -> Result<()> {
+    use crate::store::blob_info::{BlobInfo, BlobInfos};
+    let location = match source {
+        Source::Registry(r) => Some(format!("{}/{}", r.registry(), r.repository())),
+        _ => None,
+    };
+    let mut known = BlobInfos::load(store)?;
+    for (desc, diff_id) in layers {
+        let mt = desc.media_type().to_string();
+        let Some(comp) = super::layer_blob::TarCompression::of_media_type(&mt) else {
+            continue;
+        };
+        known.record(
+            desc.digest().as_ref(),
+            BlobInfo {
+                diff_id: diff_id.to_string(),
+                media_type: comp.media_type().to_string(),
+                size: desc.size(),
+                annotations: Default::default(),
+                locations: Vec::new(),
+                seen: 0,
+            },
+            location.as_deref(),
+        );
+    }
+    known.save()?;
     Ok(())
 }
