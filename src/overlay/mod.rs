@@ -981,8 +981,9 @@ mod tests {
         u.forget(keep, 1);
         assert_eq!(&*u.read(keep, 0, 10).unwrap(), b"k");
         u.forget(keep, 1);
-        assert!(matches!(u.read(keep, 0, 10), Err(Error::BadInode(_))));
         assert_eq!(u.known_nodes(), before);
+        // An id the table no longer holds is revived from the image (restarts: revive.rs).
+        assert_eq!(&*u.read(keep, 0, 10).unwrap(), b"k");
         // Below a --subdir root, the path is the union's.
         let mut l = layer("sub", &[Op::File("top/dir/f", b"f")]);
         l.root = b"top".to_vec();
