@@ -380,20 +380,7 @@ impl Registry {
             let status = resp.status().as_u16();
             if status == 401 && own && !answered {
                 answered = true;
-                let challenge = resp
-                    .headers()
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(Challenge::parse)
-                    .ok_or_else(|| Error::Auth {
-                        url: url.clone(),
-                        why: "401 without a usable WWW-Authenticate header".into(),
-                    })?;
-                self.session.drop_token(&self.scope);
-                self.session
-                    .answer(&url, &self.scope, &challenge, &|realm, query, auth| {
-                        self.fetch_token(realm, query, auth)
-                    })?;
+                self.answer_401(&url, &resp)?;
                 continue;
             }
             if status == 401 && own {
@@ -462,6 +449,25 @@ impl Registry {
             });
         }
         Ok(next)
+    }
+
+    /// Answers a 401 from our own registry: forgets the token of our scope and gets a new one as
+    /// the reply's WWW-Authenticate asks (pull and push both come here).
+    fn answer_401(&self, url: &str, resp: &Response<Body>) -> Result<()> {
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+            .ok_or_else(|| Error::Auth {
+                url: url.to_string(),
+                why: "401 without a usable WWW-Authenticate header".into(),
+            })?;
+        self.session.drop_token(&self.scope);
+        self.session
+            .answer(url, &self.scope, &challenge, &|realm, query, auth| {
+                self.fetch_token(realm, query, auth)
+            })
     }
 
     fn fetch_token(
