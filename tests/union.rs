@@ -161,7 +161,13 @@ fn write_everything(m: &Path) {
         .set_len(1000)
         .unwrap();
     // create, mkdir, fallocate, fsync
+    assert!(!m.join("n").exists() && !m.join("dd").exists());
     fs::create_dir(m.join("n")).unwrap();
+    // Names looked up while missing (the kernel keeps the negative entries) and then made below
+    // by each kind of create, rename and link: the snapshots must show every one.
+    for name in ["fa", "x2", "h3", "sl", "fifo", "null", "tmp"] {
+        assert!(!m.join("n").join(name).exists(), "n/{name}");
+    }
     let f = fs::File::create(m.join("n/fa")).unwrap();
     rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 8192).unwrap();
     (&f).write_all(b"head").unwrap();

@@ -20,6 +20,32 @@ pub fn ttl(_a: &FileAttr) -> Duration {
     TTL
 }
 
+/// The attributes of a negative entry: node id 0 tells the kernel "no such name", and it keeps
+/// that answer for the entry timeout (a negative dentry) instead of asking again on every
+/// lookup of the name (`stat` of a missing file, a `PATH` or include-path search). Names appear
+/// only through this mount (a create, mknod, mkdir, symlink, link or rename, each of which turns
+/// the kernel's negative dentry into the new entry), so the long timeout is as safe as for
+/// positive entries. An ENOENT error instead would leave a dentry valid for no time at all.
+pub fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Owner shown for entries that record none (`-o uid=,gid=`, else the user who mounted).
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {

@@ -396,6 +396,15 @@ fn reply_xattr(reply: ReplyXattr, r: Result<Xattr, Errno>) {
     }
 }
 
+/// A lookup's answer: a name that does not exist is a negative entry the kernel may keep (see
+/// `attr::negative`); every other error is an error.
+fn reply_lookup(reply: ReplyEntry, r: Result<fuser::FileAttr, Errno>) {
+    match r {
+        Err(Errno::ENOENT) => reply.entry(&attr::TTL, &attr::negative(), Generation(0)),
+        r => reply_entry(reply, r),
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, r: Result<fuser::FileAttr, Errno>) {
     match r {
         Ok(a) => reply.entry(&ttl(&a), &a, Generation(0)),
@@ -453,9 +462,9 @@ impl Filesystem for BfcFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if self.union.copying_now() {
             let name = name.to_owned();
-            return self.offload(move |c| reply_entry(reply, c.lookup_inner(parent, &name)));
+            return self.offload(move |c| reply_lookup(reply, c.lookup_inner(parent, &name)));
         }
-        reply_entry(reply, self.lookup_inner(parent, name));
+        reply_lookup(reply, self.lookup_inner(parent, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
