@@ -434,3 +434,64 @@ fn runc_runs_on_a_bundle_and_its_write_lands_in_the_upper_dir() {
     assert_eq!(fs::read(mnt.join("etc/base")).unwrap(), b"from base\n");
     umount(&m);
 }
+
+/// What an unprivileged write, truncate or open(O_TRUNC) does to setuid/setgid bits through the
+/// mount, and a chown by root: what the kernel's overlayfs does (the same table, measured there).
+/// The server writes the upper dir as root, whose CAP_FSETID keeps the bits in the upper file
+/// system; and with FUSE_ATOMIC_O_TRUNC the kernel leaves an O_TRUNC open's to the server.
+#[test]
+fn unprivileged_writes_drop_setuid_and_setgid_as_overlayfs_does() {
+    let fx = Fixture::new(vec![base_layer()]);
+    fs::set_permissions(&fx.root, fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = fx.dir("mnt");
+    let upper = fx.root.join("upper").display().to_string();
+    let (m, _) = fx.mount(&["-o", "suid,allow_other", "--upper", &upper], &mnt);
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    // (what, command on file f, mode before → after) for every mode in [4777, 2777, 2767, 6777]
+    let table: [(&str, String, [u32; 4]); 5] = [
+        (
+            "write",
+            format!("{nobody} sh -c 'echo y >> f'"),
+            [0o777, 0o777, 0o767, 0o777],
+        ),
+        (
+            "truncate",
+            format!("{nobody} truncate -s 1 f"),
+            [0o777, 0o777, 0o767, 0o777],
+        ),
+        (
+            "O_TRUNC",
+            format!("{nobody} sh -c ': > f'"),
+            [0o777, 0o777, 0o767, 0o777],
+        ),
+        (
+            "root truncate",
+            "truncate -s 1 f".into(),
+            [0o4777, 0o2777, 0o2767, 0o6777],
+        ),
+        (
+            "root chown",
+            "chown 1 f".into(),
+            [0o777, 0o777, 0o2767, 0o777],
+        ),
+    ];
+    let dir = mnt.join("n");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut wrong = Vec::new();
+    for (what, cmd, after) in &table {
+        for (mode, want) in [0o4777, 0o2777, 0o2767, 0o6777].into_iter().zip(after) {
+            let f = dir.join("f");
+            let _ = fs::remove_file(&f);
+            fs::write(&f, b"x\n").unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+            sh(&dir, cmd);
+            let got = fs::metadata(&f).unwrap().mode() & 0o7777;
+            if got != *want {
+                wrong.push(format!("{what} of {mode:o}: {got:o}, want {want:o}"));
+            }
+        }
+    }
+    umount(&m);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

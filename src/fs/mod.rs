@@ -34,6 +34,7 @@ use crate::overlay::{NodeId, Union};
 use attr::{file_attr, file_type, ttl, Owner};
 use errno::errno;
 use handles::Handles;
+use write::Caller;
 
 /// One entry of a directory stream: cookie (index + 1: the kernel passes back the last cookie it
 /// saw as the next offset), inode, type, name.
@@ -294,9 +295,16 @@ impl Core {
         self.union.is_writable() && !self.union.is_upper_child(parent, name.as_bytes())
     }
 
-    /// OPEN of a writable mount (see `open`).
-    fn open_reply(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_inner(ino, flags) {
+    /// OPEN of a writable mount (see `open`). A truncating open drops what the caller's
+    /// truncate drops (`Caller::drop_privs`).
+    fn open_reply(&self, ino: INodeNo, flags: OpenFlags, caller: Caller, reply: ReplyOpen) {
+        let opened = self.open_inner(ino, flags).and_then(|f| match &f {
+            Some(file) if flags.0 & libc::O_TRUNC != 0 => {
+                caller.drop_privs(self, ino, Some(file)).map(|()| f)
+            }
+            _ => Ok(f),
+        });
+        match opened {
             Ok(None) => {
                 if self.passthrough() {
                     self.handles.cached_open(ino.0);
@@ -490,15 +498,16 @@ impl Filesystem for BfcFs {
     /// files at all ("no_open"), keeps their page cache (FOPEN_KEEP_CACHE is its default then),
     /// and the mount's MS_RDONLY already refuses writable opens. That saves two round trips
     /// per open, which is most of the cost of a warm `tar` of the mount.
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if !self.union.is_writable() {
             return reply.error(Errno::ENOSYS);
         }
+        let caller = Caller::of(req);
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         if writing && self.may_copy_up(ino.0) {
-            return self.offload(move |c| c.open_reply(ino, flags, reply));
+            return self.offload(move |c| c.open_reply(ino, flags, caller, reply));
         }
-        self.open_reply(ino, flags, reply);
+        self.open_reply(ino, flags, caller, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -647,7 +656,7 @@ impl Filesystem for BfcFs {
     #[allow(clippy::too_many_arguments)]
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -671,6 +680,7 @@ impl Filesystem for BfcFs {
             atime,
             mtime,
             fh,
+            caller: Caller::of(req),
         };
         let answer = move |c: &Core| match c.setattr_inner(ino, args) {
             Ok(a) => reply.attr(&ttl(&a), &a),

@@ -13,7 +13,7 @@ use super::attr::file_attr;
 use super::errno::errno;
 use super::{io_errno, Core};
 use crate::bfc::Kind;
-use crate::overlay::{NewNode, SetAttr, Time};
+use crate::overlay::{NewNode, SetAttr, Time, Truncater};
 
 /// The flags of an upper open: access mode, O_TRUNC, O_APPEND (pwrite on an O_APPEND
 /// descriptor appends, as the caller's write would), O_SYNC/O_DSYNC. Never O_CREAT: `create`
@@ -40,6 +40,55 @@ fn decode_rdev(rdev: u32) -> u64 {
     libc::makedev(major, minor)
 }
 
+/// The process a request comes from: what the kernel would check its credentials for.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub fn of(req: &Request) -> Caller {
+        Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: req.pid(),
+        }
+    }
+
+    /// Whether the caller is in group `gid`: its own, or one of its supplementary groups
+    /// (`/proc/PID/status`; unreadable, say a process gone: no).
+    fn in_group(&self, gid: u32) -> bool {
+        if gid == self.gid {
+            return true;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid));
+        status.ok().is_some_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)))
+        })
+    }
+
+    /// The setuid/setgid bits its truncate of upper file `ino` (open as `f`) drops, dropped.
+    pub(super) fn drop_privs(
+        &self,
+        core: &Core,
+        ino: INodeNo,
+        f: Option<&std::fs::File>,
+    ) -> Result<(), Errno> {
+        let in_group = |g| self.in_group(g);
+        let who = Truncater {
+            uid: self.uid,
+            in_group: &in_group,
+        };
+        core.union
+            .drop_privs_after_truncate(ino.0, f, &who)
+            .map_err(|e| errno(&e))
+    }
+}
+
 /// The arguments of one setattr, as they come.
 pub struct SetattrArgs {
     pub mode: Option<u32>,
@@ -49,6 +98,7 @@ pub struct SetattrArgs {
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
     pub fh: Option<FileHandle>,
+    pub caller: Caller,
 }
 
 impl Core {
@@ -200,10 +250,27 @@ impl Core {
         };
         let f = a.fh.and_then(|fh| self.handles.get(fh.0));
         let any = self.handles.any_of(ino.0);
-        let attr = self
+        let mut attr = self
             .union
             .set_attr(ino.0, &s, f.as_deref(), any.as_deref())
             .map_err(|e| errno(&e))?;
+        // A setattr that changes nothing is what is left of the kernel's request to drop the
+        // privileges of a file being written (file_remove_privs: `fuse_setattr` drops the mode it
+        // computed and recomputes one that keeps setgid without group execute).
+        let nothing = s.mode.is_none()
+            && s.uid.is_none()
+            && s.gid.is_none()
+            && s.atime.is_none()
+            && s.mtime.is_none();
+        if (s.size.is_some() || nothing) && a.caller.uid != 0 {
+            let open = f.as_deref().or(any.as_deref());
+            a.caller.drop_privs(self, ino, open)?;
+            attr = match open {
+                Some(f) => self.union.attr_of_file(ino.0, f),
+                None => self.union.attr(ino.0),
+            }
+            .map_err(|e| errno(&e))?;
+        }
         Ok(file_attr(&attr, self.owner))
     }
 

@@ -21,7 +21,7 @@ pub use id::{NodeId, ROOT};
 use merge::{Resolved, Source};
 pub use node::{DirEntry, Listing};
 use node::{Inserted, ListingBuilder, Node, NodeTable};
-pub use write::{read_full, NewNode, SetAttr, Time};
+pub use write::{read_full, NewNode, SetAttr, Time, Truncater};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
 /// ("" for the whole container, `dir` for `--subdir dir`).

@@ -62,6 +62,30 @@ pub struct SetAttr {
     pub mtime: Option<Time>,
 }
 
+/// Who truncates a file. The kernel drops a file's setuid/setgid bits when a caller without
+/// CAP_FSETID truncates it; the server sees the caller's ids only, so root is taken to hold it.
+pub struct Truncater<'a> {
+    pub uid: u32,
+    /// Whether the caller is in group `gid` (its own or a supplementary group).
+    pub in_group: &'a dyn Fn(u32) -> bool,
+}
+
+/// The setuid/setgid bits of a regular file (permission bits `perm`, group `gid`) that a
+/// truncate by `who` drops, as the kernel's `setattr_should_drop_suidgid` (fs/attr.c) decides
+/// it: setuid always, setgid when the group may execute or the caller is not in the group.
+fn dropped_by_truncate(perm: u32, gid: u32, who: &Truncater<'_>) -> u32 {
+    const SUID: u32 = libc::S_ISUID;
+    const SGID: u32 = libc::S_ISGID;
+    if who.uid == 0 || perm & (SUID | SGID) == 0 {
+        return 0;
+    }
+    let mut drop = perm & SUID;
+    if perm & SGID != 0 && (perm & libc::S_IXGRP != 0 || !(who.in_group)(gid)) {
+        drop |= SGID;
+    }
+    drop
+}
+
 fn set_time(t: Option<Time>) -> crate::upper::SetTime {
     t.map(|t| match t {
         Time::Now => None,
@@ -687,6 +711,42 @@ impl Union {
             .map_err(|e| upper_err("opening", &n.path, e))
     }
 
+    /// Drops the setuid/setgid bits of upper file `id` (open as `f`, if it is) that a truncate
+    /// by `who` drops. The server truncates as itself (root: CAP_FSETID), so the upper dir's file
+    /// system keeps them; and the kernel leaves this to the server where it does not send the
+    /// mode: an open with O_TRUNC (FUSE_ATOMIC_O_TRUNC: fs/fuse/dir.c `fuse_do_setattr` skips
+    /// the setattr of `ATTR_OPEN`, mode included) and setgid without group execute (the mode
+    /// `fuse_setattr` computes keeps it).
+    pub fn drop_privs_after_truncate(
+        &self,
+        id: NodeId,
+        f: Option<&File>,
+        who: &Truncater<'_>,
+    ) -> Result<(), Error> {
+        if who.uid == 0 {
+            return Ok(());
+        }
+        let a = match f {
+            Some(f) => self.attr_of_file(id, f)?,
+            None => self.attr(id)?,
+        };
+        let drop = dropped_by_truncate(a.perm, a.gid.unwrap_or(0), who);
+        if a.kind != Kind::File || drop == 0 {
+            return Ok(());
+        }
+        let up = self.upper()?;
+        let n = self.node(id)?;
+        up.dir
+            .set_attrs(
+                &n.path,
+                f.map(|f| f.as_fd()),
+                None,
+                Some(a.perm & !drop),
+                None,
+            )
+            .map_err(|e| upper_err("chmod", &n.path, e))
+    }
+
     /// Whether node `id` lives in the upper dir.
     pub fn is_upper(&self, id: NodeId) -> Result<bool, Error> {
         Ok(self.node(id)?.source == Source::Upper)
@@ -764,4 +824,39 @@ pub fn read_full(f: &File, offset: u64, size: u32) -> io::Result<Vec<u8>> {
     }
     buf.truncate(done);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_drops_what_the_kernel_drops() {
+        fn member(_: u32) -> bool {
+            true
+        }
+        fn stranger(_: u32) -> bool {
+            false
+        }
+        let root = Truncater {
+            uid: 0,
+            in_group: &stranger,
+        };
+        // (perm, caller in the file's group?, bits dropped)
+        for (perm, in_group, drop) in [
+            (0o4777, true, 0o4000),
+            (0o2777, true, 0o2000),
+            (0o6777, true, 0o6000),
+            (0o2767, true, 0),
+            (0o2767, false, 0o2000),
+            (0o0777, false, 0),
+        ] {
+            let who = Truncater {
+                uid: 1000,
+                in_group: if in_group { &member } else { &stranger },
+            };
+            assert_eq!(dropped_by_truncate(perm, 5, &who), drop, "{perm:o}");
+            assert_eq!(dropped_by_truncate(perm, 5, &root), 0, "{perm:o} by root");
+        }
+    }
 }
