@@ -571,17 +571,17 @@ impl Filesystem for BfcFs {
         reply.ok();
     }
 
-    /// Let the kernel cache listings (FOPEN_CACHE_DIR, kept across opens). Read-only, they never
-    /// change; with an upper dir they change only through this mount, and the kernel drops a
-    /// directory's cached listing itself on every create, unlink, rename, link or mkdir in it
-    /// (fuse_dir_changed), and on an mtime change once the short TTL of an upper dir runs out.
+    /// ENOSYS: the kernel then stops sending OPENDIR and RELEASEDIR at all ("no_opendir", two
+    /// round trips per directory a walk enters) and opens every directory as if the answer had
+    /// been FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR (fs/fuse/file.c `fuse_file_open`: the default
+    /// for no-open), which is what this answered before: the kernel caches listings across
+    /// opens. Read-only, they never change; with an upper dir they change only through this
+    /// mount, and the kernel drops a directory's cached listing itself when it changes
+    /// (`fuse_dir_changed` bumps its i_version, checked at the start of every listing).
     /// (Changing the upper dir behind the mount's back is unsupported, as with overlayfs.)
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let flags = FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR;
-        match self.union.readdir(ino.0) {
-            Ok(_) => reply.opened(FileHandle(0), flags),
-            Err(e) => reply.error(errno(&e)),
-        }
+    /// Errors of a listing now reach the caller at its first READDIR instead.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
