@@ -71,7 +71,9 @@ impl Caller {
         })
     }
 
-    /// The setuid/setgid bits its truncate of upper file `ino` (open as `f`) drops, dropped.
+    /// The setuid/setgid bits its truncate of upper file `ino` (open as `f`) drops, dropped;
+    /// and the kernel's cached attributes of the file with them (an open's reply carries none,
+    /// and the kernel refreshes them only where it computed the same drop itself).
     pub(super) fn drop_privs(
         &self,
         core: &Core,
@@ -83,9 +85,14 @@ impl Caller {
             uid: self.uid,
             in_group: &in_group,
         };
-        core.union
+        let dropped = core
+            .union
             .drop_privs_after_truncate(ino.0, f, &who)
-            .map_err(|e| errno(&e))
+            .map_err(|e| errno(&e))?;
+        if let (true, Some(inv)) = (dropped, &core.invalidator) {
+            inv.attrs_changed(ino.0);
+        }
+        Ok(())
     }
 }
 

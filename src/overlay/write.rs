@@ -716,15 +716,15 @@ impl Union {
     /// system keeps them; and the kernel leaves this to the server where it does not send the
     /// mode: an open with O_TRUNC (FUSE_ATOMIC_O_TRUNC: fs/fuse/dir.c `fuse_do_setattr` skips
     /// the setattr of `ATTR_OPEN`, mode included) and setgid without group execute (the mode
-    /// `fuse_setattr` computes keeps it).
+    /// `fuse_setattr` computes keeps it). True: bits were dropped.
     pub fn drop_privs_after_truncate(
         &self,
         id: NodeId,
         f: Option<&File>,
         who: &Truncater<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         if who.uid == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let a = match f {
             Some(f) => self.attr_of_file(id, f)?,
@@ -732,7 +732,7 @@ impl Union {
         };
         let drop = dropped_by_truncate(a.perm, a.gid.unwrap_or(0), who);
         if a.kind != Kind::File || drop == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let up = self.upper()?;
         let n = self.node(id)?;
@@ -744,7 +744,8 @@ impl Union {
                 Some(a.perm & !drop),
                 None,
             )
-            .map_err(|e| upper_err("chmod", &n.path, e))
+            .map_err(|e| upper_err("chmod", &n.path, e))?;
+        Ok(true)
     }
 
     /// Whether node `id` lives in the upper dir.
