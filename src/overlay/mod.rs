@@ -208,6 +208,27 @@ struct Upper {
     copying: Mutex<HashMap<NodeId, Arc<Mutex<()>>>>,
 }
 
+/// The bytes of a read: borrowed from a layer's mapping (stored content), one decoded chunk
+/// shared with the layer's chunk cache, or a buffer of their own (reads across chunks, upper
+/// files).
+#[derive(Debug)]
+pub enum ReadData<'a> {
+    Borrowed(&'a [u8]),
+    Chunk(bfc::ChunkSlice),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ReadData<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Borrowed(s) => s,
+            ReadData::Chunk(c) => c,
+            ReadData::Owned(v) => v,
+        }
+    }
+}
+
 /// The union of a layer stack, with an optional writable upper directory on top.
 pub struct Union {
     layers: Vec<Layer>,
@@ -643,19 +664,20 @@ impl Union {
 
     /// Reads up to `size` bytes at `offset` of a regular file: fewer only at end of file. Content
     /// that fails its checksum or tag is an error, never returned. Stored content is borrowed
-    /// from the mapping; compressed or encrypted content is decoded (through the chunk cache).
-    pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
+    /// from the mapping; compressed or encrypted content is decoded (through the chunk cache),
+    /// and a read within one chunk is the cached chunk itself.
+    pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         self.read_node(&*self.node(id)?, offset, size)
     }
 
-    fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
+    fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         match n.kind {
             Kind::File => {}
             Kind::Dir => return Err(Error::IsDir),
             _ => return Err(Error::NotFound),
         }
         if n.source == Source::Upper {
-            return self.read_upper(n, offset, size).map(Cow::Owned);
+            return self.read_upper(n, offset, size).map(ReadData::Owned);
         }
         let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
@@ -666,7 +688,12 @@ impl Union {
         let len = full.saturating_sub(offset).min(u64::from(size));
         let len = usize::try_from(len).unwrap_or(0);
         match c.stored_slice(idx, offset, len) {
-            Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
+            Ok(Some(slice)) => return Ok(ReadData::Borrowed(slice)),
+            Ok(None) => {}
+            Err(e) => return Err(self.layer_error("reading", n, e)),
+        }
+        match c.read_in_chunk(idx, offset, len) {
+            Ok(Some(chunk)) => return Ok(ReadData::Chunk(chunk)),
             Ok(None) => {}
             Err(e) => return Err(self.layer_error("reading", n, e)),
         }
@@ -680,7 +707,7 @@ impl Union {
             }
         }
         buf.truncate(done);
-        Ok(Cow::Owned(buf))
+        Ok(ReadData::Owned(buf))
     }
 
     /// The target of a symbolic link.
