@@ -119,8 +119,9 @@ fn lazy_options(o: &MountOptions) -> anyhow::Result<LazyOptions> {
     })
 }
 
-/// Starts the background fetch of lazy layers (a no-op for complete ones). Call it in the
-/// process that serves the mount, once it serves: threads do not survive the daemon's fork.
+/// Starts the background fetch of lazy layers (a no-op for complete ones) and the check of
+/// each layer's index checksum that opening left for later (`Container::open_deferred`). Call
+/// it in the process that serves the mount: threads do not survive the daemon's fork.
 fn background_fetch(
     layers: &[crate::overlay::Layer],
     opts: &MountOptions,
@@ -129,6 +130,7 @@ fn background_fetch(
     let bg_rate = lazy_options(opts)?.bg_rate;
     Ok(move || {
         for c in &files {
+            c.start_index_check();
             c.start_background(bg_rate);
         }
     })
@@ -164,7 +166,7 @@ fn open_source(
     }
     if image_name.ends_with(".bfc") || path.is_file() {
         let file = std::path::absolute(path).with_context(|| format!("resolving {image_name}"))?;
-        let mut container = Container::open(&file)?;
+        let mut container = Container::open_deferred(&file)?;
         if container.is_encrypted() {
             let key = key(&file)?;
             container.set_key(&key)?;

@@ -425,17 +425,23 @@ impl Union {
         if let Some(id) = self.nodes.lookup_known(parent, name) {
             return Ok(id);
         }
-        if let Some(listing) = dir.listing.get() {
-            if !listing.contains(name) {
-                return Err(Error::NotFound);
-            }
-        }
+        let listed = match dir.listing.get() {
+            Some(listing) => match listing.find(name) {
+                Some(e) => Some(e.ino),
+                None => return Err(Error::NotFound),
+            },
+            None => None,
+        };
         if !self.spec.name_visible(name) {
             return Err(Error::NotFound);
         }
         let path = merge::join(&dir.path, name);
         loop {
-            let Some(r) = self.resolve_child(&dir, &path)? else {
+            let r = match self.listed_hit(&dir, &path, listed) {
+                Some(r) => Some(r),
+                None => self.resolve_child(&dir, &path)?,
+            };
+            let Some(r) = r else {
                 return Err(self.not_found(&dir, &path));
             };
             match self.nodes.insert(parent, name, path.clone(), r) {
@@ -510,6 +516,9 @@ impl Union {
     /// whiteouts and opaque directories hide what they hide there too. Builds no nodes: the
     /// inode numbers are the ids the names resolve to.
     fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<Listing>, Error> {
+        if let Some(li) = self.single_lower(dir) {
+            return self.build_single_listing(id, dir, li);
+        }
         let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path)
             .map_err(|e| self.layer_error("listing", dir, e))?;
         let mut upper = HashMap::new();
@@ -548,6 +557,62 @@ impl Union {
             }
         }
         Ok(Arc::new(out.finish()))
+    }
+
+    /// The one layer a directory merges when nothing else (the upper dir, other layers) can
+    /// show in it.
+    fn single_lower(&self, dir: &Node) -> Option<usize> {
+        match *dir.layers {
+            [li] if dir.source != Source::Upper => Some(li),
+            _ => None,
+        }
+    }
+
+    /// `build_listing` of a directory of one layer alone: each name resolved from the entry the
+    /// layer's listing found for it (`merge::resolve_hit`), not searched for again.
+    fn build_single_listing(
+        &self,
+        id: NodeId,
+        dir: &Node,
+        li: usize,
+    ) -> Result<Arc<Listing>, Error> {
+        let hits = merge::child_hits(&self.layers, self.spec, li, &dir.path)
+            .map_err(|e| self.layer_error("listing", dir, e))?;
+        let mut out = ListingBuilder::default();
+        for (name, hit) in hits {
+            let known = self
+                .nodes
+                .child(id, &name)
+                .and_then(|i| Some((i, self.nodes.get(i)?)));
+            let (ino, kind) = match known {
+                Some((i, n)) => (i, n.kind),
+                None => {
+                    let path = merge::join(&dir.path, &name);
+                    match merge::resolve_hit(&self.layers, self.spec, li, &path, hit) {
+                        Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
+                        None => continue,
+                    }
+                }
+            };
+            if !out.push(&name, ino, kind) {
+                log::error!("{}: more names than a listing holds", show_path(&dir.path));
+                break;
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+
+    /// The resolution of `path` from the id its directory's listing gave it (`ino`), when the
+    /// directory is one layer's alone and the id names this very entry of the layer (not the
+    /// first name of a hardlink group): what `resolve_child` finds, without searching.
+    fn listed_hit(&self, dir: &Node, path: &[u8], ino: Option<NodeId>) -> Option<Resolved> {
+        let li = self.single_lower(dir)?;
+        let (layer, idx) = id::split_lower(ino?)?;
+        let l = self.layers.get(li)?;
+        if layer != li || idx >= l.container.len() || l.container.path(idx) != l.path_of(path) {
+            return None;
+        }
+        merge::resolve_hit(&self.layers, self.spec, li, path, merge::Hit::Entry(idx))
     }
 
     /// The parent directory (the root is its own parent).
@@ -627,10 +692,17 @@ impl Union {
         if let [li] = *n.layers {
             let l = &self.layers[li];
             let lp = l.path_of(&n.path);
-            if let Some(k) = l.container.subdir_count(&lp) {
+            // Entries below the directory are searched from its own entry on.
+            let from = match n.source {
+                Source::Entry { layer, idx } if layer == li => idx + 1,
+                _ => 0,
+            };
+            if let Some(k) = l.container.subdir_count_from(&lp, from) {
                 // `.wh.*` directories never show under the OCI rules.
                 let hidden = match self.spec {
-                    WhiteoutSpec::Oci => l.container.subdirs_named(&lp, merge::WH_PREFIX),
+                    WhiteoutSpec::Oci => {
+                        l.container.subdirs_named_from(&lp, merge::WH_PREFIX, from)
+                    }
                     WhiteoutSpec::Typed => 0,
                 };
                 return Ok(plus2((k as usize).saturating_sub(hidden)));
