@@ -1056,8 +1056,14 @@ impl Container {
         let (mut i, hi) = self.prefix_range(dir);
         let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
         let mut out = Vec::new();
+        let mut checked = None;
         while i < hi {
-            self.check_name(i)?;
+            // Entries listed one after the other share their neighbours' checks.
+            match checked {
+                Some(prev) if prev + 1 == i => self.check_name_after(i)?,
+                _ => self.check_name(i)?,
+            }
+            checked = Some(i);
             let path = self.path(i);
             let rest = &path[skip..];
             match rest.iter().position(|b| *b == b'/') {
@@ -1226,6 +1232,39 @@ impl Container {
         }
         if i + 1 < self.len() && path >= self.path(i + 1) {
             return Err(unsorted(i + 1));
+        }
+        Ok(())
+    }
+
+    /// `check_name(i)` when `check_name(i - 1)` (or this) passed just before: what that did
+    /// not check (the record after `i`, `i`'s path, its order with the next one).
+    fn check_name_after(&self, i: usize) -> Result<()> {
+        self.index_checksum(Some(i))?;
+        if i + 1 < self.len() {
+            self.check_record(i + 1)?;
+        }
+        let path = self.path(i);
+        let why = |k: usize, what: String| Error::Corrupt {
+            file: self.file.clone(),
+            offset: self.index_offset + u64::from(self.record_start(k)),
+            what,
+        };
+        if let Err(reason) = check_path(path) {
+            return Err(why(
+                i,
+                format!("index entry {i}: path {:?} {reason}", show(path)),
+            ));
+        }
+        if i + 1 < self.len() && path >= self.path(i + 1) {
+            let k = i + 1;
+            return Err(why(
+                k,
+                format!(
+                    "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
+                    show(self.path(k)),
+                    show(path)
+                ),
+            ));
         }
         Ok(())
     }
