@@ -373,11 +373,9 @@ impl Container {
             if e.enc != ENC_NONE {
                 self.ensure_tag(&e, &p)?;
             }
-            if self.partial.is_some() && e.enc == ENC_NONE {
-                let (lo, hi) = match &ch {
-                    Some(ch) => (ch.offsets[k as usize], ch.offsets[k as usize + 1]),
-                    None => (0, p.stored_size),
-                };
+            // (A file without a chunk table is fetched whole by `decode_whole`.)
+            if let (Some(ch), true) = (&ch, self.partial.is_some() && e.enc == ENC_NONE) {
+                let (lo, hi) = (ch.offsets[k as usize], ch.offsets[k as usize + 1]);
                 self.need(p.offset + lo, hi.saturating_sub(lo))?;
             }
             let chunk = self.chunk(&e, ch.as_deref(), &p, k)?;
@@ -528,6 +526,7 @@ impl Container {
     /// A file of at most one chunk (`is_one_frame`) decoded in one call into a buffer for the
     /// cache, and checked against the file's checksum: no streaming decoder, no second pass.
     fn decode_whole(&self, e: &Entry, p: &Payload<'_>) -> Result<Arc<[u8]>> {
+        self.need(e.obj_offset, e.obj_size)?;
         self.bytes.will_need(p.offset, p.data.len());
         let len = e.size as usize;
         let out = ahead::decode_into(p.data, e.comp, self.cache.buffer(len)).map_err(|err| {
