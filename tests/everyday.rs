@@ -7,7 +7,7 @@ mod union_support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::tree::{set_xattr, xattrs};
@@ -83,6 +83,20 @@ impl Fx {
         fs::hard_link(dir.join("etc/hello"), dir.join("srv/hello-link")).unwrap();
         std::os::unix::fs::symlink("../etc/hello", dir.join("srv/hello-sym")).unwrap();
         fs::create_dir(dir.join("empty")).unwrap();
+        // Kinds and values plain `tar` headers get wrong: a fifo, a device, a 1960 mtime.
+        let run = |cmd: &str, args: &[&str]| {
+            let st = std::process::Command::new(cmd).args(args).status().unwrap();
+            assert!(st.success(), "{cmd} {args:?}");
+        };
+        run("mkfifo", &[s(&dir.join("srv/fifo"))]);
+        run("mknod", &[s(&dir.join("srv/null2")), "c", "1", "3"]);
+        put("srv/old", b"from 1960\n", 0o644);
+        fs::File::options()
+            .write(true)
+            .open(dir.join("srv/old"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH - std::time::Duration::from_secs(315_619_200))
+            .unwrap();
         dir
     }
 
@@ -111,6 +125,17 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
                 format!("dir {:o}", m.mode() & 0o7777)
             } else if m.file_type().is_symlink() {
                 format!("symlink {}", fs::read_link(&p).unwrap().display())
+            } else if m.file_type().is_fifo() {
+                format!("fifo {:o}", m.mode() & 0o7777)
+            } else if m.file_type().is_char_device() {
+                format!("chr {:o} {:#x}", m.mode() & 0o7777, m.rdev())
+            } else if m.mtime() < 0 {
+                format!(
+                    "file {:o} {} mtime {}",
+                    m.mode() & 0o7777,
+                    m.len(),
+                    m.mtime()
+                )
             } else {
                 format!(
                     "file {:o} {} {} nlink {}",
