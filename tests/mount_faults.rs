@@ -1,6 +1,7 @@
 //! Faults of the machine under a real FUSE mount (needs root and /dev/fuse):
 //! - the `.bfc` file is truncated while mounted: reads of what is gone fail with EIO, what is
 //!   still there reads right, the server stays up (see src/bfc/map.rs);
+//! - a background server's errors land in `STORE/logs/server.log` on a host without syslog;
 //! - the upper dir of a writable mount fills up (a 4 MiB tmpfs): the writer gets ENOSPC, the
 //!   server stays up, earlier files are intact, and writes work again once space is freed.
 //!
@@ -278,4 +279,60 @@ fn a_full_upper_dir_gives_enospc_and_the_mount_recovers() {
         .filter(|p: &PathBuf| p.file_name().is_some_and(|n| n != "work" && n != "index"))
         .collect();
     assert!(left.is_empty(), "left in the work dir: {left:?}");
+}
+
+/// A background server's errors reach a log: syslog when the host has one, else
+/// `STORE/logs/server.log` — which `bfcfs mounts` names. Corrupt content is reported with the
+/// entry and offset.
+#[test]
+fn a_background_servers_errors_go_to_a_log_file_under_the_store_without_syslog() {
+    let has_syslog = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    if has_syslog {
+        eprintln!("skipped: this host has syslog (/dev/log), where the lines go instead of a file");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("t");
+    fs::create_dir_all(&src).unwrap();
+    let body = noise(100_000, 3);
+    fs::write(src.join("bad"), &body).unwrap();
+    run_in(t.path(), &["create", "x.bfc", "t"]).ok();
+    let bfc = t.path().join("x.bfc");
+    let c = Container::open(&bfc).unwrap();
+    let i = (0..c.len()).find(|&i| c.path(i) == b"t/bad").unwrap();
+    let e = c.entry(i).unwrap();
+    drop(c);
+    // Flip one byte of the stored content (after the object's header): its CRC no longer holds.
+    let mut bytes = fs::read(&bfc).unwrap();
+    let at = usize::try_from(e.obj_offset + e.obj_size).unwrap() - 100;
+    bytes[at] ^= 0xff;
+    fs::write(&bfc, &bytes).unwrap();
+
+    let store = t.path().join("store");
+    let store_s = store.to_str().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = mount(&["--root", store_s], &bfc, &mnt);
+    let err = read_direct(&mnt.join("t/bad")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let log = store.join("logs/server.log");
+    let listed = run_in(Path::new("/"), &["--root", store_s, "mounts"]).ok();
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("Server logs: {}", log.display())),
+        "{}",
+        listed.stdout
+    );
+    run_in(Path::new("/"), &["umount", mnt.to_str().unwrap()]).ok();
+    drop(m);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("t/bad") && l.contains("offset")),
+        "no line names the corrupt entry in {}:\n{text}",
+        log.display()
+    );
 }
