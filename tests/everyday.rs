@@ -316,6 +316,59 @@ fn run_without_rm_keeps_the_container_and_what_the_command_wrote() {
     assert_eq!(fx.containers().len(), 2);
 }
 
+/// Ctrl-C in a pull: "interrupted", exit 130, and none of its temp files are left in the store.
+#[test]
+fn an_interrupted_pull_says_so_and_leaves_no_temp_files() {
+    let fx = Fx::new();
+    let src = fx.root.join("big");
+    fs::create_dir(&src).unwrap();
+    for i in 0..2u64 {
+        fs::write(src.join(format!("f{i}")), common::tree::noise(64 << 20, i)).unwrap();
+    }
+    fx.ok(&["import", s(&src), "big:1"]);
+    let lay = fx.root.join("lay");
+    fx.ok(&["save", "-q", "--format", "oci-dir", "-o", s(&lay), "big:1"]);
+    fs::remove_dir_all(&src).unwrap();
+
+    let store2 = fx.root.join("store2");
+    let mut child = std::process::Command::new(bin())
+        .args(["--root", s(&store2), "pull", "-q"])
+        .arg(format!("oci:{}", lay.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Temp files in the store: tmp/*, and anything in layers/ that is not a finished layer.
+    let temps = |store: &Path| -> Vec<String> {
+        let mut v = Vec::new();
+        for d in ["tmp", "layers"] {
+            for e in fs::read_dir(store.join(d)).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if d == "tmp" || !(n.ends_with(".bfc") || n.ends_with(".tar-split")) {
+                    v.push(format!("{d}/{n}"));
+                }
+            }
+        }
+        v
+    };
+    let t0 = std::time::Instant::now();
+    while temps(&store2).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before it wrote a temp file"
+        );
+        assert!(t0.elapsed().as_secs() < 60, "no temp file after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY (test): a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(temps(&store2), Vec::<String>::new());
+}
+
 #[test]
 fn rm_refuses_an_image_that_a_container_uses_unless_forced() {
     let fx = Fx::new();

@@ -181,6 +181,7 @@ pub fn create(a: CreateArgs) -> anyhow::Result<i32> {
     }
     let total: u64 = a.paths.iter().map(|p| du(p)).sum();
     let bar = bytes_bar(total, "create");
+    super::interrupt::clean_up_on_interrupt(None, Some(&a.out));
     let (mut w, af, skip) = ac::start(&a.out, opts)?;
     let copts = ac::CreateOptions {
         record_owner: is_root(),

@@ -7,6 +7,7 @@ pub mod completion;
 pub mod container;
 pub mod images;
 pub mod import;
+pub mod interrupt;
 pub mod keys;
 pub mod login;
 pub mod mount;
