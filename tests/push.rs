@@ -9,7 +9,9 @@ use common::tree::build_full_tree;
 use common::{sha256_hex, tool_ok, unpack_with_umoci, StoreDir};
 use flate2::read::GzDecoder;
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
-use pull_support::layout::{noise, sha, sparse_bomb, Comp, Image, Layer, Member as M};
+use pull_support::layout::{
+    noise, rich_members, sha, sparse_bomb, Comp, Image, Layer, Member as M,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -90,23 +92,9 @@ fn layer_tar(host: &str, repo: &str, layer: &Value) -> Vec<u8> {
 /// targets, hardlinks, devices, a fifo, a sparse member, end-of-archive padding to a 10 KiB
 /// record as GNU tar writes, and a whiteout.
 fn tricky_layers() -> Vec<Layer> {
-    let long: &'static str =
-        Box::leak(format!("deep/{}/{}", "d".repeat(120), "f".repeat(150)).into_boxed_str());
-    let mut base = Layer::new(
-        &[
-            M::Dir("etc"),
-            M::FileMode("etc/passwd", b"root:x:0:0\n".to_vec(), 0o640, 0, 42),
-            M::FileMode("bin/tool", b"#!/bin/sh\n".to_vec(), 0o4755, 0, 0),
-            M::Symlink("bin/sh", "/bin/tool"),
-            M::Hardlink("bin/tool2", "bin/tool"),
-            M::Fifo("run/fifo"),
-            M::CharDev("dev/null", 1, 3),
-            M::Xattr("bin/cap", "security.capability", b"\x01\x00\x00\x02"),
-            M::File(long, b"long".to_vec()),
-            M::File("big", noise(300_000, 9)),
-        ],
-        Comp::Gzip,
-    );
+    let mut members = rich_members();
+    members.push(M::File("big", noise(300_000, 9)));
+    let mut base = Layer::new(&members, Comp::Gzip);
     // GNU tar pads the archive to a 10 KiB record.
     let pad = (10240 - base.tar.len() % 10240) % 10240;
     base.tar.extend(std::iter::repeat_n(0u8, pad));
