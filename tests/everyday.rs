@@ -15,45 +15,18 @@ use common::*;
 use union_support::{is_mounted, libraries, Mnt};
 
 /// A store and a directory to import, made of host binaries (sh, cat, ls and their libraries).
-struct Fx {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    store: String,
+struct Fx(StoreDir);
+
+impl std::ops::Deref for Fx {
+    type Target = StoreDir;
+    fn deref(&self) -> &StoreDir {
+        &self.0
+    }
 }
 
 impl Fx {
     fn new() -> Fx {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let store = root.join("store").display().to_string();
-        Fx {
-            _tmp: tmp,
-            root,
-            store,
-        }
-    }
-
-    /// Runs `bfcfs --root STORE args...`: (code, stdout, stderr).
-    fn bfcfs(&self, args: &[&str]) -> (i32, String, String) {
-        let mut all = vec!["--root", &self.store];
-        all.extend_from_slice(args);
-        bfcfs(&all)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.bfcfs(args);
-        assert_eq!(code, 0, "bfcfs {args:?} failed: {err}");
-        out
-    }
-
-    /// Expects a clean failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.bfcfs(args);
-        assert!(
-            code == 1 || code == 2,
-            "bfcfs {args:?} should fail cleanly, got {code}\nstdout: {out}\nstderr: {err}"
-        );
-        err
+        Fx(StoreDir::new())
     }
 
     /// A rootfs directory: host sh, cat and ls with their libraries, /etc/passwd, and a few
@@ -214,12 +187,12 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
         s(&src),
         "app:v1",
     ]);
-    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v1"]);
+    let (code, out, err) = fx.run(&["run", "--rm", "app:v1"]);
     assert_eq!((code, out.as_str()), (0, "hello from the image\n"), "{err}");
-    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v1", "sh", "-c", "echo out; exit 7"]);
+    let (code, out, err) = fx.run(&["run", "--rm", "app:v1", "sh", "-c", "echo out; exit 7"]);
     assert_eq!((code, out.as_str()), (7, "out\n"), "{err}");
     // -e, -w, --entrypoint and arguments after --
-    let (code, out, err) = fx.bfcfs(&[
+    let (code, out, err) = fx.run(&[
         "run",
         "--rm",
         "-e",
@@ -243,7 +216,7 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
     fs::create_dir(&host).unwrap();
     fs::write(host.join("f"), b"from the host\n").unwrap();
     let vol = format!("{}:/mnt/h:ro", host.display());
-    let (code, out, err) = fx.bfcfs(&[
+    let (code, out, err) = fx.run(&[
         "run",
         "--rm",
         "--volume",
@@ -257,7 +230,7 @@ fn run_passes_stdout_and_the_exit_status_through_and_rm_leaves_no_container() {
     assert_ne!(code, 0, "a write to a read-only bind succeeded");
     assert!(!host.join("g").exists());
     // -u: the process runs as that user
-    let (code, out, err) = fx.bfcfs(&[
+    let (code, out, err) = fx.run(&[
         "run",
         "--rm",
         "-u",
@@ -293,7 +266,7 @@ fn run_without_rm_keeps_the_container_and_what_the_command_wrote() {
     let fx = Fx::new();
     let src = fx.rootfs("src");
     fx.ok(&["import", s(&src), "app:v1"]);
-    let (code, _, err) = fx.bfcfs(&[
+    let (code, _, err) = fx.run(&[
         "run",
         "--name",
         "keep",
@@ -307,10 +280,10 @@ fn run_without_rm_keeps_the_container_and_what_the_command_wrote() {
     let upper = Path::new(&fx.store).join("containers/keep/upper");
     assert_eq!(fs::read(upper.join("etc/new")).unwrap(), b"data\n");
     // Running in it again sees what it holds.
-    let (code, out, err) = fx.bfcfs(&["run", "--name", "keep", "app:v1", "cat", "/etc/new"]);
+    let (code, out, err) = fx.run(&["run", "--name", "keep", "app:v1", "cat", "/etc/new"]);
     assert_eq!((code, out.as_str()), (0, "data\n"), "{err}");
     // A fresh container without --rm stays too, and its name is said.
-    let (code, _, err) = fx.bfcfs(&["run", "app:v1", "sh", "-c", ":"]);
+    let (code, _, err) = fx.run(&["run", "app:v1", "sh", "-c", ":"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("rm-container c-"), "{err}");
     assert_eq!(fx.containers().len(), 2);
@@ -600,7 +573,7 @@ fn commit_makes_the_containers_changes_a_layer_that_mounts_and_runs() {
     assert_eq!(v["config"]["config"]["Env"], serde_json::json!(["A=1"]));
 
     // It runs, and its command reads the committed file.
-    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v2"]);
+    let (code, out, err) = fx.run(&["run", "--rm", "app:v2"]);
     assert_eq!(
         (code, out.as_str()),
         (0, "added by the container\n"),
@@ -608,7 +581,7 @@ fn commit_makes_the_containers_changes_a_layer_that_mounts_and_runs() {
     );
 
     // A commit of the committed image's container stacks a third layer.
-    let (code, _, err) = fx.bfcfs(&[
+    let (code, _, err) = fx.run(&[
         "run",
         "--name",
         "third",
@@ -619,7 +592,7 @@ fn commit_makes_the_containers_changes_a_layer_that_mounts_and_runs() {
     ]);
     assert_eq!(code, 0, "{err}");
     fx.ok(&["commit", "third", "app:v3"]);
-    let (code, out, err) = fx.bfcfs(&["run", "--rm", "app:v3", "cat", "/three", "/etc/new"]);
+    let (code, out, err) = fx.run(&["run", "--rm", "app:v3", "cat", "/three", "/etc/new"]);
     assert_eq!(
         (code, out.as_str()),
         (0, "3\nadded by the container\n"),
@@ -643,30 +616,7 @@ fn a_pushed_committed_image_unpacks_with_umoci_to_the_tree_it_mounts_as() {
     let dest = format!("{}/team/app:v2", reg.host());
     fx.ok(&["push", "-q", "app:v2", &dest]);
 
-    let lay = fx.root.join("lay");
-    let out = std::process::Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false"])
-        .arg(format!("docker://{dest}"))
-        .arg(format!("oci:{}:v2", lay.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bundle = fx.root.join("bundle");
-    let out = std::process::Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:v2", lay.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let rootfs = unpack_with_umoci(&dest, &fx.root);
 
     let mnt = fx.root.join("mnt");
     fs::create_dir(&mnt).unwrap();
@@ -674,7 +624,7 @@ fn a_pushed_committed_image_unpacks_with_umoci_to_the_tree_it_mounts_as() {
     let m = Mnt(mnt.clone());
     let mut mounted = tree(&mnt);
     fx.ok(&["umount", s(&m.0)]);
-    let unpacked = tree(&bundle.join("rootfs"));
+    let unpacked = tree(&rootfs);
     // The one known difference: srv/hello-link's lower hardlink partner etc/hello is whited out
     // above it. A union (bfcfs, like kernel overlayfs) reports the lower file's link count (2);
     // an extraction counts the names that remain (1).
