@@ -201,6 +201,18 @@ impl Registry {
     }
 }
 
+/// Starts `cmd` with `stdin` piped in and its stdout (and anything else the caller set to piped)
+/// captured, and waits for it.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -345,20 +357,13 @@ impl TokenServer {
                     b64url(header.to_string().as_bytes()),
                     b64url(claims.to_string().as_bytes())
                 );
-                let mut child = Command::new("openssl")
-                    .args(["dgst", "-sha256", "-sign"])
-                    .arg(&key)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                let sig = child.wait_with_output().unwrap().stdout;
+                let sig = output_with_stdin(
+                    Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(&key),
+                    input.as_bytes(),
+                )
+                .stdout;
                 let jwt = format!("{input}.{}", b64url(&sig));
                 let body =
                     serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})
