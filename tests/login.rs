@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use common::{bin, tool_ok};
-use pull_support::harness::{output_with_stdin, Auth, Registry, PASS, USER};
+use pull_support::harness::{
+    free_port, output_with_stdin, self_signed_cert, Auth, Registry, PASS, USER,
+};
 use pull_support::layout::{write_layout, Comp, Image, Layer, Member as M};
 
 /// A registry with one private image, and a private home for bfcfs.
@@ -350,29 +352,18 @@ fn tls_verify_false_accepts_a_self_signed_registry() {
     let dir = fx.path("tls");
     fs::create_dir(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
+    self_signed_cert(
+        &key,
+        &cert,
+        1,
+        &[
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
             "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+        ],
+    );
+    let port = free_port();
     let config = format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\n  tls:\n    certificate: {}\n    key: {}\n",
         fx.reg.dir.path().join("data").display(),
