@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::tree::{set_xattr, xattrs};
+use common::tree::{describe_tree, set_xattr, xattrs};
 use common::*;
 use union_support::{is_mounted, libraries, Mnt};
 
@@ -84,49 +84,32 @@ fn s(p: &Path) -> &str {
 
 /// path → kind, mode, size, content or link target (what import must keep).
 fn tree(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
-        let mut names: Vec<_> = fs::read_dir(root.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = rel.join(&n);
-            let p = root.join(&r);
-            let m = fs::symlink_metadata(&p).unwrap();
-            let what = if m.is_dir() {
-                format!("dir {:o}", m.mode() & 0o7777)
-            } else if m.file_type().is_symlink() {
-                format!("symlink {}", fs::read_link(&p).unwrap().display())
-            } else if m.file_type().is_fifo() {
-                format!("fifo {:o}", m.mode() & 0o7777)
-            } else if m.file_type().is_char_device() {
-                format!("chr {:o} {:#x}", m.mode() & 0o7777, m.rdev())
-            } else if m.mtime() < 0 {
-                format!(
-                    "file {:o} {} mtime {}",
-                    m.mode() & 0o7777,
-                    m.len(),
-                    m.mtime()
-                )
-            } else {
-                format!(
-                    "file {:o} {} {} nlink {}",
-                    m.mode() & 0o7777,
-                    m.len(),
-                    sha256_hex(&fs::read(&p).unwrap()),
-                    m.nlink()
-                )
-            };
-            out.insert(r.display().to_string(), what);
-            if m.is_dir() {
-                walk(root, &r, out);
-            }
+    describe_tree(root, |p, m| {
+        if m.is_dir() {
+            format!("dir {:o}", m.mode() & 0o7777)
+        } else if m.file_type().is_symlink() {
+            format!("symlink {}", fs::read_link(p).unwrap().display())
+        } else if m.file_type().is_fifo() {
+            format!("fifo {:o}", m.mode() & 0o7777)
+        } else if m.file_type().is_char_device() {
+            format!("chr {:o} {:#x}", m.mode() & 0o7777, m.rdev())
+        } else if m.mtime() < 0 {
+            format!(
+                "file {:o} {} mtime {}",
+                m.mode() & 0o7777,
+                m.len(),
+                m.mtime()
+            )
+        } else {
+            format!(
+                "file {:o} {} {} nlink {}",
+                m.mode() & 0o7777,
+                m.len(),
+                sha256_hex(&fs::read(p).unwrap()),
+                m.nlink()
+            )
         }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
+    })
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod pull_support;
 mod union_support;
 
 use bfcfs::bfc::Container;
-use common::tree::build_full_tree;
+use common::tree::{build_full_tree, describe_tree};
 use common::{sha256_hex, tool_ok, unpack_with_umoci, StoreDir};
 use flate2::read::GzDecoder;
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
@@ -116,51 +116,34 @@ fn tricky_layers() -> Vec<Layer> {
 /// Every path below `root` (root excluded) → type, permissions, owner, size, content hash or
 /// link target, rdev, link count and (for non-directories) mtime in seconds.
 fn tree(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
-        let mut names: Vec<_> = fs::read_dir(root.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = rel.join(&n);
-            let p = root.join(&r);
-            let m = fs::symlink_metadata(&p).unwrap();
-            let ft = m.file_type();
-            let what = if ft.is_dir() {
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!(
-                    "symlink {} {}",
-                    fs::read_link(&p).unwrap().display(),
-                    m.mtime()
-                )
-            } else if ft.is_file() {
-                format!(
-                    "file {} {} nlink {} {}",
-                    m.len(),
-                    sha256_hex(&fs::read(&p).unwrap()),
-                    m.nlink(),
-                    m.mtime()
-                )
-            } else {
-                format!("special {:o} rdev {}", m.mode() & 0o170000, m.rdev())
-            };
-            let id = format!(
-                "{what} mode {:o} owner {}:{}",
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid()
-            );
-            out.insert(r.display().to_string(), id);
-            if ft.is_dir() {
-                walk(root, &r, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
+    describe_tree(root, |p, m| {
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!(
+                "symlink {} {}",
+                fs::read_link(p).unwrap().display(),
+                m.mtime()
+            )
+        } else if ft.is_file() {
+            format!(
+                "file {} {} nlink {} {}",
+                m.len(),
+                sha256_hex(&fs::read(p).unwrap()),
+                m.nlink(),
+                m.mtime()
+            )
+        } else {
+            format!("special {:o} rdev {}", m.mode() & 0o170000, m.rdev())
+        };
+        format!(
+            "{what} mode {:o} owner {}:{}",
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        )
+    })
 }
 
 fn s(p: &Path) -> &str {

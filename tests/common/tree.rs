@@ -308,6 +308,22 @@ pub fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every path below `root` (root excluded) → `describe(its path, its lstat)`.
+pub fn describe_tree(
+    root: &Path,
+    describe: impl Fn(&Path, &fs::Metadata) -> String,
+) -> BTreeMap<String, String> {
+    let mut rels = Vec::new();
+    walk(root, Path::new(""), &mut rels);
+    rels.into_iter()
+        .map(|r| {
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            (r.display().to_string(), describe(&p, &m))
+        })
+        .collect()
+}
+
 fn show_xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     let v: Vec<String> = x
         .iter()
