@@ -390,28 +390,31 @@ impl Registry {
                 });
             }
             if matches!(status, 301 | 302 | 303 | 307 | 308) {
-                hops += 1;
-                if hops > MAX_REDIRECTS {
-                    return Err(Error::Status {
-                        url,
-                        status,
-                        detail: format!("more than {MAX_REDIRECTS} redirects"),
-                    });
-                }
-                let location = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Status {
-                        url: url.clone(),
-                        status,
-                        detail: "redirect without Location".into(),
-                    })?;
-                url = self.redirect_target(&url, location)?;
+                url = self.follow_redirect(&url, &resp, &mut hops)?;
                 continue;
             }
             return Ok((url, resp));
         }
+    }
+
+    /// The URL redirect `resp` (a 3xx reply to `url`) points to, counting it in `hops`; an error
+    /// past [`MAX_REDIRECTS`].
+    fn follow_redirect(
+        &self,
+        url: &str,
+        resp: &Response<Body>,
+        hops: &mut usize,
+    ) -> Result<String> {
+        *hops += 1;
+        if *hops > MAX_REDIRECTS {
+            return Err(Error::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+                detail: format!("more than {MAX_REDIRECTS} redirects"),
+            });
+        }
+        let location = location_header(url, resp, "redirect without Location")?;
+        self.redirect_target(url, location)
     }
 
     /// Resolves a Location header against `from` and checks its scheme.
@@ -767,6 +770,18 @@ impl Fetch for Registry {
 }
 
 /// Checks the status against `ok`; otherwise reads up to 1 KiB of the body for the message.
+/// The `Location` header of reply `resp` to `url`; `missing` is the error's detail without one.
+fn location_header<'r>(url: &str, resp: &'r Response<Body>, missing: &str) -> Result<&'r str> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Status {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+            detail: missing.into(),
+        })
+}
+
 fn check_status(url: &str, resp: &mut Response<Body>, ok: &[u16]) -> Result<u16> {
     let status = resp.status().as_u16();
     if ok.contains(&status) {
