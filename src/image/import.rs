@@ -208,23 +208,19 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
         )
         .history(vec![history])
         .build()?;
-    let manifest_digest = store_image(store, &config, vec![layer])?;
-    let mut refs = Refs::load(store)?;
-    refs.set(&name, Some(&tag), &manifest_digest);
-    refs.save()?;
-    Ok(Imported {
-        name: format!("{name}:{tag}"),
-        manifest_digest,
-        diff_id,
-    })
+    store_image(store, &config, vec![layer], &name, &tag, diff_id)
 }
 
-/// Stores `config` and a manifest naming it and `layers`; returns the manifest digest.
+/// Stores `config` and a manifest naming it and `layers`, and records the manifest as
+/// `name:tag`; `diff_id` is the new top layer's.
 pub(super) fn store_image(
     store: &Store,
     config: &ImageConfiguration,
     layers: Vec<Descriptor>,
-) -> Result<String> {
+    name: &str,
+    tag: &str,
+    diff_id: String,
+) -> Result<Imported> {
     let json = |v: serde_json::Result<Vec<u8>>| {
         v.map_err(|e| Error::BadImage {
             path: store.root().to_path_buf(),
@@ -251,7 +247,14 @@ pub(super) fn store_image(
     let manifest_bytes = json(serde_json::to_vec(&manifest))?;
     let manifest_digest = crate::digest::sha256_digest(&manifest_bytes);
     store.put_blob(&manifest_digest, &manifest_bytes)?;
-    Ok(manifest_digest)
+    let mut refs = Refs::load(store)?;
+    refs.set(name, Some(tag), &manifest_digest);
+    refs.save()?;
+    Ok(Imported {
+        name: format!("{name}:{tag}"),
+        manifest_digest,
+        diff_id,
+    })
 }
 
 pub(super) fn now_secs() -> i64 {
