@@ -378,16 +378,8 @@ impl Registry {
                 },
             })?;
             let status = resp.status().as_u16();
-            if status == 401 && own && !answered {
-                answered = true;
-                self.answer_401(&url, &resp)?;
+            if self.retry_after_401(&url, &resp, own, &mut answered, "")? {
                 continue;
-            }
-            if status == 401 && own {
-                return Err(Error::Auth {
-                    url,
-                    why: "credentials or token rejected (HTTP 401)".into(),
-                });
             }
             if matches!(status, 301 | 302 | 303 | 307 | 308) {
                 url = self.follow_redirect(&url, &resp, &mut hops)?;
@@ -452,6 +444,31 @@ impl Registry {
             });
         }
         Ok(next)
+    }
+
+    /// Whether reply `resp` to `url` was a first 401 from our own registry (`own`), now
+    /// answered, so that the caller sends the request again; a second one is an error (`denied`
+    /// adds what the request needed).
+    fn retry_after_401(
+        &self,
+        url: &str,
+        resp: &Response<Body>,
+        own: bool,
+        answered: &mut bool,
+        denied: &str,
+    ) -> Result<bool> {
+        if resp.status().as_u16() != 401 || !own {
+            return Ok(false);
+        }
+        if *answered {
+            return Err(Error::Auth {
+                url: url.to_string(),
+                why: format!("credentials or token rejected (HTTP 401){denied}"),
+            });
+        }
+        *answered = true;
+        self.answer_401(url, resp)?;
+        Ok(true)
     }
 
     /// Answers a 401 from our own registry: forgets the token of our scope and gets a new one as

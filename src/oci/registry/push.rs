@@ -188,17 +188,9 @@ impl Registry {
                 }
             }?;
             let status = resp.status().as_u16();
-            if status == 401 && own && !answered {
-                answered = true;
-                self.answer_401(&url, &resp)?;
+            let denied = "; pushing needs push access";
+            if self.retry_after_401(&url, &resp, own, &mut answered, denied)? {
                 continue;
-            }
-            if status == 401 && own {
-                return Err(Error::Auth {
-                    url,
-                    why: "credentials or token rejected (HTTP 401); pushing needs push access"
-                        .into(),
-                });
             }
             if follows && matches!(status, 301 | 302 | 303 | 307 | 308) {
                 url = self.follow_redirect(&url, &resp, &mut hops)?;
