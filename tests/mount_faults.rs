@@ -41,23 +41,10 @@ fn is_mounted(p: &Path) -> bool {
 /// container file open).
 fn holders(path: &Path) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if pid != me
-            && fds
-                .flatten()
-                .any(|fd| fs::read_link(fd.path()).ok().as_deref() == Some(path))
-        {
-            out.push(pid);
-        }
-    }
-    out
+    common::holders(path)
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {

@@ -143,6 +143,26 @@ pub fn unpack_with_umoci(reference: &str, work: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
+/// The processes that have `path` open (a mount's server holds its file or directory).
+pub fn holders(path: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(path))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// The names under `store/containers/`, sorted (none when the directory does not exist).
 pub fn container_names(store: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(store.join("containers"))
