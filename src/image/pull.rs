@@ -69,6 +69,14 @@ pub struct Pulled {
     pub fell_back: Vec<String>,
 }
 
+/// How a pull names what it recorded: `name:tag`, or `name@digest` without a tag.
+pub(super) fn pulled_name(name: &str, tag: Option<&str>, manifest_digest: &str) -> String {
+    match tag {
+        Some(t) => format!("{name}:{t}"),
+        None => format!("{name}@{manifest_digest}"),
+    }
+}
+
 /// Pulls `source` into `store` (or into one file with `opts.output`).
 pub fn pull(
     store: &Store,
@@ -140,10 +148,7 @@ pub(super) fn pull_resolved(
         .next()
         .unwrap_or_else(|| record_name(source));
     Ok(Pulled {
-        name: match &tag {
-            Some(t) => format!("{name}:{t}"),
-            None => format!("{name}@{manifest_digest}"),
-        },
+        name: pulled_name(&name, tag.as_deref(), &manifest_digest),
         manifest_digest,
         layers_fetched: fetched,
         layers_total: layers.len(),
