@@ -5,7 +5,7 @@ mod pull_support;
 mod union_support;
 
 use bfcfs::bfc::Container;
-use common::tree::{build_full_tree, describe_tree};
+use common::tree::{build_full_tree, describe_tree, differences};
 use common::{sha256_hex, tool_ok, unpack_with_umoci, StoreDir};
 use flate2::read::GzDecoder;
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
@@ -205,17 +205,7 @@ fn a_pushed_image_inspects_and_unpacks_with_skopeo_and_umoci_to_the_mounted_tree
     fx.ok(&["umount", s(&m.0)]);
     assert!(!is_mounted(&mnt));
     assert!(mounted.len() > 40, "{}", mounted.len());
-    let diff: Vec<String> = mounted
-        .iter()
-        .filter(|(k, v)| unpacked.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: mounted {v}, unpacked {:?}", unpacked.get(k)))
-        .chain(
-            unpacked
-                .keys()
-                .filter(|k| !mounted.contains_key(*k))
-                .map(|k| format!("{k}: only unpacked")),
-        )
-        .collect();
+    let diff = differences(&mounted, &unpacked, "mounted", "unpacked");
     assert!(diff.is_empty(), "{}", diff.join("\n"));
 }
 

@@ -324,6 +324,25 @@ pub fn describe_tree(
         .collect()
 }
 
+/// The paths where two tree descriptions (path → description) differ, one line each, naming the
+/// sides `a_name` and `b_name`; empty when they are the same.
+pub fn differences(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    a_name: &str,
+    b_name: &str,
+) -> Vec<String> {
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {a_name} {v}, {b_name} {:?}", b.get(k)))
+        .chain(
+            b.keys()
+                .filter(|k| !a.contains_key(*k))
+                .map(|k| format!("{k}: only {b_name}")),
+        )
+        .collect()
+}
+
 fn show_xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     let v: Vec<String> = x
         .iter()
