@@ -68,7 +68,8 @@ pub fn serve<FS: Filesystem>(
             }
         },
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let mut s = Session::new(fs, mountpoint, &config)?;
+            let mut s = Session::new(fs, mountpoint, &config)
+                .map_err(|e| kernel::explain_user_mount(e, mountpoint, opts))?;
             let u = s.unmount_callable();
             (s, Unmount::Fuser(u))
         }
