@@ -14,11 +14,9 @@
 set -euo pipefail
 RUNS=${1:-3}
 BG_RATE=${BG_RATE:-4M}
-cd "$(dirname "$0")/.."
-ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
-BFCFS=${BFCFS:-$PWD/target/release/bfcfs}
-[ -d "$ROOTFS/usr" ] || { echo "no $ROOTFS: run scripts/bench-pull.sh once to create it" >&2; exit 1; }
-[ -x "$BFCFS" ] || cargo build --release --quiet
+. "$(dirname "$0")/lib/bench-common.sh"
+need_rootfs
+build_bfcfs
 
 W=$(mktemp -d /var/tmp/bfcfs-lazy.XXXXXX)
 REG_PID= PROXY_PID=
@@ -29,8 +27,6 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # The image, as bench-pull.sh builds it.
 umoci init --layout "$W/oci" >/dev/null
@@ -43,16 +39,7 @@ umoci repack --image "$W/oci:deb" "$W/bundle" >/dev/null
 umoci config --image "$W/oci:deb" --config.cmd /bin/sh >/dev/null
 rm -rf "$W/bundle"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$W/reg.yml" <<EOF
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $W/registry}}
-http: {addr: 127.0.0.1:$PORT, secret: bench}
-EOF
-docker-registry serve "$W/reg.yml" >/dev/null 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W/registry"
 skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:deb" "docker://127.0.0.1:$PORT/bench/debian:plain"
 # The BFC variant: a full pull with zstd chunks, pushed with --format bfc under :bfc.
 "$BFCFS" --root "$W/seed" pull -q -c zstd "127.0.0.1:$PORT/bench/debian:plain"

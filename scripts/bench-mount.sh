@@ -114,10 +114,15 @@ unmount_target() { # TARGET STEP
     if ! grep -q " $MNT " /proc/mounts; then echo "warning: $1 was no longer mounted after $2; retrying" >&2; return 1; fi
     umount "$MNT" 2>/dev/null || umount -l "$MNT"
 }
-server_pid() { # the process whose command line names $MNT
+server_pid() { # the process whose command line names $MNT (a supervised mount: `bfcfs __serve`,
+    # which names it inside its JSON spec, as its supervisor does)
+    local p cmd found=
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q " $MNT\( \|$\)"; then basename "$p"; return; fi
-    done 2>/dev/null
+        cmd=$(tr '\0' ' ' 2>/dev/null < "$p/cmdline") || continue
+        case "$cmd" in *" __supervise "*) continue ;; esac
+        if echo "$cmd" | grep -q "[ \"]$MNT\([ \"]\|$\)"; then found=$(basename "$p"); fi
+    done
+    echo "$found"
 }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s%N; }

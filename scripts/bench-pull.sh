@@ -8,9 +8,7 @@
 # Usage: scripts/bench-pull.sh [RUNS]   (root; needs debootstrap, umoci, skopeo, docker-registry)
 set -euo pipefail
 RUNS=${1:-5}
-cd "$(dirname "$0")/.."
-ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
-BFCFS=${BFCFS:-target/release/bfcfs}
+. "$(dirname "$0")/lib/bench-common.sh"
 
 if [ ! -d "$ROOTFS/usr" ]; then
   echo "creating $ROOTFS with debootstrap (minbase)" >&2
@@ -18,7 +16,7 @@ if [ ! -d "$ROOTFS/usr" ]; then
   debootstrap --variant=minbase bookworm "$ROOTFS.tmp" http://deb.debian.org/debian >&2
   mv "$ROOTFS.tmp" "$ROOTFS"
 fi
-[ -x "$BFCFS" ] || cargo build --release --quiet
+build_bfcfs
 
 W=$(mktemp -d /var/tmp/bfcfs-bench.XXXXXX)
 REG_PID=
@@ -36,22 +34,11 @@ umoci repack --image "$W/oci:deb" "$W/bundle" >/dev/null
 umoci repack --image "$W/oci:deb" "$W/bundle" >/dev/null
 rm -rf "$W/bundle"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$W/reg.yml" <<EOF
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $W/registry}}
-http: {addr: 127.0.0.1:$PORT, secret: bench}
-EOF
-docker-registry serve "$W/reg.yml" >/dev/null 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W/registry"
 REF=127.0.0.1:$PORT/bench/debian:bookworm
 skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:deb" "docker://$REF"
 SIZE=$(du -sb "$W/registry" | cut -f1)
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 A=(); B=(); C=()
 for i in $(seq "$RUNS"); do
   sync

@@ -10,11 +10,9 @@
 # Usage: scripts/bench-push.sh [RUNS]   (root; needs umoci, skopeo, docker-registry, curl)
 set -euo pipefail
 RUNS=${1:-3}
-cd "$(dirname "$0")/.."
-ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
-BFCFS=${BFCFS:-$PWD/target/release/bfcfs}
-[ -d "$ROOTFS/usr" ] || { echo "no rootfs at $ROOTFS (scripts/bench-pull.sh makes one)" >&2; exit 1; }
-[ -x "$BFCFS" ] || cargo build --release --quiet
+. "$(dirname "$0")/lib/bench-common.sh"
+need_rootfs
+build_bfcfs
 
 W=$(mktemp -d /var/tmp/bfcfs-bench-push.XXXXXX)
 REG_PID=
@@ -29,14 +27,8 @@ IMG="oci:$W/oci:deb"
 
 fresh_registry() {
   [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
-  rm -rf "$W/reg"; mkdir -p "$W/reg"
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n  secret: x\n' \
-    "$W/reg/data" "$PORT" >"$W/reg/c.yml"
-  docker-registry serve "$W/reg/c.yml" >/dev/null 2>&1 &
-  REG_PID=$!
-  for _ in $(seq 100); do curl -s "http://127.0.0.1:$PORT/v2/" >/dev/null && return; sleep 0.05; done
-  echo "registry did not start" >&2; exit 1
+  rm -rf "$W/reg"
+  start_registry "$W/reg"
 }
 measure() { # label command...
   /usr/bin/time -f "%e %U" -o "$W/t" "${@:2}" >/dev/null

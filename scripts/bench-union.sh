@@ -31,11 +31,9 @@ set -euo pipefail
 RUNS=${1:-5}
 SECTIONS=${SECTIONS:-read meta copyup layers}
 has() { case " $SECTIONS " in *" $1 "*) return 0;; *) return 1;; esac; }
-cd "$(dirname "$0")/.."
-ROOTFS=${BENCH_ROOTFS:-/var/cache/bfcfs-bench/rootfs-bookworm}
-BFCFS=${BFCFS:-$PWD/target/release/bfcfs}
-[ -d "$ROOTFS/usr" ] || { echo "no $ROOTFS: run scripts/bench-pull.sh once to create it" >&2; exit 1; }
-[ -x "$BFCFS" ] || cargo build --release --quiet
+. "$(dirname "$0")/lib/bench-common.sh"
+need_rootfs
+build_bfcfs
 
 W=$(mktemp -d /var/tmp/bfcfs-union.XXXXXX)
 MNT=$W/mnt
@@ -51,8 +49,6 @@ if [ "${SPIN:-0}" = 1 ]; then
 fi
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc -l; }
 
 # put(): a blob into the OCI layout at ociput.out (a file moved in, or bytes); its descriptor.

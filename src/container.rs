@@ -22,7 +22,7 @@ use crate::mount::{mountinfo, UnmountError};
 use crate::store::Store;
 
 pub use mount::{
-    mount_image, run_server, run_supervisor, KeyFor, Mounted, Plan, ServeArgs, ServeSpec,
+    log_file, mount_image, run_server, run_supervisor, KeyFor, Mounted, Plan, ServeArgs, ServeSpec,
     UpperChoice,
 };
 

@@ -546,3 +546,37 @@ fn file_over_4_gib_extracts_with_identical_content() {
         );
     }
 }
+
+/// A command whose reader goes away (`bfcfs info --json x.bfc | head -c1` and the like) ends as
+/// `ls` does — killed by SIGPIPE, silently — and never panics on EPIPE.
+#[test]
+fn output_commands_end_quietly_when_the_reader_is_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("d")).unwrap();
+    fs::write(t.path().join("d/f"), b"x").unwrap();
+    run_in(t.path(), &["create", "x.bfc", "d"]).ok();
+    for args in [
+        &["info", "--json", "x.bfc"][..],
+        &["list", "-l", "x.bfc"],
+        &["completion", "bash"],
+    ] {
+        // A pipe whose read end is closed before the command starts: its first write fails.
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let out = std::process::Command::new(common::bin())
+            .current_dir(t.path())
+            .args(args)
+            .stdout(w)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code() == Some(0),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

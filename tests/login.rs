@@ -13,8 +13,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use common::bin;
-use pull_support::harness::{Auth, Registry, PASS, USER};
+use common::{bin, tool_ok};
+use pull_support::harness::{
+    free_port, output_with_stdin, self_signed_cert, Auth, Registry, PASS, USER,
+};
 use pull_support::layout::{write_layout, Comp, Image, Layer, Member as M};
 
 /// A registry with one private image, and a private home for bfcfs.
@@ -67,20 +69,7 @@ impl Fx {
 
     /// Runs bfcfs with `stdin`: (code, stdout, stderr).
     fn run(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(self.cmd(args).stderr(Stdio::piped()), stdin.as_bytes());
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -147,17 +136,12 @@ fn login_stores_what_pull_and_skopeo_use_and_logout_removes_it() {
     assert_eq!(code, 0, "pull with the stored credentials: {err}");
 
     // skopeo reads the file login wrote.
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--authfile"])
-        .arg(&file)
-        .arg(format!("docker://{}", fx.image))
-        .env("HOME", fx.path("home"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect --authfile: {}",
-        String::from_utf8_lossy(&out.stderr)
+    tool_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--authfile"])
+            .arg(&file)
+            .arg(format!("docker://{}", fx.image))
+            .env("HOME", fx.path("home")),
     );
 
     let out = fx.ok(&["logout", &host]);
@@ -259,32 +243,17 @@ impl PassStore {
         let s = PassStore { dir };
         fs::create_dir(s.gnupg()).unwrap();
         fs::set_permissions(s.gnupg(), fs::Permissions::from_mode(0o700)).unwrap();
-        let ok = s
-            .cmd("gpg")
-            .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-            .args([
-                "bfcfs-test <bfcfs-test@localhost>",
-                "default",
-                "default",
-                "never",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
+        tool_ok(
+            s.cmd("gpg")
+                .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+                .args([
+                    "bfcfs-test <bfcfs-test@localhost>",
+                    "default",
+                    "default",
+                    "never",
+                ]),
         );
-        let ok = s
-            .cmd("pass")
-            .args(["init", "bfcfs-test@localhost"])
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        tool_ok(s.cmd("pass").args(["init", "bfcfs-test@localhost"]));
         Some(s)
     }
 
@@ -326,19 +295,7 @@ fn credential_helpers_named_by_the_auth_file_are_used_by_login_and_pull() {
     let run = |args: &[&str], stdin: &str| {
         let mut c = fx.cmd(args);
         pass.env(&mut c);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(c.stderr(Stdio::piped()), stdin.as_bytes());
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -395,29 +352,18 @@ fn tls_verify_false_accepts_a_self_signed_registry() {
     let dir = fx.path("tls");
     fs::create_dir(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
+    self_signed_cert(
+        &key,
+        &cert,
+        1,
+        &[
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
             "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+        ],
+    );
+    let port = free_port();
     let config = format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\n  tls:\n    certificate: {}\n    key: {}\n",
         fx.reg.dir.path().join("data").display(),

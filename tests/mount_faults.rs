@@ -1,6 +1,7 @@
 //! Faults of the machine under a real FUSE mount (needs root and /dev/fuse):
 //! - the `.bfc` file is truncated while mounted: reads of what is gone fail with EIO, what is
 //!   still there reads right, the server stays up (see src/bfc/map.rs);
+//! - a background server's errors land in `STORE/logs/server.log` on a host without syslog;
 //! - the upper dir of a writable mount fills up (a 4 MiB tmpfs): the writer gets ENOSPC, the
 //!   server stays up, earlier files are intact, and writes work again once space is freed.
 //!
@@ -40,23 +41,10 @@ fn is_mounted(p: &Path) -> bool {
 /// container file open).
 fn holders(path: &Path) -> Vec<i32> {
     let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if pid != me
-            && fds
-                .flatten()
-                .any(|fd| fs::read_link(fd.path()).ok().as_deref() == Some(path))
-        {
-            out.push(pid);
-        }
-    }
-    out
+    common::holders(path)
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {
@@ -278,4 +266,123 @@ fn a_full_upper_dir_gives_enospc_and_the_mount_recovers() {
         .filter(|p: &PathBuf| p.file_name().is_some_and(|n| n != "work" && n != "index"))
         .collect();
     assert!(left.is_empty(), "left in the work dir: {left:?}");
+}
+
+/// A background server's errors reach a log: syslog when the host has one, else
+/// `STORE/logs/server.log` — which `bfcfs mounts` names. Corrupt content is reported with the
+/// entry and offset.
+#[test]
+fn a_background_servers_errors_go_to_a_log_file_under_the_store_without_syslog() {
+    let has_syslog = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    if has_syslog {
+        eprintln!("skipped: this host has syslog (/dev/log), where the lines go instead of a file");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("t");
+    fs::create_dir_all(&src).unwrap();
+    let body = noise(100_000, 3);
+    fs::write(src.join("bad"), &body).unwrap();
+    run_in(t.path(), &["create", "x.bfc", "t"]).ok();
+    let bfc = t.path().join("x.bfc");
+    let c = Container::open(&bfc).unwrap();
+    let i = (0..c.len()).find(|&i| c.path(i) == b"t/bad").unwrap();
+    let e = c.entry(i).unwrap();
+    drop(c);
+    // Flip one byte of the stored content (after the object's header): its CRC no longer holds.
+    let mut bytes = fs::read(&bfc).unwrap();
+    let at = usize::try_from(e.obj_offset + e.obj_size).unwrap() - 100;
+    bytes[at] ^= 0xff;
+    fs::write(&bfc, &bytes).unwrap();
+
+    let store = t.path().join("store");
+    let store_s = store.to_str().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = mount(&["--root", store_s], &bfc, &mnt);
+    let err = read_direct(&mnt.join("t/bad")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let log = store.join("logs/server.log");
+    let listed = run_in(Path::new("/"), &["--root", store_s, "mounts"]).ok();
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("Server logs: {}", log.display())),
+        "{}",
+        listed.stdout
+    );
+    run_in(Path::new("/"), &["umount", mnt.to_str().unwrap()]).ok();
+    drop(m);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains("t/bad") && l.contains("offset")),
+        "no line names the corrupt entry in {}:\n{text}",
+        log.display()
+    );
+}
+
+/// A user other than root who cannot mount is told why in terms they can act on: /dev/fuse's
+/// mode, `user_allow_other` in /etc/fuse.conf, or the mount point's owner — whichever applies on
+/// this machine (the test reads which one from /dev/fuse and /etc/fuse.conf).
+#[test]
+fn a_user_who_cannot_mount_is_told_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(t.path().join("t")).unwrap();
+    fs::write(t.path().join("t/f"), b"x").unwrap();
+    run_in(t.path(), &["create", "x.bfc", "t"]).ok();
+    let mine = t.path().join("mine");
+    let roots = t.path().join("roots");
+    fs::create_dir(&mine).unwrap();
+    fs::create_dir(&roots).unwrap();
+    std::os::unix::fs::chown(&mine, Some(65534), Some(65534)).unwrap();
+    let bin = common::bin();
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .env("HOME", t.path())
+            .current_dir(t.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dev_open = fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    let allow_other = fs::read_to_string("/etc/fuse.conf")
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "user_allow_other"));
+
+    let (code, err) = as_nobody(&["mount", "-o", "allow_other", "x.bfc", "mine"]);
+    if !dev_open {
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("/dev/fuse (mode") && err.contains("0666"),
+            "{err}"
+        );
+    } else if !allow_other {
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("user_allow_other") && err.contains("/etc/fuse.conf"),
+            "{err}"
+        );
+    } else {
+        eprintln!("allow_other case not checked: /etc/fuse.conf allows it here");
+        assert_eq!(code, Some(0), "{err}");
+        as_nobody(&["umount", "mine"]);
+    }
+    let (code, err) = as_nobody(&["mount", "x.bfc", "roots"]);
+    assert_eq!(code, Some(1), "{err}");
+    if dev_open {
+        assert!(err.contains("roots is not yours"), "{err}");
+    } else {
+        assert!(err.contains("/dev/fuse (mode"), "{err}");
+    }
+    assert!(!is_mounted(&mine) && !is_mounted(&roots));
 }

@@ -99,19 +99,14 @@ fn oci_layouts_are_named_by_ref_name_and_docker_archives_keep_repo_tags() {
 
     // docker-archive: skopeo writes RepoTags; every one becomes a name.
     let ar = fx.path("app.tar");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!("oci:{}:v3", s(&tagged)))
-        .arg(format!(
-            "docker-archive:{}:127.0.0.1:5000/deb/app:v2",
-            s(&ar)
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::tool_ok(
+        Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}:v3", s(&tagged)))
+            .arg(format!(
+                "docker-archive:{}:127.0.0.1:5000/deb/app:v2",
+                s(&ar)
+            )),
     );
     fx.ok(&["pull", "-q", &format!("docker-archive:{}", s(&ar))]);
     assert!(

@@ -8,7 +8,7 @@ use bfcfs::image::{self, PullOptions, Pulled, Quiet};
 use bfcfs::oci::Source;
 use bfcfs::store::{refs::Refs, Store};
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
-use pull_support::layout::{noise, write_layout, Comp, Image, Layer, Member as M};
+use pull_support::layout::{noise, rich_members, write_layout, Comp, Image, Layer, Member as M};
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
@@ -46,22 +46,7 @@ fn content(c: &Container, path: &str) -> Vec<u8> {
 }
 
 fn rich_layer(comp: Comp) -> Layer {
-    let long: &'static str =
-        Box::leak(format!("deep/{}/{}", "d".repeat(120), "f".repeat(150)).into_boxed_str());
-    Layer::new(
-        &[
-            M::Dir("etc"),
-            M::FileMode("etc/passwd", b"root:x:0:0\n".to_vec(), 0o640, 0, 42),
-            M::FileMode("bin/tool", b"#!/bin/sh\n".to_vec(), 0o4755, 0, 0),
-            M::Symlink("bin/sh", "/bin/tool"),
-            M::Hardlink("bin/tool2", "bin/tool"),
-            M::Fifo("run/fifo"),
-            M::CharDev("dev/null", 1, 3),
-            M::Xattr("bin/cap", "security.capability", b"\x01\x00\x00\x02"),
-            M::File(long, b"long".to_vec()),
-        ],
-        comp,
-    )
+    Layer::new(&rich_members(), comp)
 }
 
 fn check_rich(c: &Container) {

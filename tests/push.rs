@@ -5,76 +5,55 @@ mod pull_support;
 mod union_support;
 
 use bfcfs::bfc::Container;
-use common::tree::build_full_tree;
-use common::{bfcfs, sha256_hex};
+use common::tree::{build_full_tree, describe_tree, differences};
+use common::{sha256_hex, tool_ok, unpack_with_umoci, StoreDir};
 use flate2::read::GzDecoder;
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
-use pull_support::layout::{noise, sha, sparse_bomb, Comp, Image, Layer, Member as M};
+use pull_support::layout::{
+    noise, rich_members, sha, sparse_bomb, Comp, Image, Layer, Member as M,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use union_support::{is_mounted, Mnt};
 
-struct Fx {
-    tmp: tempfile::TempDir,
-    store: String,
-}
-
-impl Fx {
-    fn new() -> Fx {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = tmp.path().join("store").display().to_string();
-        Fx { tmp, store }
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut all = vec!["--root", &self.store];
-        all.extend_from_slice(args);
-        bfcfs(&all)
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "bfcfs {args:?} failed: {err}");
-        out
-    }
-    fn fails(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(
-            code, 1,
-            "bfcfs {args:?} should fail\nstdout: {out}\nstderr: {err}"
-        );
-        err
-    }
-    /// The config digest of an image in the store.
-    fn config_digest(&self, image: &str) -> String {
-        let v: Value = serde_json::from_str(&self.ok(&["inspect", "--json", image])).unwrap();
-        let digest = v["digest"].as_str().unwrap();
-        let m = fs::read(
-            Path::new(&self.store)
-                .join("blobs/sha256")
-                .join(&digest[7..]),
-        )
-        .unwrap();
-        let m: Value = serde_json::from_slice(&m).unwrap();
-        m["config"]["digest"].as_str().unwrap().to_string()
-    }
+/// The config digest of an image in the store.
+fn config_digest(fx: &StoreDir, image: &str) -> String {
+    let v: Value = serde_json::from_str(&fx.ok(&["inspect", "--json", image])).unwrap();
+    let digest = v["digest"].as_str().unwrap();
+    let m = fs::read(Path::new(&fx.store).join("blobs/sha256").join(&digest[7..])).unwrap();
+    let m: Value = serde_json::from_slice(&m).unwrap();
+    m["config"]["digest"].as_str().unwrap().to_string()
 }
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("skopeo").args(args).output().expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    tool_ok(Command::new("skopeo").args(args)).stdout
+}
+
+/// `skopeo inspect ARGS REFERENCE`, over plain HTTP for `docker://`.
+fn inspect(args: &[&str], reference: &str) -> Vec<u8> {
+    let mut all = vec!["inspect"];
+    all.extend_from_slice(args);
+    if reference.starts_with("docker://") {
+        all.push("--tls-verify=false");
+    }
+    all.push(reference);
+    skopeo(&all)
+}
+
+/// The manifest skopeo reads at `reference`, as stored.
+fn raw_manifest(reference: &str) -> Value {
+    serde_json::from_slice(&inspect(&["--raw"], reference)).unwrap()
+}
+
+/// The digest of the config skopeo reads at `reference`, as stored.
+fn raw_config_digest(reference: &str) -> String {
+    sha(&inspect(&["--config", "--raw"], reference))
 }
 
 fn http_get(url: &str, accept: &str) -> Vec<u8> {
@@ -101,9 +80,11 @@ fn blob(host: &str, repo: &str, digest: &str) -> Vec<u8> {
     )
 }
 
-fn gunzip(b: &[u8]) -> Vec<u8> {
+/// The tar of gzip layer `layer` (a manifest's descriptor) of `repo`.
+fn layer_tar(host: &str, repo: &str, layer: &Value) -> Vec<u8> {
+    let gz = blob(host, repo, layer["digest"].as_str().unwrap());
     let mut v = Vec::new();
-    GzDecoder::new(b).read_to_end(&mut v).unwrap();
+    GzDecoder::new(&gz[..]).read_to_end(&mut v).unwrap();
     v
 }
 
@@ -111,23 +92,9 @@ fn gunzip(b: &[u8]) -> Vec<u8> {
 /// targets, hardlinks, devices, a fifo, a sparse member, end-of-archive padding to a 10 KiB
 /// record as GNU tar writes, and a whiteout.
 fn tricky_layers() -> Vec<Layer> {
-    let long: &'static str =
-        Box::leak(format!("deep/{}/{}", "d".repeat(120), "f".repeat(150)).into_boxed_str());
-    let mut base = Layer::new(
-        &[
-            M::Dir("etc"),
-            M::FileMode("etc/passwd", b"root:x:0:0\n".to_vec(), 0o640, 0, 42),
-            M::FileMode("bin/tool", b"#!/bin/sh\n".to_vec(), 0o4755, 0, 0),
-            M::Symlink("bin/sh", "/bin/tool"),
-            M::Hardlink("bin/tool2", "bin/tool"),
-            M::Fifo("run/fifo"),
-            M::CharDev("dev/null", 1, 3),
-            M::Xattr("bin/cap", "security.capability", b"\x01\x00\x00\x02"),
-            M::File(long, b"long".to_vec()),
-            M::File("big", noise(300_000, 9)),
-        ],
-        Comp::Gzip,
-    );
+    let mut members = rich_members();
+    members.push(M::File("big", noise(300_000, 9)));
+    let mut base = Layer::new(&members, Comp::Gzip);
     // GNU tar pads the archive to a 10 KiB record.
     let pad = (10240 - base.tar.len() % 10240) % 10240;
     base.tar.extend(std::iter::repeat_n(0u8, pad));
@@ -149,61 +116,56 @@ fn tricky_layers() -> Vec<Layer> {
 /// Every path below `root` (root excluded) → type, permissions, owner, size, content hash or
 /// link target, rdev, link count and (for non-directories) mtime in seconds.
 fn tree(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
-        let mut names: Vec<_> = fs::read_dir(root.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = rel.join(&n);
-            let p = root.join(&r);
-            let m = fs::symlink_metadata(&p).unwrap();
-            let ft = m.file_type();
-            let what = if ft.is_dir() {
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!(
-                    "symlink {} {}",
-                    fs::read_link(&p).unwrap().display(),
-                    m.mtime()
-                )
-            } else if ft.is_file() {
-                format!(
-                    "file {} {} nlink {} {}",
-                    m.len(),
-                    sha256_hex(&fs::read(&p).unwrap()),
-                    m.nlink(),
-                    m.mtime()
-                )
-            } else {
-                format!("special {:o} rdev {}", m.mode() & 0o170000, m.rdev())
-            };
-            let id = format!(
-                "{what} mode {:o} owner {}:{}",
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid()
-            );
-            out.insert(r.display().to_string(), id);
-            if ft.is_dir() {
-                walk(root, &r, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
+    describe_tree(root, |p, m| {
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!(
+                "symlink {} {}",
+                fs::read_link(p).unwrap().display(),
+                m.mtime()
+            )
+        } else if ft.is_file() {
+            format!(
+                "file {} {} nlink {} {}",
+                m.len(),
+                sha256_hex(&fs::read(p).unwrap()),
+                m.nlink(),
+                m.mtime()
+            )
+        } else {
+            format!("special {:o} rdev {}", m.mode() & 0o170000, m.rdev())
+        };
+        format!(
+            "{what} mode {:o} owner {}:{}",
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        )
+    })
 }
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A registry holding `src/app:v1` made of [`tricky_layers`], and a store that pulled it:
+/// (registry, image, store, `HOST/src/app:v1`).
+fn pulled_tricky_image() -> (Registry, Image, StoreDir, String) {
+    let reg = Registry::start(Auth::None);
+    let img = Image::new(tricky_layers(), "amd64", false);
+    reg.push("src/app", "v1", &img);
+    let fx = StoreDir::new();
+    let name = format!("{}/src/app:v1", reg.host());
+    fx.ok(&["pull", "-q", &name]);
+    (reg, img, fx, name)
+}
+
 #[test]
 fn a_pushed_image_inspects_and_unpacks_with_skopeo_and_umoci_to_the_mounted_tree() {
     let reg = Registry::start(Auth::None);
-    let fx = Fx::new();
+    let fx = StoreDir::new();
     let src = build_full_tree(&fx.path("src"));
     // `import` cannot take device nodes and fifos yet (tar-rs refuses them), and writes a
     // header Go's archive/tar (umoci) rejects for a pre-1970 mtime; push reproduces the
@@ -221,85 +183,38 @@ fn a_pushed_image_inspects_and_unpacks_with_skopeo_and_umoci_to_the_mounted_tree
     );
 
     // skopeo sees an OCI image with the store's config, byte for byte.
-    let raw: Value = serde_json::from_slice(&skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{dest}"),
-    ]))
-    .unwrap();
+    let raw = raw_manifest(&format!("docker://{dest}"));
     assert_eq!(
         raw["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    assert_eq!(raw["config"]["digest"], fx.config_digest("local/tree:v1"));
-    let config = skopeo(&[
-        "inspect",
-        "--config",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{dest}"),
-    ]);
-    assert_eq!(sha(&config), fx.config_digest("local/tree:v1"));
+    assert_eq!(raw["config"]["digest"], config_digest(&fx, "local/tree:v1"));
+    assert_eq!(
+        raw_config_digest(&format!("docker://{dest}")),
+        config_digest(&fx, "local/tree:v1")
+    );
 
     // umoci unpacks the same tree the image mounts as.
-    let lay = fx.path("lay");
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &format!("docker://{dest}"),
-        &format!("oci:{}:v1", lay.display()),
-    ]);
-    let bundle = fx.path("bundle");
-    let st = Command::new("umoci")
-        .args([
-            "unpack",
-            "--image",
-            &format!("{}:v1", lay.display()),
-            s(&bundle),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let rootfs = unpack_with_umoci(&dest, &fx.root);
     let mnt = fx.path("mnt");
     fs::create_dir(&mnt).unwrap();
     fx.ok(&["mount", "--ro", "local/tree:v1", s(&mnt)]);
     let m = Mnt(mnt.clone());
     let mounted = tree(&mnt);
-    let unpacked = tree(&bundle.join("rootfs"));
+    let unpacked = tree(&rootfs);
     fx.ok(&["umount", s(&m.0)]);
     assert!(!is_mounted(&mnt));
     assert!(mounted.len() > 40, "{}", mounted.len());
-    let diff: Vec<String> = mounted
-        .iter()
-        .filter(|(k, v)| unpacked.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: mounted {v}, unpacked {:?}", unpacked.get(k)))
-        .chain(
-            unpacked
-                .keys()
-                .filter(|k| !mounted.contains_key(*k))
-                .map(|k| format!("{k}: only unpacked")),
-        )
-        .collect();
+    let diff = differences(&mounted, &unpacked, "mounted", "unpacked");
     assert!(diff.is_empty(), "{}", diff.join("\n"));
 }
 
 #[test]
 fn pull_then_push_keeps_the_config_digest_and_later_pushes_skip_or_mount_blobs() {
-    let a = Registry::start(Auth::None);
+    let (a, img, fx, name) = pulled_tricky_image();
     let b = Registry::start(Auth::None);
-    let img = Image::new(tricky_layers(), "amd64", false);
-    a.push("src/app", "v1", &img);
-    let fx = Fx::new();
-    fx.ok(&["pull", "-q", &format!("{}/src/app:v1", a.host())]);
-    let name = format!("{}/src/app:v1", a.host());
     let orig_config = sha(&img.config);
-    assert_eq!(fx.config_digest(&name), orig_config);
+    assert_eq!(config_digest(&fx, &name), orig_config);
 
     // To another registry, through a proxy that records the requests; small chunks so that
     // the big layer goes up in PATCHes.
@@ -311,15 +226,10 @@ fn pull_then_push_keeps_the_config_digest_and_later_pushes_skip_or_mount_blobs()
         },
     );
     let dest = format!("{}/team/app:v1", proxy.host());
-    let out = Command::new(common::bin())
-        .args(["--root", &fx.store, "push", &name, &dest])
-        .env("BFCFS_PUSH_CHUNK_SIZE", "65536")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = tool_ok(
+        Command::new(common::bin())
+            .args(["--root", &fx.store, "push", &name, &dest])
+            .env("BFCFS_PUSH_CHUNK_SIZE", "65536"),
     );
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -341,7 +251,7 @@ fn pull_then_push_keeps_the_config_digest_and_later_pushes_skip_or_mount_blobs()
             l["mediaType"],
             "application/vnd.oci.image.layer.v1.tar+gzip"
         );
-        let tar = gunzip(&blob(&b.host(), "team/app", l["digest"].as_str().unwrap()));
+        let tar = layer_tar(&b.host(), "team/app", l);
         assert_eq!(sha(&tar), layer.diff_id());
     }
 
@@ -389,12 +299,7 @@ fn pull_then_push_keeps_the_config_digest_and_later_pushes_skip_or_mount_blobs()
 
 #[test]
 fn a_layer_without_its_side_file_is_regenerated_and_push_says_the_config_changes() {
-    let a = Registry::start(Auth::None);
-    let img = Image::new(tricky_layers(), "amd64", false);
-    a.push("src/app", "v1", &img);
-    let fx = Fx::new();
-    let name = format!("{}/src/app:v1", a.host());
-    fx.ok(&["pull", "-q", &name]);
+    let (_a, img, fx, name) = pulled_tricky_image();
     for e in fs::read_dir(Path::new(&fx.store).join("layers")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "tar-split") {
@@ -420,7 +325,7 @@ fn a_layer_without_its_side_file_is_regenerated_and_push_says_the_config_changes
         .iter()
         .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
     {
-        let tar = gunzip(&blob(&b.host(), "regen", l["digest"].as_str().unwrap()));
+        let tar = layer_tar(&b.host(), "regen", l);
         assert_eq!(sha(&tar), d.as_str().unwrap());
     }
     // GNU tar reads the regenerated layers (the canonical tar of each layer file).
@@ -429,15 +334,10 @@ fn a_layer_without_its_side_file_is_regenerated_and_push_says_the_config_changes
         .unwrap()
         .iter()
         .flat_map(|l| {
-            let tar = gunzip(&blob(&b.host(), "regen", l["digest"].as_str().unwrap()));
+            let tar = layer_tar(&b.host(), "regen", l);
             let t = fx.path("layer.tar");
             fs::write(&t, tar).unwrap();
-            let out = Command::new("tar").arg("-tf").arg(&t).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = tool_ok(Command::new("tar").arg("-tf").arg(&t));
             String::from_utf8(out.stdout)
                 .unwrap()
                 .lines()
@@ -468,12 +368,12 @@ fn a_layer_tar_holding_a_path_twice_cannot_be_reproduced_and_push_says_which_mem
         Comp::Gzip,
     );
     a.push("dup", "v1", &Image::new(vec![l], "amd64", false));
-    let fx = Fx::new();
+    let fx = StoreDir::new();
     let name = format!("{}/dup:v1", a.host());
     fx.ok(&["pull", "-q", &name]);
     // To another registry, so the layer is made again (not mounted).
     let b = Registry::start(Auth::None);
-    let err = fx.fails(&["push", &name, &format!("{}/dup2:v1", b.host())]);
+    let err = fx.fails_with(1, &["push", &name, &format!("{}/dup2:v1", b.host())]);
     assert!(
         err.contains("\"dup\"") && err.contains("does not hold the tar's content"),
         "{err}"
@@ -482,7 +382,7 @@ fn a_layer_tar_holding_a_path_twice_cannot_be_reproduced_and_push_says_which_mem
 
 #[test]
 fn push_with_basic_and_bearer_auth() {
-    let fx = Fx::new();
+    let fx = StoreDir::new();
     let src = fx.path("src");
     fs::create_dir_all(src.join("etc")).unwrap();
     fs::write(src.join("etc/hello"), b"hi\n").unwrap();
@@ -490,15 +390,18 @@ fn push_with_basic_and_bearer_auth() {
 
     let basic = Registry::start(Auth::Htpasswd);
     let dest = format!("{}/app:v1", basic.host());
-    let err = fx.fails(&["push", "local/app:v1", &dest]);
+    let err = fx.fails_with(1, &["push", "local/app:v1", &dest]);
     assert!(err.contains("user name and password"), "{err}");
-    let err = fx.fails(&[
-        "push",
-        "--creds",
-        &format!("{USER}:wrong"),
-        "local/app:v1",
-        &dest,
-    ]);
+    let err = fx.fails_with(
+        1,
+        &[
+            "push",
+            "--creds",
+            &format!("{USER}:wrong"),
+            "local/app:v1",
+            &dest,
+        ],
+    );
     assert!(err.contains("authentication failed"), "{err}");
     fx.ok(&[
         "push",
@@ -538,11 +441,14 @@ fn push_with_basic_and_bearer_auth() {
     ]);
     assert!(out.contains("1 mounted"), "{out}");
     // Anonymous pushes get a pull-only token, which the registry refuses.
-    let err = fx.fails(&[
-        "push",
-        "local/app:v1",
-        &format!("{}/c/app:v1", bearer.host()),
-    ]);
+    let err = fx.fails_with(
+        1,
+        &[
+            "push",
+            "local/app:v1",
+            &format!("{}/c/app:v1", bearer.host()),
+        ],
+    );
     assert!(err.contains("authentication failed"), "{err}");
 }
 
@@ -553,12 +459,7 @@ fn base64_encode(b: &[u8]) -> String {
 
 #[test]
 fn push_format_bfc_puts_an_index_at_the_tag_that_ordinary_tools_read_as_the_ordinary_image() {
-    let a = Registry::start(Auth::None);
-    let img = Image::new(tricky_layers(), "amd64", false);
-    a.push("src/app", "v1", &img);
-    let fx = Fx::new();
-    let name = format!("{}/src/app:v1", a.host());
-    fx.ok(&["pull", "-q", &name]);
+    let (_a, img, fx, name) = pulled_tricky_image();
     let b = Registry::start(Auth::None);
     let dest = format!("{}/app:v1", b.host());
     fx.ok(&["push", "--format", "bfc", &name, &dest]);
@@ -590,12 +491,8 @@ fn push_format_bfc_puts_an_index_at_the_tag_that_ordinary_tools_read_as_the_ordi
     ]);
     let top: Value = serde_json::from_slice(&fs::read(lay.join("index.json")).unwrap()).unwrap();
     assert_eq!(top["manifests"][0]["digest"], entries[0]["digest"]);
-    let inspected: Value = serde_json::from_slice(&skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{dest}"),
-    ]))
-    .unwrap();
+    let inspected: Value =
+        serde_json::from_slice(&inspect(&[], &format!("docker://{dest}"))).unwrap();
     assert_eq!(
         inspected["Layers"].as_array().unwrap().len(),
         img.layers.len()
@@ -658,23 +555,15 @@ fn push_format_bfc_puts_an_index_at_the_tag_that_ordinary_tools_read_as_the_ordi
 
 #[test]
 fn save_and_load_round_trip_through_docker_and_oci_archives() {
-    let a = Registry::start(Auth::None);
-    let img = Image::new(tricky_layers(), "amd64", false);
-    a.push("src/app", "v1", &img);
-    let fx = Fx::new();
-    let name = format!("{}/src/app:v1", a.host());
-    fx.ok(&["pull", "-q", &name]);
+    let (a, img, fx, name) = pulled_tricky_image();
     let config = sha(&img.config);
 
     let docker = fx.path("d.tar");
     fx.ok(&["save", "-q", "-o", s(&docker), &name]);
-    let c = skopeo(&[
-        "inspect",
-        "--config",
-        "--raw",
-        &format!("docker-archive:{}", docker.display()),
-    ]);
-    assert_eq!(sha(&c), config);
+    assert_eq!(
+        raw_config_digest(&format!("docker-archive:{}", docker.display())),
+        config
+    );
     let oci = fx.path("o.tar");
     fx.ok(&[
         "save",
@@ -685,31 +574,25 @@ fn save_and_load_round_trip_through_docker_and_oci_archives() {
         s(&oci),
         &name,
     ]);
-    let c = skopeo(&[
-        "inspect",
-        "--config",
-        "--raw",
-        &format!("oci-archive:{}:v1", oci.display()),
-    ]);
-    assert_eq!(sha(&c), config);
+    assert_eq!(
+        raw_config_digest(&format!("oci-archive:{}:v1", oci.display())),
+        config
+    );
     let dir = fx.path("layout");
     fx.ok(&["save", "-q", "--format", "oci-dir", "-o", s(&dir), &name]);
-    let c = skopeo(&[
-        "inspect",
-        "--config",
-        "--raw",
-        &format!("oci:{}:v1", dir.display()),
-    ]);
-    assert_eq!(sha(&c), config);
+    assert_eq!(
+        raw_config_digest(&format!("oci:{}:v1", dir.display())),
+        config
+    );
 
     for input in [&docker, &oci, &dir] {
-        let other = Fx::new();
+        let other = StoreDir::new();
         let out = other.ok(&["load", "-i", s(input)]);
         assert!(
             out.contains(&format!("Loaded image: {name}")),
             "{input:?}: {out}"
         );
-        assert_eq!(other.config_digest(&name), config, "{input:?}");
+        assert_eq!(config_digest(&other, &name), config, "{input:?}");
         // What was loaded pushes back with the same config again.
         other.ok(&["push", &name, &format!("{}/reloaded:v1", a.host())]);
         assert_eq!(
@@ -725,17 +608,17 @@ fn save_and_load_round_trip_through_docker_and_oci_archives() {
     fx.ok(&["import", s(&small), "local/small:v1"]);
     let two = fx.path("two.tar");
     fx.ok(&["save", "-q", "-o", s(&two), &name, "local/small:v1"]);
-    let other = Fx::new();
+    let other = StoreDir::new();
     let out = other.ok(&["load", "-i", s(&two)]);
     assert!(
         out.contains(&format!("Loaded image: {name}"))
             && out.contains("Loaded image: docker.io/local/small:v1"),
         "{out}"
     );
-    assert_eq!(other.config_digest(&name), config);
+    assert_eq!(config_digest(&other, &name), config);
     assert_eq!(
-        other.config_digest("local/small:v1"),
-        fx.config_digest("local/small:v1")
+        config_digest(&other, "local/small:v1"),
+        config_digest(&fx, "local/small:v1")
     );
 
     // Push destinations on disk.
@@ -744,12 +627,7 @@ fn save_and_load_round_trip_through_docker_and_oci_archives() {
         &name,
         &format!("docker-archive:{}:x/y:z", fx.path("p.tar").display()),
     ]);
-    let m: Value = serde_json::from_slice(&skopeo(&[
-        "inspect",
-        "--raw",
-        &format!("docker-archive:{}", fx.path("p.tar").display()),
-    ]))
-    .unwrap();
+    let m = raw_manifest(&format!("docker-archive:{}", fx.path("p.tar").display()));
     assert_eq!(m["config"]["digest"], config);
     fx.ok(&[
         "push",
@@ -758,12 +636,7 @@ fn save_and_load_round_trip_through_docker_and_oci_archives() {
         &name,
         &format!("oci:{}:t", fx.path("pd").display()),
     ]);
-    let m: Value = serde_json::from_slice(&skopeo(&[
-        "inspect",
-        "--raw",
-        &format!("oci:{}:t", fx.path("pd").display()),
-    ]))
-    .unwrap();
+    let m = raw_manifest(&format!("oci:{}:t", fx.path("pd").display()));
     assert_eq!(
         m["layers"][0]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"

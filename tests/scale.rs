@@ -158,4 +158,85 @@ fn a_million_entries_open_without_decoding_and_list_correctly() {
     }
     assert_eq!(files, DIRS * FILES);
     eprintln!("decode every entry: {:?}", started.elapsed());
+
+    // Searches from a known earlier entry find what a search of the whole index finds.
+    for k in (0..DIRS * FILES).step_by(104_729) {
+        let key = format!("d{:03}/f{:03}x", k / FILES, k % FILES);
+        let want = c.lower_bound(key.as_bytes());
+        for from in [
+            1,
+            want / 2,
+            want.saturating_sub(1000),
+            want.saturating_sub(1),
+            want,
+        ] {
+            assert_eq!(
+                c.lower_bound_from(from.max(1), key.as_bytes()),
+                want,
+                "{key} from {from}"
+            );
+        }
+        let dir = format!("d{:03}", k / FILES);
+        let d = c.find(dir.as_bytes()).unwrap();
+        assert_eq!(
+            c.subdir_count_from(dir.as_bytes(), d + 1),
+            c.subdir_count(dir.as_bytes())
+        );
+    }
+
+    deferred_index_check_reports_damage_with_the_entry(&file);
+}
+
+/// A container opened for serving (`open_deferred`) lists before its index checksum is known;
+/// damage no per-entry check sees (a changed mtime) is then reported, with the index's offset
+/// and the entry reached, by every entry decoded and every listing.
+fn deferred_index_check_reports_damage_with_the_entry(good: &Path) {
+    let mut bytes = fs::read(good).unwrap();
+    let victim = b"d700/f123";
+    let at = bytes
+        .windows(victim.len())
+        .rposition(|w| w == victim)
+        .unwrap();
+    // Index record: path, then obj_offset (8), obj_size (8), mode (4), mtime (8).
+    bytes[at + victim.len() + 20 + 2] ^= 0x40;
+    let bad = good.with_file_name("damaged.bfc");
+    fs::write(&bad, &bytes).unwrap();
+
+    // `open` (verify, extract, list) checks the whole index first, as always.
+    let err = Container::open(&bad)
+        .err()
+        .expect("open took a damaged index");
+    assert!(err.to_string().contains("index"), "{err}");
+
+    // Opened for serving: nothing started the check, so the first entry decoded runs it.
+    let c = Container::open_deferred(&bad).unwrap();
+    let err = c.entry(5).unwrap_err().to_string();
+    assert!(
+        err.contains("index (reaching entry 5, record at offset"),
+        "{err}"
+    );
+    assert!(c.children(b"d001").is_err());
+
+    // Started in the background (as a mount does): entries are served on their own checks
+    // until it ends, then refused.
+    let c = Container::open_deferred(&bad).unwrap();
+    c.start_index_check();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let err = loop {
+        match c.entry(7) {
+            Err(e) => break e.to_string(),
+            Ok(_) if Instant::now() < deadline => std::thread::yield_now(),
+            Ok(_) => panic!("the background index check never failed"),
+        }
+    };
+    assert!(
+        err.contains("reaching entry 7") && err.contains(&bad.display().to_string()),
+        "{err}"
+    );
+
+    // The undamaged file: the check passes and everything reads.
+    let c = Container::open_deferred(good).unwrap();
+    c.start_index_check();
+    assert_eq!(c.children(b"").unwrap().len(), DIRS);
+    assert!(c.entry(5).is_ok());
 }

@@ -290,17 +290,7 @@ fn writes_through_the_mount_match_the_kernel_overlayfs_on_the_same_upper_dir() {
     let k = Mnt(kmnt.clone());
     let kernel = snapshot(&kmnt);
     drop(k);
-    let diff: Vec<_> = seen
-        .iter()
-        .filter(|(p, v)| kernel.get(*p) != Some(v))
-        .map(|(p, v)| format!("{p}: bfcfs {v} / kernel {:?}", kernel.get(p)))
-        .chain(
-            kernel
-                .keys()
-                .filter(|p| !seen.contains_key(*p))
-                .map(|p| format!("{p}: only in the kernel's view")),
-        )
-        .collect();
+    let diff = common::tree::differences(&seen, &kernel, "bfcfs", "kernel");
     assert!(diff.is_empty(), "trees differ:\n{}", diff.join("\n"));
 
     // And bfcfs shows the same again after a remount (upper contents survive).

@@ -54,21 +54,28 @@ impl Job {
             }
             None => stored,
         };
-        let out = decode_chunk(stored, self.comp, self.len).ok()?;
+        let out = decode_into(stored, self.comp, self.cache.buffer(self.len)).ok()?;
         (codec::bfc_crc(&out) == self.crc).then_some(out)
     }
 }
 
-/// Decodes one chunk's stored bytes (a zstd frame, or raw bytes) to exactly `len` bytes,
-/// straight into the buffer the cache keeps (one allocation per chunk), with this thread's
-/// zstd context (made once per thread, not once per chunk: fewer large allocations that the
-/// allocator would keep around per thread).
+/// Decodes one chunk's stored bytes (a zstd frame, or raw bytes) to exactly `len` bytes in a
+/// new buffer.
 pub fn decode_chunk(stored: &[u8], comp: u8, len: usize) -> Result<Arc<[u8]>, String> {
+    decode_into(stored, comp, std::iter::repeat_n(0u8, len).collect())
+}
+
+/// Decodes one chunk's stored bytes to exactly `out.len()` bytes, straight into `out` (the
+/// buffer the cache keeps: from `ChunkCache::buffer`, which reuses the buffer of a chunk that
+/// left), with this thread's zstd context (made once per thread, not once per chunk: fewer
+/// large allocations that the allocator would keep around per thread). Every byte of `out` is
+/// written or the decode fails.
+pub fn decode_into(stored: &[u8], comp: u8, mut out: Arc<[u8]>) -> Result<Arc<[u8]>, String> {
     thread_local! {
         static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
-    let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let len = out.len();
     let buf = Arc::get_mut(&mut out).ok_or("chunk buffer is shared")?;
     if comp == COMP_ZSTD {
         let n = ZSTD.with(|z| {

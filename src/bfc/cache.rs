@@ -79,6 +79,26 @@ impl ChunkCache {
         self.ready.notify_all();
     }
 
+    /// A buffer for a chunk of `len` bytes about to be decoded. Room is made first (the least
+    /// recently used chunks leave), and the buffer of a chunk that leaves is reused when it has
+    /// the same length and no reader holds it: a cache at its cap decodes without allocating,
+    /// so the allocator is not left with freed chunk-sized blocks (see `mount/malloc.rs`).
+    /// The buffer's old bytes are overwritten by the decoder, which checks the decoded length.
+    pub fn buffer(&self, len: usize) -> Arc<[u8]> {
+        let mut reuse = None;
+        {
+            let mut g = self.lock();
+            while g.bytes + len > self.cap {
+                let Some((_, v)) = g.lru.pop_lru() else { break };
+                g.bytes -= v.len();
+                if reuse.is_none() && v.len() == len && Arc::strong_count(&v) == 1 {
+                    reuse = Some(v);
+                }
+            }
+        }
+        reuse.unwrap_or_else(|| std::iter::repeat_n(0u8, len).collect())
+    }
+
     pub fn insert(&self, key: ChunkKey, data: Arc<[u8]>) {
         Self::put(&mut self.lock(), self.cap, key, data);
     }
@@ -132,5 +152,30 @@ mod tests {
         c.complete((1, 1), None);
         assert!(c.get_or_wait((1, 1)).is_none());
         assert!(c.bytes() <= 300);
+    }
+
+    #[test]
+    fn a_full_cache_hands_out_the_buffer_of_the_chunk_that_leaves() {
+        let c = ChunkCache::new(300);
+        for k in 0..3 {
+            c.insert((0, k), Arc::from(vec![k as u8; 100]));
+        }
+        let oldest = c.get((0, 0)).unwrap();
+        let oldest_ptr = Arc::as_ptr(&oldest) as *const u8;
+        drop(oldest);
+        // (0, 0) is the least recently used again once (0, 1) and (0, 2) are read.
+        c.get((0, 1));
+        c.get((0, 2));
+        let b = c.buffer(100);
+        assert_eq!(Arc::as_ptr(&b) as *const u8, oldest_ptr);
+        assert!(c.get((0, 0)).is_none() && c.bytes() == 200);
+        // A chunk a reader still holds is not reused, and a fresh buffer is zeroed.
+        let held = c.get((0, 1)).unwrap();
+        let fresh = c.buffer(100);
+        assert_ne!(
+            Arc::as_ptr(&fresh) as *const u8,
+            Arc::as_ptr(&held) as *const u8
+        );
+        assert!(fresh.iter().all(|&b| b == 0) && c.bytes() <= 200);
     }
 }

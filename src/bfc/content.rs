@@ -277,7 +277,7 @@ impl Container {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize> {
-        let (i, want) = (e.idx, buf.len());
+        let want = buf.len();
         if e.enc != ENC_NONE {
             self.ensure_tag(e, p)?;
         }
@@ -294,22 +294,7 @@ impl Container {
         }
         let mut done = 0usize;
         for k in first..=last {
-            let cached = match chunks {
-                // A chunk being decoded ahead is waited for rather than decoded twice.
-                Some(_) => self.cache.get_or_wait((i as u32, k as u32)),
-                None => self.cache.get((i as u32, k as u32)),
-            };
-            let chunk = match cached {
-                Some(c) => c,
-                None => match &chunks {
-                    Some(ch) => {
-                        let c = self.decode_chunk(e, ch, p, k as usize)?;
-                        self.cache.insert((i as u32, k as u32), c.clone());
-                        c
-                    }
-                    None => self.decode_upto(e, k)?,
-                },
-            };
+            let chunk = self.chunk(e, chunks.as_deref(), p, k)?;
             let chunk_start = k * gran;
             let from = (offset + done as u64 - chunk_start) as usize;
             let n = (chunk.len().saturating_sub(from)).min(want - done);
@@ -326,6 +311,91 @@ impl Container {
             self.read_ahead(e, ch, p, last);
         }
         Ok(done)
+    }
+
+    /// Decoded chunk `k` of `e` (granule `k` without a chunk table), from the cache or decoded
+    /// now and cached.
+    fn chunk(
+        &self,
+        e: &Entry,
+        chunks: Option<&Chunks>,
+        p: &Payload<'_>,
+        k: u64,
+    ) -> Result<Arc<[u8]>> {
+        let key = (e.idx as u32, k as u32);
+        let Some(ch) = chunks else {
+            if let Some(c) = self.cache.get(key) {
+                return Ok(c);
+            }
+            if !is_one_frame(e) {
+                return self.decode_upto(e, k);
+            }
+            let c = self.decode_whole(e, p)?;
+            self.cache.insert(key, c.clone());
+            return Ok(c);
+        };
+        // A chunk being decoded ahead is waited for rather than decoded twice.
+        if let Some(c) = self.cache.get_or_wait(key) {
+            return Ok(c);
+        }
+        let c = self.decode_chunk(e, ch, p, k as usize)?;
+        self.cache.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Up to `len` bytes of compressed or encrypted file `i` at `offset` when they lie within
+    /// one chunk of its chunk table: the decoded chunk itself, shared with the chunk cache, so
+    /// the read needs no buffer of its own (the kernel's reads of 128 KiB at most, aligned to
+    /// 128 KiB, each fall in one chunk of the default size). `None` when the read spans chunks,
+    /// the content is stored plain (`stored_slice`) or has no chunk table: use `read_at`.
+    pub fn read_in_chunk(&self, i: usize, offset: u64, len: usize) -> Result<Option<ChunkSlice>> {
+        let e = self.used_entry(i)?;
+        if e.kind != Kind::File
+            || offset >= e.size
+            || len == 0
+            || (e.comp == COMP_NONE && e.enc == ENC_NONE)
+        {
+            return Ok(None);
+        }
+        let ch = self.chunk_table(&e)?;
+        let want = (e.size - offset).min(len as u64);
+        let cs = match &ch {
+            Some(ch) => u64::from(ch.table.chunk_size),
+            None if is_one_frame(&e) => VIRTUAL_CHUNK,
+            None => return Ok(None),
+        };
+        let k = offset / cs;
+        if (offset + want - 1) / cs != k {
+            return Ok(None);
+        }
+        let p = self.payload(&e)?;
+        let got = (|| {
+            if e.enc != ENC_NONE {
+                self.ensure_tag(&e, &p)?;
+            }
+            // (A file without a chunk table is fetched whole by `decode_whole`.)
+            if let (Some(ch), true) = (&ch, self.partial.is_some() && e.enc == ENC_NONE) {
+                let (lo, hi) = (ch.offsets[k as usize], ch.offsets[k as usize + 1]);
+                self.need(p.offset + lo, hi.saturating_sub(lo))?;
+            }
+            let chunk = self.chunk(&e, ch.as_deref(), &p, k)?;
+            let from = (offset - k * cs) as usize;
+            let to = from + want as usize;
+            if chunk.len() < to {
+                return Err(self.corrupt(
+                    p.offset,
+                    format!("{} decodes short of its size", show(&e.path)),
+                ));
+            }
+            if let Some(ch) = &ch {
+                self.read_ahead(&e, ch, &p, k);
+            }
+            Ok(ChunkSlice {
+                chunk,
+                range: from..to,
+            })
+        })();
+        got.map(Some).map_err(|err| self.gone_or(&e, &p, err))
     }
 
     /// After a read that ended in chunk `k` of `e`: when the file is being read in order, has
@@ -384,10 +454,24 @@ impl Container {
         }
     }
 
-    /// Decodes chunk `k` of a chunked entry and checks its checksum.
+    /// Decodes chunk `k` of a chunked entry into a buffer for the chunk cache (see
+    /// `ChunkCache::buffer`) and checks its checksum.
     fn decode_chunk(&self, e: &Entry, ch: &Chunks, p: &Payload<'_>, k: usize) -> Result<Arc<[u8]>> {
         let cs = u64::from(ch.table.chunk_size);
         let len = (e.size - k as u64 * cs).min(cs) as usize;
+        self.decode_chunk_into(e, ch, p, k, self.cache.buffer(len))
+    }
+
+    /// Decodes chunk `k` of a chunked entry into `out` (of the chunk's length) and checks its
+    /// checksum.
+    fn decode_chunk_into(
+        &self,
+        e: &Entry,
+        ch: &Chunks,
+        p: &Payload<'_>,
+        k: usize,
+        out: Arc<[u8]>,
+    ) -> Result<Arc<[u8]>> {
         let (lo, hi) = (ch.offsets[k], ch.offsets[k + 1]);
         let body_len = if e.enc != ENC_NONE {
             p.stored_size - (NONCE_SIZE + TAG_SIZE) as u64
@@ -419,7 +503,7 @@ impl Container {
         } else {
             (&p.data[lo as usize..hi as usize]).into()
         };
-        let out = ahead::decode_chunk(&stored, e.comp, len).map_err(|err| {
+        let out = ahead::decode_into(&stored, e.comp, out).map_err(|err| {
             let codec = if e.comp == COMP_ZSTD { "zstd" } else { "raw" };
             self.corrupt(
                 p.offset + lo,
@@ -435,6 +519,25 @@ impl Container {
                 stored: ch.table.crcs[k],
                 computed,
             });
+        }
+        Ok(out)
+    }
+
+    /// A file of at most one chunk (`is_one_frame`) decoded in one call into a buffer for the
+    /// cache, and checked against the file's checksum: no streaming decoder, no second pass.
+    fn decode_whole(&self, e: &Entry, p: &Payload<'_>) -> Result<Arc<[u8]>> {
+        self.need(e.obj_offset, e.obj_size)?;
+        self.bytes.will_need(p.offset, p.data.len());
+        let len = e.size as usize;
+        let out = ahead::decode_into(p.data, e.comp, self.cache.buffer(len)).map_err(|err| {
+            self.corrupt(
+                p.offset,
+                format!("zstd content of {}: {err}", show(&e.path)),
+            )
+        })?;
+        let computed = codec::bfc_crc(&out);
+        if computed != e.crc {
+            return Err(self.bad_checksum(e, p.offset, computed));
         }
         Ok(out)
     }
@@ -545,12 +648,15 @@ impl Container {
             let cs = u64::from(ch.table.chunk_size);
             let mut crc = 0u32;
             for k in 0..n {
+                let len = (e.size - k as u64 * cs).min(cs) as usize;
                 let c = if e.comp == COMP_NONE && e.enc == ENC_NONE {
-                    let mut buf = vec![0u8; (e.size - k as u64 * cs).min(cs) as usize];
+                    let mut buf = vec![0u8; len];
                     self.read_at(i, k as u64 * cs, &mut buf)?;
                     Arc::from(buf)
                 } else {
-                    self.decode_chunk(&e, &ch, &p, k)?
+                    // Not through the cache: checking every chunk must not empty it.
+                    let buf = std::iter::repeat_n(0u8, len).collect();
+                    self.decode_chunk_into(&e, &ch, &p, k, buf)?
                 };
                 crc = codec::bfc_crc_append(crc, &c);
             }
@@ -560,6 +666,28 @@ impl Container {
             return Ok(());
         }
         self.reader_of(&e)?.copy_to(&mut io::sink()).map(|_| ())
+    }
+}
+
+/// A zstd file without a chunk table that fits in one granule (bfcfs writes every file of at
+/// most one chunk so; upstream writes every file so): decoded whole in one call, which also
+/// checks the whole file's checksum. Encrypted content keeps the streaming path (its tag is
+/// checked first).
+fn is_one_frame(e: &Entry) -> bool {
+    e.comp == COMP_ZSTD && e.enc == ENC_NONE && e.size <= VIRTUAL_CHUNK
+}
+
+/// Part of a decoded chunk, shared with the chunk cache (see `Container::read_in_chunk`).
+#[derive(Clone, Debug)]
+pub struct ChunkSlice {
+    chunk: Arc<[u8]>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for ChunkSlice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.chunk[self.range.clone()]
     }
 }
 

@@ -16,7 +16,7 @@ pub mod subdirs;
 pub mod writer;
 
 pub use codec::Key;
-pub use content::EntryReader;
+pub use content::{ChunkSlice, EntryReader};
 pub use error::{Error, Result};
 pub use ext::Whiteout;
 pub use partial::{PartialOptions, RangeSource};

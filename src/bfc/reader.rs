@@ -14,7 +14,7 @@ use super::map::Bytes;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What an entry is.
@@ -162,6 +162,51 @@ pub struct Container {
     pub(crate) checked: Paged,
     /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
     pub(crate) partial: Option<super::partial::Partial>,
+    /// The index checksum: checked at open, or later (`open_deferred`).
+    index_check: Arc<IndexCheck>,
+    index_crc: u32,
+}
+
+/// The checksum of the whole index, for a container opened with `Container::open_deferred`:
+/// computed on a thread once the mount serves (`start_index_check`), or by the first entry
+/// decoded when nothing started it. Until it is known, entries are served on their own checks
+/// (safe sorted path, record and object inside their areas, extension records that fit), as
+/// every entry is; once it failed, every entry decoded and every listing fails with the
+/// checksum error, naming the entry reached.
+#[derive(Debug, Default)]
+struct IndexCheck {
+    state: AtomicU8,
+    computed: std::sync::atomic::AtomicU32,
+}
+
+const INDEX_UNCHECKED: u8 = 0;
+const INDEX_RUNNING: u8 = 1;
+const INDEX_GOOD: u8 = 2;
+const INDEX_BAD: u8 = 3;
+
+impl IndexCheck {
+    fn checked() -> Arc<IndexCheck> {
+        Arc::new(IndexCheck {
+            state: AtomicU8::new(INDEX_GOOD),
+            computed: Default::default(),
+        })
+    }
+
+    /// Computes the checksum of `index` and records the outcome; true when it matches.
+    fn run(&self, file: &Path, index: &[u8], index_offset: u64, stored: u32) -> bool {
+        let computed = codec::bfc_crc(index);
+        self.computed.store(computed, Ordering::Relaxed);
+        let good = computed == stored;
+        self.state
+            .store(if good { INDEX_GOOD } else { INDEX_BAD }, Ordering::Release);
+        if !good {
+            log::error!(
+                "{}: index at offset {index_offset} fails its checksum (stored {stored:#010x},                  computed {computed:#010x}): every entry decoded from now on fails",
+                file.display()
+            );
+        }
+        good
+    }
 }
 
 /// Where index records start, relative to the index start.
@@ -187,7 +232,8 @@ impl Offsets {
 }
 
 /// Opens an index through its extension locator: checks the checksum of the whole index (on two
-/// threads when it is large), the index header, and the extension found at `ext_at`. None when
+/// threads when it is large; later when `defer_checksum`, see `IndexCheck`), the index header,
+/// and the extension found at `ext_at`. None when
 /// the extension has no OFFSETS table or anything but the checksum fails: the caller then walks
 /// the records, which names what is wrong the way it always has.
 fn open_located(
@@ -196,8 +242,13 @@ fn open_located(
     index_offset: u64,
     index_crc: u32,
     ext_at: usize,
+    defer_checksum: bool,
 ) -> Result<Option<(Offsets, ExtIndex)>> {
-    let computed = codec::bfc_crc_parallel(index);
+    let computed = if defer_checksum {
+        index_crc
+    } else {
+        codec::bfc_crc_parallel(index)
+    };
     if computed != index_crc {
         return Err(Error::BadChecksum {
             file: file.to_path_buf(),
@@ -313,15 +364,60 @@ impl Container {
     pub fn open(path: &Path) -> Result<Container> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let bytes = Bytes::map(path, &f)?;
-        Container::parse(path.to_path_buf(), bytes)
+        Container::parse(path.to_path_buf(), bytes, false)
+    }
+
+    /// Opens a container file for serving a mount: like `open`, but the checksum of the whole
+    /// index (71 MB for a million entries) is not computed before this returns; see
+    /// `start_index_check`. Files without an OFFSETS table (upstream files) are walked and
+    /// checked at open as always.
+    pub fn open_deferred(path: &Path) -> Result<Container> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let bytes = Bytes::map(path, &f)?;
+        Container::parse(path.to_path_buf(), bytes, true)
     }
 
     /// Validates a container held in memory (tests and fuzzing).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Container> {
-        Container::parse(PathBuf::from(name), Bytes::Owned(bytes))
+        Container::parse(PathBuf::from(name), Bytes::Owned(bytes), false)
     }
 
-    fn parse(file: PathBuf, bytes: Bytes) -> Result<Container> {
+    /// Computes the index checksum of a container from `open_deferred` on a thread of its own
+    /// (call it in the process that serves: threads do not survive the daemon's fork). A no-op
+    /// when the checksum is known or being computed.
+    pub fn start_index_check(&self) {
+        let check = self.index_check.clone();
+        if check
+            .state
+            .compare_exchange(
+                INDEX_UNCHECKED,
+                INDEX_RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let (bytes, file) = (self.bytes.clone(), self.file.clone());
+        let (at, size, stored) = (self.index_offset, self.index_size, self.index_crc);
+        let run = move || {
+            let start = at as usize;
+            let index = bytes
+                .as_slice()
+                .get(start..start + size as usize)
+                .unwrap_or(&[]);
+            check.run(&file, index, at, stored);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("bfc-index-check".into())
+            .spawn(run.clone());
+        if spawned.is_err() {
+            run();
+        }
+    }
+
+    fn parse(file: PathBuf, bytes: Bytes, defer: bool) -> Result<Container> {
         let data = bytes.as_slice();
         let len = data.len() as u64;
         if data.len() < HEADER_SIZE + FOOTER_SIZE {
@@ -389,8 +485,12 @@ impl Container {
             .then(|| ext::locate(index))
             .flatten();
         let opened = match located {
-            Some(at) => open_located(&file, index, index_offset, index_crc, at)?,
+            Some(at) => open_located(&file, index, index_offset, index_crc, at, defer)?,
             None => None,
+        };
+        let index_check = match (&opened, defer) {
+            (Some(_), true) => Arc::default(),
+            _ => IndexCheck::checked(),
         };
         let (offsets, ext, any_encrypted) = match opened {
             // bfcfs files: the checksum, then the extension found through its locator; the
@@ -436,6 +536,8 @@ impl Container {
             entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked: Paged::new(count),
             partial: None,
+            index_check,
+            index_crc,
         })
     }
 
@@ -531,7 +633,8 @@ impl Container {
     /// error says so, whatever the zeros read in its place decoded to.
     pub fn entry(&self, i: usize) -> Result<Entry> {
         let e = self.decode_entry(i);
-        self.check_index()?;
+        self.check_intact()?;
+        self.index_checksum(Some(i))?;
         e
     }
 
@@ -539,9 +642,57 @@ impl Container {
     /// searches of the index found since then is not to be trusted (a name not found may be
     /// one that is gone).
     pub fn check_index(&self) -> Result<()> {
+        self.check_intact()?;
+        self.index_checksum(None)
+    }
+
+    fn check_intact(&self) -> Result<()> {
         self.bytes
             .intact(self.index_offset, self.index_size as usize)
             .map_err(|now| self.gone(self.index_offset, now, "the index".into()))
+    }
+
+    /// Fails once the deferred index checksum (see `IndexCheck`) is known to be wrong, naming
+    /// `entry` when one is being reached. Computes it here when nothing has started it.
+    fn index_checksum(&self, entry: Option<usize>) -> Result<()> {
+        let check = &self.index_check;
+        let mut state = check.state.load(Ordering::Acquire);
+        if state == INDEX_UNCHECKED
+            && check
+                .state
+                .compare_exchange(
+                    INDEX_UNCHECKED,
+                    INDEX_RUNNING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            let at = self.index_offset as usize;
+            let index = self
+                .data()
+                .get(at..at + self.index_size as usize)
+                .unwrap_or(&[]);
+            check.run(&self.file, index, self.index_offset, self.index_crc);
+            state = check.state.load(Ordering::Acquire);
+        }
+        if state != INDEX_BAD {
+            return Ok(());
+        }
+        let what = match entry {
+            Some(i) => format!(
+                "index (reaching entry {i}, record at offset {})",
+                self.index_offset + u64::from(self.record_start(i))
+            ),
+            None => "index".into(),
+        };
+        Err(Error::BadChecksum {
+            file: self.file.clone(),
+            what,
+            offset: self.index_offset,
+            stored: self.index_crc,
+            computed: check.computed.load(Ordering::Relaxed),
+        })
     }
 
     /// Entry `i` for reading its content: kept in a small direct-mapped cache (no hashing: this
@@ -822,6 +973,47 @@ impl Container {
         lo
     }
 
+    /// `lower_bound(key)` for a `key` known to sort after every path before entry `from`:
+    /// probes `from`, `from + 1`, `from + 3`, ... until a path is not below `key`, then
+    /// bisects the last step. Reads about 2·log2(d) records near `from` when the answer is `d`
+    /// entries on, where `lower_bound` reads log2(len) records spread over the whole index:
+    /// the end of a directory's run, or the first entry below a directory found just before.
+    pub fn lower_bound_from(&self, from: usize, key: &[u8]) -> usize {
+        if from == 0 {
+            return self.lower_bound(key);
+        }
+        let n = self.len();
+        let mut lo = from.min(n);
+        let mut step = 1;
+        let mut hi = loop {
+            let probe = lo.saturating_add(step - 1);
+            if probe >= n {
+                break n;
+            }
+            if self.path(probe) >= key {
+                break probe;
+            }
+            lo = probe + 1;
+            step = step.saturating_mul(2);
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.path(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// `find` for a `path` known to sort after every path before entry `from` (see
+    /// `lower_bound_from`).
+    pub fn find_from(&self, from: usize, path: &[u8]) -> Option<usize> {
+        let i = self.lower_bound_from(from, path);
+        (i < self.len() && self.path(i) == path).then_some(i)
+    }
+
     /// Index of the entry at `path`, by binary search over the records in place.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
         let i = self.lower_bound(path);
@@ -864,8 +1056,14 @@ impl Container {
         let (mut i, hi) = self.prefix_range(dir);
         let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
         let mut out = Vec::new();
+        let mut checked = None;
         while i < hi {
-            self.check_name(i)?;
+            // Entries listed one after the other share their neighbours' checks.
+            match checked {
+                Some(prev) if prev + 1 == i => self.check_name_after(i)?,
+                _ => self.check_name(i)?,
+            }
+            checked = Some(i);
             let path = self.path(i);
             let rest = &path[skip..];
             match rest.iter().position(|b| *b == b'/') {
@@ -880,8 +1078,10 @@ impl Container {
                     // (contiguous in byte order). An implicit duplicate of a listed directory
                     // is removed by the dedup below.
                     out.push(Child::Implicit(name.to_vec()));
-                    let (_, sub_hi) = self.prefix_range(full);
-                    i = sub_hi.max(i + 1);
+                    // Every path before `i` sorts before `full` + one past '/'.
+                    let mut end = full.to_vec();
+                    end.push(b'/' + 1);
+                    i = self.lower_bound_from(i, &end).max(i + 1);
                 }
             }
         }
@@ -896,6 +1096,12 @@ impl Container {
     /// SUBDIRS table (a few binary searches): None when the container has no table (upstream
     /// files), and then only a listing can tell.
     pub fn subdir_count(&self, dir: &[u8]) -> Option<u32> {
+        self.subdir_count_from(dir, 0)
+    }
+
+    /// `subdir_count` for a directory whose own entry (or any entry that sorts before
+    /// `dir/`) is `from - 1`: the first entry below it is searched from there.
+    pub fn subdir_count_from(&self, dir: &[u8], from: usize) -> Option<u32> {
         let (at, n) = self.ext.subdirs?;
         let table = usize::try_from(at)
             .ok()
@@ -903,8 +1109,10 @@ impl Container {
         let (first, depth) = if dir.is_empty() {
             (0, 0)
         } else {
-            let (lo, hi) = self.prefix_range(dir);
-            if lo == hi {
+            let mut key = dir.to_vec();
+            key.push(b'/');
+            let lo = self.lower_bound_from(from, &key);
+            if lo >= self.len() || !self.path(lo).starts_with(&key) {
                 return Some(0);
             }
             let depth = dir.iter().filter(|&&b| b == b'/').count() + 1;
@@ -916,17 +1124,22 @@ impl Container {
     /// How many direct subdirectories of `dir` (listed or implicit) have a name starting with
     /// `prefix` (non-empty). Costs a binary search when there are none.
     pub fn subdirs_named(&self, dir: &[u8], prefix: &[u8]) -> usize {
+        self.subdirs_named_from(dir, prefix, 0)
+    }
+
+    /// `subdirs_named` searching from entry `from` (as in `subdir_count_from`).
+    pub fn subdirs_named_from(&self, dir: &[u8], prefix: &[u8], from: usize) -> usize {
         let mut key = dir.to_vec();
         if !dir.is_empty() {
             key.push(b'/');
         }
         let skip = key.len();
         key.extend_from_slice(prefix);
-        let mut i = self.lower_bound(&key);
+        let mut i = self.lower_bound_from(from, &key);
         if let Some(last) = key.last_mut() {
             *last = last.saturating_add(1);
         }
-        let hi = self.lower_bound(&key);
+        let hi = self.lower_bound_from(i, &key);
         let mut n = 0;
         while i < hi {
             let path = self.path(i);
@@ -989,6 +1202,7 @@ impl Container {
             offset: self.index_offset + u64::from(self.record_start(k)),
             what,
         };
+        self.index_checksum(Some(i))?;
         self.check_record(i)?;
         if i > 0 {
             self.check_record(i - 1)?;
@@ -1018,6 +1232,39 @@ impl Container {
         }
         if i + 1 < self.len() && path >= self.path(i + 1) {
             return Err(unsorted(i + 1));
+        }
+        Ok(())
+    }
+
+    /// `check_name(i)` when `check_name(i - 1)` (or this) passed just before: what that did
+    /// not check (the record after `i`, `i`'s path, its order with the next one).
+    fn check_name_after(&self, i: usize) -> Result<()> {
+        self.index_checksum(Some(i))?;
+        if i + 1 < self.len() {
+            self.check_record(i + 1)?;
+        }
+        let path = self.path(i);
+        let why = |k: usize, what: String| Error::Corrupt {
+            file: self.file.clone(),
+            offset: self.index_offset + u64::from(self.record_start(k)),
+            what,
+        };
+        if let Err(reason) = check_path(path) {
+            return Err(why(
+                i,
+                format!("index entry {i}: path {:?} {reason}", show(path)),
+            ));
+        }
+        if i + 1 < self.len() && path >= self.path(i + 1) {
+            let k = i + 1;
+            return Err(why(
+                k,
+                format!(
+                    "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
+                    show(self.path(k)),
+                    show(path)
+                ),
+            ));
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! letters with the upstream `bfc` tool.
 use super::keys;
 use super::progress::{bytes_bar, print_json};
-use super::{ReadKeyArgs, UsageError};
+use super::{style, ReadKeyArgs, UsageError};
 use crate::archive::{create as ac, extract as ax};
 use crate::bfc::{self, error::show, Compression, Container, Kind, WriterOptions};
 use anyhow::Context;
@@ -181,6 +181,7 @@ pub fn create(a: CreateArgs) -> anyhow::Result<i32> {
     }
     let total: u64 = a.paths.iter().map(|p| du(p)).sum();
     let bar = bytes_bar(total, "create");
+    super::interrupt::clean_up_on_interrupt(None, Some(&a.out));
     let (mut w, af, skip) = ac::start(&a.out, opts)?;
     let copts = ac::CreateOptions {
         record_owner: is_root(),
@@ -197,10 +198,10 @@ pub fn create(a: CreateArgs) -> anyhow::Result<i32> {
         eprintln!("bfcfs: skipped {s}");
     }
     eprintln!(
-        "created {}: {} entries, {} bytes of content",
+        "created {}: {} entries, {} of content",
         a.out.display(),
         stats.entries,
-        stats.bytes
+        style::size(stats.bytes)
     );
     Ok(0)
 }
@@ -253,12 +254,9 @@ fn mode_string(e: &bfc::Entry) -> String {
     s
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for nanoseconds since the epoch.
+/// Local time, labelled with its UTC offset, for nanoseconds since the epoch.
 fn fmt_time(ns: i64) -> String {
-    crate::image::rfc3339_utc(ns.div_euclid(1_000_000_000))
-        .replacen('T', " ", 1)
-        .trim_end_matches('Z')
-        .to_string()
+    style::local_time(ns.div_euclid(1_000_000_000))
 }
 
 fn under(path: &[u8], prefix: Option<&str>) -> bool {
@@ -410,9 +408,9 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<i32> {
         .into());
     }
     eprintln!(
-        "extracted {} entries, {} bytes into {}",
+        "extracted {} entries, {} into {}",
         stats.entries,
-        stats.bytes,
+        style::size(stats.bytes),
         a.dir.display()
     );
     Ok(0)
@@ -487,7 +485,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
     let c = open(&a.file)?;
     if let Some(p) = &a.path {
         let i = c
-            .find(p.trim_end_matches('/').as_bytes())
+            .find(p.trim_matches('/').as_bytes())
             .ok_or_else(|| UsageError(format!("{}: no entry {p}", a.file.display())))?;
         let e = c.entry(i)?;
         let mut v = entry_json(&c, i)?;
@@ -495,6 +493,16 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
         v["object_size"] = json!(e.obj_size);
         v["crc32c"] = json!(format!("{:#010x}", e.crc));
         v["chunked"] = json!(e.is_chunked());
+        if !a.json {
+            // The same fields in the one text style: octal mode, human sizes, local time.
+            v["mode"] = json!(format!("{} ({})", style::mode(e.perm()), mode_string(&e)));
+            v["size"] = json!(style::size(e.size));
+            v["object_size"] = json!(style::size(e.obj_size));
+            if let Some(m) = v.as_object_mut() {
+                m.remove("mtime_ns");
+            }
+            v["mtime"] = json!(style::local_time(e.mtime_ns.div_euclid(1_000_000_000)));
+        }
         print_fields(&v, a.json, 14)?;
         return Ok(0);
     }
@@ -525,6 +533,22 @@ pub fn info(a: InfoArgs) -> anyhow::Result<i32> {
         "index_size": is,
         "image_blobs": c.image_blob_names().collect::<Vec<_>>(),
     });
+    let mut v = v;
+    if !a.json {
+        v["size"] = json!(style::size(c.file_size()));
+        v["content_bytes"] = json!(style::size(orig));
+        v["kinds"] = json!(counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "));
+        let blobs: Vec<_> = c.image_blob_names().collect();
+        v["image_blobs"] = json!(if blobs.is_empty() {
+            "-".to_string()
+        } else {
+            blobs.join(", ")
+        });
+    }
     print_fields(&v, a.json, 16)?;
     Ok(0)
 }

@@ -108,7 +108,9 @@ pub fn containers(root: Option<&Path>, args: ContainersArgs) -> anyhow::Result<i
                     "name": c.state.name,
                     "image": c.state.image,
                     "reference": c.state.reference,
-                    "created": c.state.created,
+                    "created": super::style::json_time(
+                        i64::try_from(c.state.created).unwrap_or(i64::MAX)
+                    ),
                     "upper": c.upper(),
                     "mounted_at": at,
                     "server_pid": r.map(|r| r.server_pid),
@@ -119,13 +121,20 @@ pub fn containers(root: Option<&Path>, args: ContainersArgs) -> anyhow::Result<i
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("{:<20} {:<40} MOUNTED ON", "NAME", "IMAGE");
+    println!(
+        "{:<20} {:<40} {:<26} MOUNTED ON",
+        "NAME", "IMAGE", "CREATED"
+    );
     for c in list {
         let at = c
             .mounted_at()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "-".into());
-        println!("{:<20} {:<40} {at}", c.state.name, c.state.reference);
+        let created = super::style::local_time(i64::try_from(c.state.created).unwrap_or(i64::MAX));
+        println!(
+            "{:<20} {:<40} {created:<26} {at}",
+            c.state.name, c.state.reference
+        );
     }
     Ok(0)
 }

@@ -1,9 +1,9 @@
 //! `bfcfs images`, `inspect`, `rm`, `prune`: what the store holds, and removing it.
 use super::progress::print_json;
+use super::style;
 use crate::image::{self, ImageInfo};
 use crate::store::{refs::RefEntry, Store};
 use clap::Args;
-use indicatif::HumanBytes;
 use serde_json::json;
 use std::path::Path;
 
@@ -59,9 +59,7 @@ fn short(digest: &str) -> &str {
 }
 
 fn created(c: &Option<String>) -> String {
-    c.as_deref()
-        .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
-        .unwrap_or_else(|| "-".into())
+    style::local_time_of(c.as_deref())
 }
 
 fn summary(i: &ImageInfo) -> serde_json::Value {
@@ -78,7 +76,7 @@ fn lazy_note(i: &ImageInfo) -> String {
         Some((have, all)) if all > 0 => format!(
             "  (lazy: {:.0}% local, {})",
             have as f64 * 100.0 / all as f64,
-            HumanBytes(have)
+            style::size(have)
         ),
         _ => String::new(),
     }
@@ -106,7 +104,7 @@ pub fn images(root: Option<&Path>, a: ImagesArgs) -> anyhow::Result<i32> {
             i.repository,
             i.tag.as_deref().unwrap_or("<none>"),
             short(&i.digest),
-            HumanBytes(i.size).to_string(),
+            style::size(i.size),
             created(&i.created),
             lazy_note(i)
         );
@@ -172,16 +170,12 @@ pub fn inspect(root: Option<&Path>, a: InspectArgs) -> anyhow::Result<i32> {
     println!("Layers:");
     for l in &i.layers {
         let bfc = match (&l.bfc, l.bfc_size) {
-            (Some(p), Some(s)) => format!("  {} ({})", p.display(), HumanBytes(s)),
+            (Some(p), Some(s)) => format!("  {} ({})", p.display(), style::size(s)),
             _ => String::new(),
         };
-        println!(
-            "  {}  {:>10}{bfc}",
-            l.digest,
-            HumanBytes(l.size).to_string()
-        );
+        println!("  {}  {:>10}{bfc}", l.digest, style::size(l.size));
     }
-    println!("Size:        {}", HumanBytes(i.size));
+    println!("Size:        {}", style::size(i.size));
     Ok(0)
 }
 
@@ -239,7 +233,7 @@ pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
     }
     println!(
         "Freed {} ({} blobs, {} layers)",
-        HumanBytes(r.report.bytes),
+        style::size(r.report.bytes),
         r.report.blobs,
         r.report.layers
     );
@@ -249,9 +243,8 @@ pub fn rm(root: Option<&Path>, a: RmArgs) -> anyhow::Result<i32> {
 pub fn prune(root: Option<&Path>) -> anyhow::Result<i32> {
     let r = image::prune(&store(root)?)?;
     println!(
-        "Freed {} bytes ({}; {} blobs, {} layers, {} temp files)",
-        r.bytes,
-        HumanBytes(r.bytes),
+        "Freed {} ({} blobs, {} layers, {} temp files)",
+        style::size(r.bytes),
         r.blobs,
         r.layers,
         r.temp_files

@@ -90,6 +90,7 @@ fn parse_changes(changes: &[String]) -> Result<Vec<Change>, UsageError> {
 pub fn import(root: Option<&Path>, a: ImportArgs) -> anyhow::Result<i32> {
     let changes = parse_changes(&a.changes)?;
     let store = store(root)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), None);
     let done = image::import(&store, &a.dir, &a.reference, &changes)?;
     if a.quiet {
         println!("{}", done.manifest_digest);
@@ -108,6 +109,7 @@ pub fn tag(root: Option<&Path>, a: TagArgs) -> anyhow::Result<i32> {
 pub fn commit(root: Option<&Path>, a: CommitArgs) -> anyhow::Result<i32> {
     let changes = parse_changes(&a.changes)?;
     let store = store(root)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), None);
     // Held: no server writes to the upper dir while it is read.
     let held = container::hold(&store, &a.container)?;
     let c = &held.container;

@@ -7,6 +7,7 @@ pub mod completion;
 pub mod container;
 pub mod images;
 pub mod import;
+pub mod interrupt;
 pub mod keys;
 pub mod login;
 pub mod mount;
@@ -15,6 +16,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 pub mod served;
+pub mod style;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,6 +122,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     ) {
         init_log(cli.verbose);
     }
+    if matches!(
+        cli.command,
+        Command::List(_)
+            | Command::Info(_)
+            | Command::Images(_)
+            | Command::Inspect(_)
+            | Command::Containers(_)
+            | Command::Mounts(_)
+            | Command::Completion(_)
+    ) {
+        quiet_on_closed_pipe();
+    }
     match cli.command {
         Command::Mount(a) => mount::run_mount(cli.root.as_deref(), a, cli.verbose),
         Command::Umount(a) => mount::run_umount(a),
@@ -150,11 +164,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::GenerateMan(a) => completion::generate_man(a),
         Command::Containers(a) => container::containers(cli.root.as_deref(), a),
         Command::RmContainer(a) => container::rm_container(cli.root.as_deref(), a),
-        Command::Mounts(a) => served::mounts(a),
+        Command::Mounts(a) => served::mounts(cli.root.as_deref(), a),
         Command::Restart(a) => served::restart(a),
         Command::Supervise(a) => served::supervise(a),
         Command::Serve(a) => served::serve(a),
     }
+}
+
+/// Commands that only print end quietly when their reader goes away (`bfcfs images | head -1`),
+/// as `ls` and `git log` do, instead of panicking in `println!` on EPIPE: SIGPIPE gets its
+/// default action back (Rust ignores it so that servers and network code see EPIPE instead).
+fn quiet_on_closed_pipe() {
+    // SAFETY: resetting a signal's disposition to SIG_DFL has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn init_log(verbose: u8) {

@@ -100,6 +100,7 @@ pub fn run(root: Option<&Path>, a: PullArgs) -> anyhow::Result<i32> {
         platform_explicit: a.platform.is_some(),
     };
     let store = Store::open(&Store::default_root(root)?)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), a.output.as_deref());
     let progress = PullProgress::new(a.quiet);
     let pulled = if a.lazy {
         let mode = match a.lazy_mode {

@@ -120,6 +120,7 @@ pub fn push(root: Option<&Path>, a: PushArgs) -> anyhow::Result<i32> {
         jobs: usize::from(a.jobs),
     };
     let store = Store::open(&Store::default_root(root)?)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), None);
     let progress = PullProgress::new(a.quiet);
     let p = image::push(&store, &a.image, &dest, &opts, &progress)
         .with_context(|| format!("pushing {} to {}", a.image, a.destination))?;
@@ -145,6 +146,7 @@ pub fn save(root: Option<&Path>, a: SaveArgs) -> anyhow::Result<i32> {
         SaveFormatArg::OciDir => SaveFormat::OciDir,
     };
     let store = Store::open(&Store::default_root(root)?)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), Some(&a.output));
     let progress = PullProgress::new(a.quiet);
     let saved = image::save(
         &store,
@@ -165,6 +167,7 @@ pub fn save(root: Option<&Path>, a: SaveArgs) -> anyhow::Result<i32> {
 
 pub fn load(root: Option<&Path>, a: LoadArgs) -> anyhow::Result<i32> {
     let store = Store::open(&Store::default_root(root)?)?;
+    super::interrupt::clean_up_on_interrupt(Some(&store), None);
     let progress = PullProgress::new(a.quiet);
     let opts = PullOptions {
         registry: Options::from_env().map_err(UsageError)?,

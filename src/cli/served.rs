@@ -71,7 +71,15 @@ fn rows() -> Vec<Row> {
     out
 }
 
-pub fn mounts(args: MountsArgs) -> anyhow::Result<i32> {
+/// Where background servers of this store log (the footer of `bfcfs mounts`).
+fn log_place(root: Option<&std::path::Path>) -> String {
+    match crate::container::log_file(root).map(|f| crate::mount::log::daemon_sink(&f)) {
+        Some(crate::mount::log::Sink::File(f)) => f.display().to_string(),
+        _ => "syslog (journalctl -t bfcfs)".into(),
+    }
+}
+
+pub fn mounts(root: Option<&std::path::Path>, args: MountsArgs) -> anyhow::Result<i32> {
     let rows = rows();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -91,9 +99,10 @@ pub fn mounts(args: MountsArgs) -> anyhow::Result<i32> {
             opt(r.server_pid.map(|p| p.to_string())),
             opt(r.supervisor_pid.map(|p| p.to_string())),
             opt(r.restarts.map(|p| p.to_string())),
-            opt(r.uptime.map(|s| format!("{s}s"))),
+            opt(r.uptime.map(super::style::duration)),
         );
     }
+    println!("Server logs: {}", log_place(root));
     Ok(0)
 }
 
@@ -136,13 +145,13 @@ pub fn restart(args: RestartArgs) -> anyhow::Result<i32> {
             }
             Some(_) => {}
             None => bail!(
-                "{} was unmounted during the restart (see syslog)",
+                "{} was unmounted during the restart (see the server log: `bfcfs mounts` says where)",
                 args.mountpoint.display()
             ),
         }
         if t.elapsed() > deadline {
             bail!(
-                "no new server for {} after {} s (supervisor {pid}; see syslog)",
+                "no new server for {} after {} s (supervisor {pid}; see the server log: `bfcfs mounts` says where)",
                 args.mountpoint.display(),
                 args.timeout
             );

@@ -119,8 +119,9 @@ fn lazy_options(o: &MountOptions) -> anyhow::Result<LazyOptions> {
     })
 }
 
-/// Starts the background fetch of lazy layers (a no-op for complete ones). Call it in the
-/// process that serves the mount, once it serves: threads do not survive the daemon's fork.
+/// Starts the background fetch of lazy layers (a no-op for complete ones) and the check of
+/// each layer's index checksum that opening left for later (`Container::open_deferred`). Call
+/// it in the process that serves the mount: threads do not survive the daemon's fork.
 fn background_fetch(
     layers: &[crate::overlay::Layer],
     opts: &MountOptions,
@@ -129,6 +130,7 @@ fn background_fetch(
     let bg_rate = lazy_options(opts)?.bg_rate;
     Ok(move || {
         for c in &files {
+            c.start_index_check();
             c.start_background(bg_rate);
         }
     })
@@ -164,7 +166,7 @@ fn open_source(
     }
     if image_name.ends_with(".bfc") || path.is_file() {
         let file = std::path::absolute(path).with_context(|| format!("resolving {image_name}"))?;
-        let mut container = Container::open(&file)?;
+        let mut container = Container::open_deferred(&file)?;
         if container.is_encrypted() {
             let key = key(&file)?;
             container.set_key(&key)?;
@@ -365,7 +367,7 @@ fn build_and_serve(
         }
         Forked::Child(mut readiness) => {
             // The server keeps the container's lock (`undo.held`, inherited) until it exits.
-            log::init_syslog(plan.verbose);
+            log::init_daemon_log(plan.verbose, log_file(plan.root).as_deref());
             background();
             let r = serve(fs, slot, &spec.source, &mountpoint, &spec.options, || {
                 readiness.ready()
@@ -377,6 +379,11 @@ fn build_and_serve(
             std::process::exit(i32::from(r.is_err()));
         }
     }
+}
+
+/// The file background servers log to when the host has no syslog (`STORE/logs/server.log`).
+pub fn log_file(root: Option<&Path>) -> Option<PathBuf> {
+    Store::default_root(root).ok().map(|r| log::log_file_in(&r))
 }
 
 /// `BFCFS_SUPERVISE=0` mounts without a supervisor (the server holds the connection alone, as
@@ -451,6 +458,9 @@ fn start_supervisor(
     };
     let (rd, wr) = pipe_with(PipeFlags::CLOEXEC)?;
     let mut cmd = Command::new(&exe);
+    if let Some(f) = log_file(spec.root.as_deref()) {
+        cmd.env(log::LOG_FILE_ENV, f);
+    }
     cmd.arg("__supervise")
         .arg("--spec")
         .arg(serde_json::to_string(&sup)?)
@@ -484,7 +494,7 @@ fn start_supervisor(
 /// `bfcfs __supervise`: the supervisor process of one mount (see `mount::supervisor`).
 pub fn run_supervisor(spec_json: &str, ready_fd: RawFd) -> anyhow::Result<i32> {
     let sup: Supervised = serde_json::from_str(spec_json).context("reading --spec")?;
-    log::init_syslog(0);
+    log::init_daemon_log(0, None);
     let mut ready = daemon::Readiness::from_file(inherited(ready_fd)?.into());
     match crate::mount::supervisor::supervise(sup, &mut ready) {
         Ok(()) => Ok(0),
@@ -525,7 +535,7 @@ pub fn run_server(a: ServeArgs<'_>) -> anyhow::Result<i32> {
     let mut ready = daemon::Readiness::from_file(inherited(a.ready_fd)?.into());
     let r = (|| {
         let spec: ServeSpec = serde_json::from_str(a.spec_json).context("reading --spec")?;
-        log::init_syslog(spec.verbose);
+        log::init_daemon_log(spec.verbose, log_file(spec.root.as_deref()).as_deref());
         let dev = inherited(a.fuse_fd)?;
         let st = rustix::fs::fstat(&dev)?;
         if st.st_rdev != rustix::fs::makedev(10, 229) {

@@ -453,9 +453,12 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
         } else {
             h.gid().map_err(|e| bad("gid", e))?
         };
-        let mut mtime_ns = i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?)
-            .unwrap_or(i64::MAX / 1_000_000_000)
-            .saturating_mul(1_000_000_000);
+        let mut mtime_ns = match negative_base256(&h.as_old().mtime) {
+            Some(secs) => secs,
+            None => i64::try_from(h.mtime().map_err(|e| bad("mtime", e))?)
+                .unwrap_or(i64::MAX / 1_000_000_000),
+        }
+        .saturating_mul(1_000_000_000);
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX header", e))? {
             for ext in pax {
@@ -495,6 +498,18 @@ fn parse_u64(v: &[u8]) -> Option<u64> {
 }
 
 /// PAX time: `[-]SECONDS[.FRACTION]` → nanoseconds.
+/// A numeric field in GNU's base-256 form holding a negative number (a pre-1970 time, as GNU
+/// tar writes it: first byte 0xff, two's complement); `None` for anything else.
+fn negative_base256(field: &[u8]) -> Option<i64> {
+    let (&first, rest) = field.split_first()?;
+    if first != 0xff || rest.len() < 8 {
+        return None;
+    }
+    let (high, low) = rest.split_at(rest.len() - 8);
+    let v = i64::from_be_bytes(low.try_into().ok()?);
+    (v < 0 && high.iter().all(|&b| b == 0xff)).then_some(v)
+}
+
 fn parse_pax_time(v: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(v).ok()?.trim();
     let (neg, s) = match s.strip_prefix('-') {
@@ -536,6 +551,21 @@ mod tests {
             Some(1_700_000_000_123_456_789)
         );
         assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    /// GNU tar's base-256 negative numbers (what `tar --format=gnu` writes for a 1960 mtime).
+    #[test]
+    fn negative_base256_times() {
+        let mut f = [0xffu8; 12];
+        f[4..].copy_from_slice(&(-315_619_200i64).to_be_bytes());
+        assert_eq!(negative_base256(&f), Some(-315_619_200));
+        assert_eq!(negative_base256(b"00000000000\0"), None);
+        let mut pos = [0u8; 12];
+        pos[0] = 0x80;
+        pos[4..].copy_from_slice(&5i64.to_be_bytes());
+        assert_eq!(negative_base256(&pos), None);
+        f[1] = 0;
+        assert_eq!(negative_base256(&f), None);
     }
 
     #[test]

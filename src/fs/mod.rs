@@ -179,10 +179,10 @@ impl Core {
         fh: FileHandle,
         offset: u64,
         size: u32,
-    ) -> Result<std::borrow::Cow<'_, [u8]>, Errno> {
+    ) -> Result<crate::overlay::ReadData<'_>, Errno> {
         if let Some(f) = self.handles.get(fh.0) {
             return crate::overlay::read_full(&f, offset, size)
-                .map(std::borrow::Cow::Owned)
+                .map(crate::overlay::ReadData::Owned)
                 .map_err(|e| io_errno(&e));
         }
         self.union.read(ino.0, offset, size).map_err(|e| errno(&e))

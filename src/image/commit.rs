@@ -10,7 +10,7 @@ use super::import::{apply_changes, local_name, now_secs, rfc3339_utc, store_imag
 use super::layer_tar::{store_tree_layer, NewLayer, Walk};
 use super::{Error, Imported, Result};
 use crate::oci;
-use crate::store::{refs::Refs, Store};
+use crate::store::Store;
 use oci_spec::image::{HistoryBuilder, ImageConfiguration, ImageManifest, MediaType};
 use std::path::Path;
 
@@ -105,15 +105,7 @@ pub fn commit(
         })
         .collect();
     layers.push(descriptor);
-    let manifest_digest = store_image(store, &config, layers)?;
-    let mut refs = Refs::load(store)?;
-    refs.set(&name, Some(&tag), &manifest_digest);
-    refs.save()?;
-    Ok(Imported {
-        name: format!("{name}:{tag}"),
-        manifest_digest,
-        diff_id,
-    })
+    store_image(store, &config, layers, &name, &tag, diff_id)
 }
 
 /// The manifest and config of the image whose manifest digest is `digest`.

@@ -208,23 +208,19 @@ pub fn import(store: &Store, dir: &Path, reference: &str, changes: &[Change]) ->
         )
         .history(vec![history])
         .build()?;
-    let manifest_digest = store_image(store, &config, vec![layer])?;
-    let mut refs = Refs::load(store)?;
-    refs.set(&name, Some(&tag), &manifest_digest);
-    refs.save()?;
-    Ok(Imported {
-        name: format!("{name}:{tag}"),
-        manifest_digest,
-        diff_id,
-    })
+    store_image(store, &config, vec![layer], &name, &tag, diff_id)
 }
 
-/// Stores `config` and a manifest naming it and `layers`; returns the manifest digest.
+/// Stores `config` and a manifest naming it and `layers`, and records the manifest as
+/// `name:tag`; `diff_id` is the new top layer's.
 pub(super) fn store_image(
     store: &Store,
     config: &ImageConfiguration,
     layers: Vec<Descriptor>,
-) -> Result<String> {
+    name: &str,
+    tag: &str,
+    diff_id: String,
+) -> Result<Imported> {
     let json = |v: serde_json::Result<Vec<u8>>| {
         v.map_err(|e| Error::BadImage {
             path: store.root().to_path_buf(),
@@ -251,7 +247,14 @@ pub(super) fn store_image(
     let manifest_bytes = json(serde_json::to_vec(&manifest))?;
     let manifest_digest = crate::digest::sha256_digest(&manifest_bytes);
     store.put_blob(&manifest_digest, &manifest_bytes)?;
-    Ok(manifest_digest)
+    let mut refs = Refs::load(store)?;
+    refs.set(name, Some(tag), &manifest_digest);
+    refs.save()?;
+    Ok(Imported {
+        name: format!("{name}:{tag}"),
+        manifest_digest,
+        diff_id,
+    })
 }
 
 pub(super) fn now_secs() -> i64 {
@@ -261,26 +264,12 @@ pub(super) fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (proleptic Gregorian, UTC).
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC); a time chrono cannot represent
+/// (beyond ±262,000 years) is written as the epoch.
 pub fn rfc3339_utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    )
+    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

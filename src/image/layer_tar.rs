@@ -137,11 +137,18 @@ fn add_tree<W: io::Write>(
             append_marker(b, &m, &rel.join(wh), &path)?;
             continue;
         }
-        let xattrs = layer_xattrs(&path)?;
-        if !xattrs.is_empty() {
+        let mut pax = layer_xattrs(&path)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+        // ustar numbers cannot be negative (the tar crate would wrap a pre-1970 mtime into a
+        // huge one that Go's archive/tar rejects): a PAX `mtime` record carries it instead.
+        if m.mtime() < 0 {
+            h.set_mtime(0);
+            pax.push(("mtime".into(), m.mtime().to_string().into_bytes()));
+        }
+        if !pax.is_empty() {
             b.append_pax_extensions(
-                xattrs
-                    .iter()
+                pax.iter()
                     .map(|(k, v)| (k.as_str(), v.as_slice()))
                     .collect::<Vec<_>>(),
             )
@@ -149,8 +156,6 @@ fn add_tree<W: io::Write>(
         }
         if ft.is_file() && m.nlink() > 1 {
             if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                let mut h = tar::Header::new_gnu();
-                h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
                 b.append_link(&mut h, &name, first)
@@ -159,8 +164,7 @@ fn add_tree<W: io::Write>(
             }
             links.insert((m.dev(), m.ino()), name.clone());
         }
-        b.append_path_with_name(&path, &name)
-            .map_err(store::io_err(&path))?;
+        append_entry(b, &mut h, &m, &path, &name)?;
         if ft.is_dir() {
             if walk == Walk::Upper && is_opaque(&path)? {
                 append_marker(b, &m, &name.join(".wh..wh..opq"), &path)?;
@@ -168,6 +172,46 @@ fn add_tree<W: io::Write>(
             add_tree(b, root, &name, walk, links)?;
         }
     }
+    Ok(())
+}
+
+/// Appends one entry whose header `h` carries `m`'s metadata. Built here rather than with
+/// `Builder::append_path_with_name`, which names fifos and devices by their source path.
+fn append_entry<W: io::Write>(
+    b: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    m: &fs::Metadata,
+    path: &Path,
+    name: &Path,
+) -> Result<()> {
+    let err = |e: io::Error| Error::from(store::io_err(path)(e));
+    let ft = m.file_type();
+    if ft.is_file() {
+        let f = fs::File::open(path).map_err(err)?;
+        return b.append_data(h, name, f).map_err(err);
+    }
+    h.set_size(0);
+    if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(err)?;
+        h.set_entry_type(tar::EntryType::Symlink);
+        return b.append_link(h, name, target).map_err(err);
+    }
+    let kind = if ft.is_dir() {
+        tar::EntryType::Directory
+    } else if ft.is_fifo() {
+        tar::EntryType::Fifo
+    } else if ft.is_char_device() {
+        tar::EntryType::Char
+    } else {
+        tar::EntryType::Block
+    };
+    h.set_entry_type(kind);
+    if ft.is_char_device() || ft.is_block_device() {
+        let rdev = m.rdev();
+        h.set_device_major(libc::major(rdev)).map_err(err)?;
+        h.set_device_minor(libc::minor(rdev)).map_err(err)?;
+    }
+    b.append_data(h, name, io::empty()).map_err(err)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! read (`lazy`). Layers that are not BFC files are pulled in full (`prefer`) or refused
 //! (`require`).
 use super::layer::pull_layer;
-use super::pull::{Progress, PullOptions, Pulled};
+use super::pull::{pulled_name, Progress, PullOptions, Pulled};
 use super::{record_name, Error, Result};
 use crate::lazy::{self, Origin, Retry, ANNOTATION_DIFF_ID};
 use crate::oci::{self, media, registry::Registry, Source};
@@ -171,10 +171,7 @@ pub fn pull_lazy(
     refs.set(&rname, tag.as_deref(), &manifest_digest);
     refs.save()?;
     Ok(Pulled {
-        name: match &tag {
-            Some(t) => format!("{rname}:{t}"),
-            None => format!("{rname}@{manifest_digest}"),
-        },
+        name: pulled_name(&rname, tag.as_deref(), &manifest_digest),
         manifest_digest,
         layers_fetched: fetched,
         layers_total: layers.len(),

@@ -17,6 +17,7 @@
 //! push.rs         push: an image to a registry or a layout, as OCI tar layers or BFC layers
 //! layer_blob.rs   a layer as a blob to send: its tar again (tar-split or canonical), or its BFC file
 //! layout.rs       OCI layouts, oci-archive and docker-archive files: push targets, save, load
+//! workers.rs      the worker pool over an image's layers (pull and push)
 //! ```
 mod commit;
 mod fetch;
@@ -33,6 +34,7 @@ mod pull;
 mod push;
 mod query;
 mod single_file;
+mod workers;
 
 pub use commit::{commit, CommitOptions};
 pub use gc::{prune, remove, Removed};

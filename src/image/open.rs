@@ -46,7 +46,8 @@ pub fn open_layers(
                 l.diff_id, info.repository
             ),
         })?;
-        let mut c = bfc::Container::open(&path)?;
+        // For a mount: the index checksum is computed once it serves (`start_index_check`).
+        let mut c = bfc::Container::open_deferred(&path)?;
         c.set_cache_bytes(cache_bytes);
         layers.push(Layer::new(Arc::new(c)));
     }

@@ -5,14 +5,13 @@ use super::fetch::resolve;
 use super::layer::pull_layer;
 use super::names::record_names;
 use super::single_file::write_single_file;
+use super::workers::for_each_layer;
 use super::{record_name, Error, Result};
 use crate::bfc::WriterOptions;
 use crate::oci::{self, PlatformSpec, Source};
 use crate::store::{refs::Refs, Store};
 use oci_spec::image::Descriptor;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// What a pull reports as it goes (implemented by `cli/progress.rs`).
 pub trait Progress: Sync {
@@ -70,6 +69,14 @@ pub struct Pulled {
     pub fell_back: Vec<String>,
 }
 
+/// How a pull names what it recorded: `name:tag`, or `name@digest` without a tag.
+pub(super) fn pulled_name(name: &str, tag: Option<&str>, manifest_digest: &str) -> String {
+    match tag {
+        Some(t) => format!("{name}:{t}"),
+        None => format!("{name}@{manifest_digest}"),
+    }
+}
+
 /// Pulls `source` into `store` (or into one file with `opts.output`).
 pub fn pull(
     store: &Store,
@@ -122,38 +129,13 @@ pub(super) fn pull_resolved(
 
     let layers: Vec<(&Descriptor, &String)> =
         resolved.layers().iter().zip(resolved.diff_ids()).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let fetched = AtomicUsize::new(0);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let jobs = opts.jobs.clamp(1, 4).min(layers.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= layers.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let (desc, diff_id) = layers[i];
-                match pull_layer(store, fetcher, desc, diff_id, &opts.writer, progress) {
-                    Ok(true) => {
-                        fetched.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    let fetched = for_each_layer(layers.len(), opts.jobs, store.root(), |i| {
+        let (desc, diff_id) = layers[i];
+        pull_layer(store, fetcher, desc, diff_id, &opts.writer, progress)
+    })?
+    .into_iter()
+    .filter(|&f| f)
+    .count();
     remember_blobs(store, source, &layers)?;
     let names = record_names(source, given_names);
     let mut refs = Refs::load(store)?;
@@ -166,12 +148,9 @@ pub(super) fn pull_resolved(
         .next()
         .unwrap_or_else(|| record_name(source));
     Ok(Pulled {
-        name: match &tag {
-            Some(t) => format!("{name}:{t}"),
-            None => format!("{name}@{manifest_digest}"),
-        },
+        name: pulled_name(&name, tag.as_deref(), &manifest_digest),
         manifest_digest,
-        layers_fetched: fetched.into_inner(),
+        layers_fetched: fetched,
         layers_total: layers.len(),
         fell_back: Vec::new(),
     })

@@ -11,6 +11,7 @@ use super::layer_blob::{bfc_blob, tar_blob, TarCompression};
 use super::layout::Layout;
 use super::pull::Progress;
 use super::query::{inspect, ImageInfo};
+use super::workers::for_each_layer;
 use super::{Error, Result};
 use crate::digest::sha256_digest;
 use crate::oci::registry::{push::Mount, Options, Registry};
@@ -22,8 +23,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Media type of a layer pushed as its BFC file.
 pub const BFC_LAYER: &str = "application/vnd.bfcfs.layer.v1.bfc";
@@ -615,49 +614,9 @@ fn push_layers(
         .collect();
     drop(known);
 
-    let n = info.layers.len();
-    let results: Vec<Mutex<Option<Done>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let jobs = opts.jobs.clamp(1, 4).min(n.max(1));
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                match push_layer(store, info, i, &candidates[i], target, kind, progress) {
-                    Ok(r) => {
-                        if let Ok(mut slot) = results[i].lock() {
-                            *slot = Some(r);
-                        }
-                    }
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let out: Vec<Done> = results
-        .into_iter()
-        .filter_map(|m| m.into_inner().ok().flatten())
-        .collect();
-    if out.len() != n {
-        return Err(Error::BadImage {
-            path: store.root().to_path_buf(),
-            why: "a layer worker stopped without a result".into(),
-        });
-    }
+    let out: Vec<Done> = for_each_layer(info.layers.len(), opts.jobs, store.root(), |i| {
+        push_layer(store, info, i, &candidates[i], target, kind, progress)
+    })?;
     let mut known = BlobInfos::load(store)?;
     let location = target.location();
     for d in &out {

@@ -4,7 +4,7 @@
 //! logged with the layer and the offset; the last one is the request's error.
 use crate::bfc::RangeSource;
 use crate::error_chain::chain;
-use crate::oci::registry::range::{read_range_reply, ByteRange, RangeReply};
+use crate::oci::registry::range::{read_range_response, ByteRange, RangeReply};
 use crate::oci::registry::Registry;
 use crate::oci::{self, Error as OciError};
 use oci_spec::image::Digest;
@@ -153,13 +153,7 @@ impl UrlSource {
                     detail: String::new(),
                 });
             }
-            let cr = resp
-                .headers()
-                .get("content-range")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let mut body = resp.into_body().into_reader();
-            read_range_reply(url, status, cr.as_deref(), &mut body, range, cap)
+            read_range_response(url, status, resp, range, cap)
         })
     }
 }

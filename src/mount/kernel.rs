@@ -122,3 +122,70 @@ fn fusermount_u(mnt: &Path, lazy: bool) -> Result<(), UnmountError> {
         ))))
     }
 }
+
+/// Why a mount by a user other than root failed, said in terms of what they can change:
+/// /dev/fuse's presence and access, fusermount3, `user_allow_other` in /etc/fuse.conf, the mount
+/// point's owner. `err` is kept as the cause when none of these explains it.
+pub fn explain_user_mount(err: io::Error, mountpoint: &Path, opts: &MountOptions) -> io::Error {
+    use rustix::fs::Access;
+    let uid = rustix::process::getuid().as_raw();
+    let dev = Path::new("/dev/fuse");
+    let why = if !dev.exists() {
+        "/dev/fuse does not exist: load the fuse module (`modprobe fuse`), or, in a container, \
+         pass the device in (`--device /dev/fuse`)"
+            .to_string()
+    } else if rustix::fs::access(dev, Access::READ_OK | Access::WRITE_OK).is_err() {
+        let mode = std::fs::metadata(dev).map_or(0, |m| m.mode() & 0o777);
+        format!(
+            "/dev/fuse (mode {mode:04o}) is not readable and writable for uid {uid}: mounts by \
+             users need it to be (Debian's default is 0666: `chmod 0666 /dev/fuse` as root), or \
+             mount as root"
+        )
+    } else if let Some(why) = fusermount_problem() {
+        why
+    } else if opts.allow_other && !user_allow_other() {
+        "-o allow_other needs `user_allow_other` in /etc/fuse.conf for users other than root \
+         (or mount without allow_other: then only you can see the mount)"
+            .to_string()
+    } else if std::fs::metadata(mountpoint).is_ok_and(|m| m.uid() != uid)
+        && rustix::fs::access(mountpoint, Access::WRITE_OK).is_err()
+    {
+        format!(
+            "{} is not yours and not writable for you: fusermount3 mounts only on such \
+             directories for users",
+            mountpoint.display()
+        )
+    } else {
+        return err;
+    };
+    io::Error::new(err.kind(), format!("{}: {why}", err.to_string().trim_end()))
+}
+
+/// What keeps fusermount3 (the setuid helper users mount through) from working, if anything.
+fn fusermount_problem() -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(found) = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .map(|d| d.join("fusermount3"))
+        .find(|p| p.is_file())
+    else {
+        return Some(
+            "fusermount3 is not installed (Debian package fuse3): users mount through it".into(),
+        );
+    };
+    let m = std::fs::metadata(&found).ok()?;
+    (m.uid() != 0 || m.mode() & 0o4000 == 0).then(|| {
+        format!(
+            "{} is not setuid root (mode {:04o}, owner {}): users mount through it",
+            found.display(),
+            m.mode() & 0o7777,
+            m.uid()
+        )
+    })
+}
+
+/// Whether /etc/fuse.conf has an active `user_allow_other` line.
+fn user_allow_other() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf")
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "user_allow_other"))
+}

@@ -8,11 +8,13 @@
 //! takeover   a server on a connection it did not INIT; graceful handover
 //! registry   /run/bfcfs/mounts: who serves which mount
 //! log        stderr (foreground) or syslog (daemon) logging
+//! malloc     glibc settings that return a server's freed buffers
 //! mountinfo  /proc/self/mountinfo: what is mounted where
 //! ```
 pub mod daemon;
 pub mod kernel;
 pub mod log;
+pub mod malloc;
 pub mod mountinfo;
 pub mod options;
 pub mod registry;
@@ -51,6 +53,7 @@ pub fn serve<FS: Filesystem>(
     opts: &MountOptions,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
+    malloc::tune_for_serving();
     // Block the signals before any thread exists, so every fuser thread inherits the mask and only
     // the waiter below receives them.
     let signals = daemon::block_signals()?;
@@ -65,7 +68,8 @@ pub fn serve<FS: Filesystem>(
             }
         },
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            let mut s = Session::new(fs, mountpoint, &config)?;
+            let mut s = Session::new(fs, mountpoint, &config)
+                .map_err(|e| kernel::explain_user_mount(e, mountpoint, opts))?;
             let u = s.unmount_callable();
             (s, Unmount::Fuser(u))
         }
@@ -101,6 +105,7 @@ pub fn serve_attached<FS: Filesystem>(
     a: Attach,
     ready: &mut Readiness,
 ) -> io::Result<()> {
+    malloc::tune_for_serving();
     let Attach { dev, init, granted } = a;
     let signals = daemon::block(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR2])?;
     takeover::install_wake_handler()?;

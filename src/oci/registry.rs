@@ -378,40 +378,35 @@ impl Registry {
                 },
             })?;
             let status = resp.status().as_u16();
-            if status == 401 && own && !answered {
-                answered = true;
-                self.answer_401(&url, &resp)?;
+            if self.retry_after_401(&url, &resp, own, &mut answered, "")? {
                 continue;
             }
-            if status == 401 && own {
-                return Err(Error::Auth {
-                    url,
-                    why: "credentials or token rejected (HTTP 401)".into(),
-                });
-            }
             if matches!(status, 301 | 302 | 303 | 307 | 308) {
-                hops += 1;
-                if hops > MAX_REDIRECTS {
-                    return Err(Error::Status {
-                        url,
-                        status,
-                        detail: format!("more than {MAX_REDIRECTS} redirects"),
-                    });
-                }
-                let location = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Status {
-                        url: url.clone(),
-                        status,
-                        detail: "redirect without Location".into(),
-                    })?;
-                url = self.redirect_target(&url, location)?;
+                url = self.follow_redirect(&url, &resp, &mut hops)?;
                 continue;
             }
             return Ok((url, resp));
         }
+    }
+
+    /// The URL redirect `resp` (a 3xx reply to `url`) points to, counting it in `hops`; an error
+    /// past [`MAX_REDIRECTS`].
+    fn follow_redirect(
+        &self,
+        url: &str,
+        resp: &Response<Body>,
+        hops: &mut usize,
+    ) -> Result<String> {
+        *hops += 1;
+        if *hops > MAX_REDIRECTS {
+            return Err(Error::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+                detail: format!("more than {MAX_REDIRECTS} redirects"),
+            });
+        }
+        let location = location_header(url, resp, "redirect without Location")?;
+        self.redirect_target(url, location)
     }
 
     /// Resolves a Location header against `from` and checks its scheme.
@@ -449,6 +444,31 @@ impl Registry {
             });
         }
         Ok(next)
+    }
+
+    /// Whether reply `resp` to `url` was a first 401 from our own registry (`own`), now
+    /// answered, so that the caller sends the request again; a second one is an error (`denied`
+    /// adds what the request needed).
+    fn retry_after_401(
+        &self,
+        url: &str,
+        resp: &Response<Body>,
+        own: bool,
+        answered: &mut bool,
+        denied: &str,
+    ) -> Result<bool> {
+        if resp.status().as_u16() != 401 || !own {
+            return Ok(false);
+        }
+        if *answered {
+            return Err(Error::Auth {
+                url: url.to_string(),
+                why: format!("credentials or token rejected (HTTP 401){denied}"),
+            });
+        }
+        *answered = true;
+        self.answer_401(url, resp)?;
+        Ok(true)
     }
 
     /// Answers a 401 from our own registry: forgets the token of our scope and gets a new one as
@@ -767,6 +787,18 @@ impl Fetch for Registry {
 }
 
 /// Checks the status against `ok`; otherwise reads up to 1 KiB of the body for the message.
+/// The `Location` header of reply `resp` to `url`; `missing` is the error's detail without one.
+fn location_header<'r>(url: &str, resp: &'r Response<Body>, missing: &str) -> Result<&'r str> {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Status {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+            detail: missing.into(),
+        })
+}
+
 fn check_status(url: &str, resp: &mut Response<Body>, ok: &[u16]) -> Result<u16> {
     let status = resp.status().as_u16();
     if ok.contains(&status) {

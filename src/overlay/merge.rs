@@ -89,14 +89,26 @@ impl WhiteoutSpec {
 }
 
 fn has_marker(l: &Layer, spec: WhiteoutSpec, path: &[u8], want: Whiteout) -> bool {
+    has_marker_from(l, spec, path, want, 0)
+}
+
+/// `has_marker` for a `path` that sorts after every entry before `from` (see
+/// `Container::lower_bound_from`): a directory's own marker is searched from its entry on.
+fn has_marker_from(
+    l: &Layer,
+    spec: WhiteoutSpec,
+    path: &[u8],
+    want: Whiteout,
+    from: usize,
+) -> bool {
     l.container
-        .find(path)
+        .find_from(from, path)
         .is_some_and(|i| spec.is_marker(&l.container, i, want))
 }
 
 /// What one layer holds for one name of a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hit {
+pub(crate) enum Hit {
     Entry(usize),
     /// A directory the index does not record but that has entries below it.
     Implicit,
@@ -213,11 +225,17 @@ fn fold(
             // A non-directory below a directory: the directory replaces it and hides the rest.
             (Some(_), _) => break,
         }
-        if has_marker(
+        // "dir/.wh..wh..opq" sorts after "dir" itself.
+        let from = match source {
+            Source::Entry { idx, .. } => idx + 1,
+            _ => 0,
+        };
+        if has_marker_from(
             l,
             spec,
             &join(&l.path_of(path), WH_OPAQUE),
             Whiteout::Opaque,
+            from,
         ) {
             break;
         }
@@ -247,6 +265,44 @@ pub(crate) fn resolve(
         path,
         probe_hits(layers, spec, candidates, path),
     )
+}
+
+/// What layer `li` alone holds for a name it lists (`child_hits`): the resolution `resolve`
+/// gives when `li` is the only layer the parent directory merges, without searching the name
+/// again (a `.wh.NAME` in the same layer hides only layers below it, and there are none).
+pub(crate) fn resolve_hit(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    li: usize,
+    path: &[u8],
+    hit: Hit,
+) -> Option<Resolved> {
+    fold(layers, spec, path, [(li, hit)])
+}
+
+/// The names directory `dir` shows when layer `li` is the only layer it merges, sorted, each
+/// with what the layer holds for it: `child_names` for one layer, keeping the entries found.
+pub(crate) fn child_hits(
+    layers: &[Layer],
+    spec: WhiteoutSpec,
+    li: usize,
+    dir: &[u8],
+) -> Result<Vec<(Vec<u8>, Hit)>, bfc::Error> {
+    let Some(l) = layers.get(li) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for child in l.container.children(&l.path_of(dir))? {
+        let (name, hit) = match child {
+            Child::Entry(i) if spec.hides_entry(&l.container, i) => continue,
+            Child::Entry(i) => (basename(l.container.path(i)).to_vec(), Hit::Entry(i)),
+            Child::Implicit(n) => (n, Hit::Implicit),
+        };
+        if spec.name_visible(&name) {
+            out.push((name, hit));
+        }
+    }
+    Ok(out)
 }
 
 /// Every name that shows in the directory at union path `dir` with contributing `layers`, sorted.

@@ -208,6 +208,27 @@ struct Upper {
     copying: Mutex<HashMap<NodeId, Arc<Mutex<()>>>>,
 }
 
+/// The bytes of a read: borrowed from a layer's mapping (stored content), one decoded chunk
+/// shared with the layer's chunk cache, or a buffer of their own (reads across chunks, upper
+/// files).
+#[derive(Debug)]
+pub enum ReadData<'a> {
+    Borrowed(&'a [u8]),
+    Chunk(bfc::ChunkSlice),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ReadData<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Borrowed(s) => s,
+            ReadData::Chunk(c) => c,
+            ReadData::Owned(v) => v,
+        }
+    }
+}
+
 /// The union of a layer stack, with an optional writable upper directory on top.
 pub struct Union {
     layers: Vec<Layer>,
@@ -404,17 +425,23 @@ impl Union {
         if let Some(id) = self.nodes.lookup_known(parent, name) {
             return Ok(id);
         }
-        if let Some(listing) = dir.listing.get() {
-            if !listing.contains(name) {
-                return Err(Error::NotFound);
-            }
-        }
+        let listed = match dir.listing.get() {
+            Some(listing) => match listing.find(name) {
+                Some(e) => Some(e.ino),
+                None => return Err(Error::NotFound),
+            },
+            None => None,
+        };
         if !self.spec.name_visible(name) {
             return Err(Error::NotFound);
         }
         let path = merge::join(&dir.path, name);
         loop {
-            let Some(r) = self.resolve_child(&dir, &path)? else {
+            let r = match self.listed_hit(&dir, &path, listed) {
+                Some(r) => Some(r),
+                None => self.resolve_child(&dir, &path)?,
+            };
+            let Some(r) = r else {
                 return Err(self.not_found(&dir, &path));
             };
             match self.nodes.insert(parent, name, path.clone(), r) {
@@ -489,6 +516,9 @@ impl Union {
     /// whiteouts and opaque directories hide what they hide there too. Builds no nodes: the
     /// inode numbers are the ids the names resolve to.
     fn build_listing(&self, id: NodeId, dir: &Node) -> Result<Arc<Listing>, Error> {
+        if let Some(li) = self.single_lower(dir) {
+            return self.build_single_listing(id, dir, li);
+        }
         let mut names = merge::child_names(&self.layers, self.spec, &dir.layers, &dir.path)
             .map_err(|e| self.layer_error("listing", dir, e))?;
         let mut upper = HashMap::new();
@@ -527,6 +557,62 @@ impl Union {
             }
         }
         Ok(Arc::new(out.finish()))
+    }
+
+    /// The one layer a directory merges when nothing else (the upper dir, other layers) can
+    /// show in it.
+    fn single_lower(&self, dir: &Node) -> Option<usize> {
+        match *dir.layers {
+            [li] if dir.source != Source::Upper => Some(li),
+            _ => None,
+        }
+    }
+
+    /// `build_listing` of a directory of one layer alone: each name resolved from the entry the
+    /// layer's listing found for it (`merge::resolve_hit`), not searched for again.
+    fn build_single_listing(
+        &self,
+        id: NodeId,
+        dir: &Node,
+        li: usize,
+    ) -> Result<Arc<Listing>, Error> {
+        let hits = merge::child_hits(&self.layers, self.spec, li, &dir.path)
+            .map_err(|e| self.layer_error("listing", dir, e))?;
+        let mut out = ListingBuilder::default();
+        for (name, hit) in hits {
+            let known = self
+                .nodes
+                .child(id, &name)
+                .and_then(|i| Some((i, self.nodes.get(i)?)));
+            let (ino, kind) = match known {
+                Some((i, n)) => (i, n.kind),
+                None => {
+                    let path = merge::join(&dir.path, &name);
+                    match merge::resolve_hit(&self.layers, self.spec, li, &path, hit) {
+                        Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
+                        None => continue,
+                    }
+                }
+            };
+            if !out.push(&name, ino, kind) {
+                log::error!("{}: more names than a listing holds", show_path(&dir.path));
+                break;
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+
+    /// The resolution of `path` from the id its directory's listing gave it (`ino`), when the
+    /// directory is one layer's alone and the id names this very entry of the layer (not the
+    /// first name of a hardlink group): what `resolve_child` finds, without searching.
+    fn listed_hit(&self, dir: &Node, path: &[u8], ino: Option<NodeId>) -> Option<Resolved> {
+        let li = self.single_lower(dir)?;
+        let (layer, idx) = id::split_lower(ino?)?;
+        let l = self.layers.get(li)?;
+        if layer != li || idx >= l.container.len() || l.container.path(idx) != l.path_of(path) {
+            return None;
+        }
+        merge::resolve_hit(&self.layers, self.spec, li, path, merge::Hit::Entry(idx))
     }
 
     /// The parent directory (the root is its own parent).
@@ -606,10 +692,17 @@ impl Union {
         if let [li] = *n.layers {
             let l = &self.layers[li];
             let lp = l.path_of(&n.path);
-            if let Some(k) = l.container.subdir_count(&lp) {
+            // Entries below the directory are searched from its own entry on.
+            let from = match n.source {
+                Source::Entry { layer, idx } if layer == li => idx + 1,
+                _ => 0,
+            };
+            if let Some(k) = l.container.subdir_count_from(&lp, from) {
                 // `.wh.*` directories never show under the OCI rules.
                 let hidden = match self.spec {
-                    WhiteoutSpec::Oci => l.container.subdirs_named(&lp, merge::WH_PREFIX),
+                    WhiteoutSpec::Oci => {
+                        l.container.subdirs_named_from(&lp, merge::WH_PREFIX, from)
+                    }
                     WhiteoutSpec::Typed => 0,
                 };
                 return Ok(plus2((k as usize).saturating_sub(hidden)));
@@ -643,19 +736,20 @@ impl Union {
 
     /// Reads up to `size` bytes at `offset` of a regular file: fewer only at end of file. Content
     /// that fails its checksum or tag is an error, never returned. Stored content is borrowed
-    /// from the mapping; compressed or encrypted content is decoded (through the chunk cache).
-    pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
+    /// from the mapping; compressed or encrypted content is decoded (through the chunk cache),
+    /// and a read within one chunk is the cached chunk itself.
+    pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         self.read_node(&*self.node(id)?, offset, size)
     }
 
-    fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<Cow<'_, [u8]>, Error> {
+    fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         match n.kind {
             Kind::File => {}
             Kind::Dir => return Err(Error::IsDir),
             _ => return Err(Error::NotFound),
         }
         if n.source == Source::Upper {
-            return self.read_upper(n, offset, size).map(Cow::Owned);
+            return self.read_upper(n, offset, size).map(ReadData::Owned);
         }
         let (l, idx) = self.entry_of(n).ok_or(Error::NotFound)?;
         let c = &l.container;
@@ -666,7 +760,12 @@ impl Union {
         let len = full.saturating_sub(offset).min(u64::from(size));
         let len = usize::try_from(len).unwrap_or(0);
         match c.stored_slice(idx, offset, len) {
-            Ok(Some(slice)) => return Ok(Cow::Borrowed(slice)),
+            Ok(Some(slice)) => return Ok(ReadData::Borrowed(slice)),
+            Ok(None) => {}
+            Err(e) => return Err(self.layer_error("reading", n, e)),
+        }
+        match c.read_in_chunk(idx, offset, len) {
+            Ok(Some(chunk)) => return Ok(ReadData::Chunk(chunk)),
             Ok(None) => {}
             Err(e) => return Err(self.layer_error("reading", n, e)),
         }
@@ -680,7 +779,7 @@ impl Union {
             }
         }
         buf.truncate(done);
-        Ok(Cow::Owned(buf))
+        Ok(ReadData::Owned(buf))
     }
 
     /// The target of a symbolic link.

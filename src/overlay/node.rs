@@ -73,17 +73,22 @@ impl Listing {
 
     /// Whether `name` is listed (by bisection).
     pub fn contains(&self, name: &[u8]) -> bool {
+        self.find(name).is_some()
+    }
+
+    /// The entry named `name` (by bisection).
+    pub fn find(&self, name: &[u8]) -> Option<DirEntry<'_>> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.get(mid).map(|e| e.name.cmp(name)) {
-                Some(std::cmp::Ordering::Less) => lo = mid + 1,
-                Some(std::cmp::Ordering::Greater) => hi = mid,
-                Some(std::cmp::Ordering::Equal) => return true,
-                None => return false,
+            let e = self.get(mid)?;
+            match e.name.cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(e),
             }
         }
-        false
+        None
     }
 }
 

@@ -10,11 +10,9 @@
 //!
 //! Changed only under `locks/blob-info.lock`, by reading, editing and atomically replacing the
 //! file, like `refs.json`.
-use super::{io_err, Error, Lock, Result, Store};
-use crate::atomic_file::AtomicFile;
+use super::{save_json, Error, Lock, Result, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Locations kept per blob (the most recent).
@@ -147,13 +145,7 @@ impl BlobInfos {
 
     /// Writes the cache: temp file, fsync, rename, fsync the directory.
     pub fn save(&self) -> Result<()> {
-        let mut tmp = AtomicFile::beside(&self.path).map_err(io_err(&self.path))?;
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| Error::Corrupt {
-            path: self.path.clone(),
-            why: e.to_string(),
-        })?;
-        tmp.write_all(&bytes).map_err(io_err(tmp.path()))?;
-        tmp.commit(&self.path).map_err(io_err(&self.path))
+        save_json(&self.path, &self.file)
     }
 }
 

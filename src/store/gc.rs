@@ -73,10 +73,22 @@ impl Store {
     /// caller holds the exclusive lock, so no pull runs). Best effort: a file that cannot be
     /// removed is logged and left. Returns the number removed. `_lock` proves a lock is held.
     pub fn sweep_temp_files(&self, _lock: &Lock, all: bool) -> u64 {
-        let doomed = |name: &str| match crate::atomic_file::temp_owner(name) {
+        self.sweep(&|name: &str| match crate::atomic_file::temp_owner(name) {
             Some(pid) => !alive(pid),
             None => all,
-        };
+        })
+    }
+
+    /// Removes the temp files of this process (it was interrupted and is about to exit). No
+    /// lock is needed: nobody else writes or removes a live process's temp files.
+    pub fn remove_own_temp_files(&self) -> u64 {
+        let me = std::process::id();
+        self.sweep(&|name: &str| crate::atomic_file::temp_owner(name) == Some(me))
+    }
+
+    /// Removes the temp files (in `tmp/`, `layers/`, the root and container directories) whose
+    /// names `doomed` accepts.
+    fn sweep(&self, doomed: &dyn Fn(&str) -> bool) -> u64 {
         let mut removed = 0;
         let mut sweep = |dir: &Path, is_temp: &dyn Fn(&str) -> bool| {
             let Ok(rd) = fs::read_dir(dir) else { return };

@@ -215,6 +215,18 @@ impl Store {
     }
 }
 
+/// Writes `value` as pretty JSON to the store file `path`: temp file, fsync, rename, fsync the
+/// directory.
+pub(crate) fn save_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut tmp = crate::atomic_file::AtomicFile::beside(path).map_err(io_err(path))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    io::Write::write_all(&mut tmp, &bytes).map_err(io_err(tmp.path()))?;
+    tmp.commit(path).map_err(io_err(path))
+}
+
 /// fsyncs a directory so that a removal inside it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     crate::atomic_file::sync_dir(dir).map_err(io_err(dir))

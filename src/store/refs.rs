@@ -1,10 +1,8 @@
 //! The reference index `refs.json`: which manifest each `name:tag` points to.
 //!
 //! Changed only under `locks/refs.lock`, by reading, editing and atomically replacing the file.
-use super::{io_err, Error, Lock, Result, Store};
-use crate::atomic_file::AtomicFile;
+use super::{save_json, Error, Lock, Result, Store};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::PathBuf;
 
 /// One recorded image name.
@@ -110,13 +108,7 @@ impl Refs {
 
     /// Writes the index: temp file, fsync, rename, fsync the directory.
     pub fn save(&self) -> Result<()> {
-        let mut tmp = AtomicFile::beside(&self.path).map_err(io_err(&self.path))?;
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| Error::Corrupt {
-            path: self.path.clone(),
-            why: e.to_string(),
-        })?;
-        tmp.write_all(&bytes).map_err(io_err(tmp.path()))?;
-        tmp.commit(&self.path).map_err(io_err(&self.path))
+        save_json(&self.path, &self.file)
     }
 }
 

@@ -48,6 +48,121 @@ pub fn bfcfs(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A temp dir holding a bfcfs store (`DIR/store`), and bfcfs runs against that store.
+pub struct StoreDir {
+    _tmp: tempfile::TempDir,
+    /// The temp dir.
+    pub root: PathBuf,
+    /// `ROOT/store`, as `--root` takes it.
+    pub store: String,
+}
+
+impl StoreDir {
+    pub fn new() -> StoreDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let store = root.join("store").display().to_string();
+        StoreDir {
+            _tmp: tmp,
+            root,
+            store,
+        }
+    }
+
+    /// `ROOT/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Runs `bfcfs --root STORE args...`: (code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["--root", &self.store];
+        all.extend_from_slice(args);
+        bfcfs(&all)
+    }
+
+    /// Expects exit 0; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "bfcfs {args:?} failed: {err}");
+        out
+    }
+
+    /// Expects a clean failure (exit 1 or 2); returns stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert!(
+            code == 1 || code == 2,
+            "bfcfs {args:?} should fail cleanly, got {code}\nstdout: {out}\nstderr: {err}"
+        );
+        err
+    }
+
+    /// Expects exit `want` exactly; returns stderr.
+    #[track_caller]
+    pub fn fails_with(&self, want: i32, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, want,
+            "bfcfs {args:?} should fail\nstdout: {out}\nstderr: {err}"
+        );
+        err
+    }
+}
+
+/// Runs a tool to its end and asserts that it succeeded (its stderr in the message).
+#[track_caller]
+pub fn tool_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Copies `docker://REFERENCE` (plain HTTP) with skopeo into the OCI layout `WORK/lay` and
+/// unpacks it with umoci into `WORK/bundle`; returns the unpacked rootfs.
+pub fn unpack_with_umoci(reference: &str, work: &Path) -> PathBuf {
+    let lay = format!("{}:t", work.join("lay").display());
+    tool_ok(
+        std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{lay}")),
+    );
+    let bundle = work.join("bundle");
+    tool_ok(
+        std::process::Command::new("umoci")
+            .args(["unpack", "--image", &lay])
+            .arg(&bundle),
+    );
+    bundle.join("rootfs")
+}
+
+/// The processes that have `path` open (a mount's server holds its file or directory).
+pub fn holders(path: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(path))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// The names under `store/containers/`, sorted (none when the directory does not exist).
 pub fn container_names(store: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(store.join("containers"))

@@ -308,6 +308,41 @@ pub fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every path below `root` (root excluded) → `describe(its path, its lstat)`.
+pub fn describe_tree(
+    root: &Path,
+    describe: impl Fn(&Path, &fs::Metadata) -> String,
+) -> BTreeMap<String, String> {
+    let mut rels = Vec::new();
+    walk(root, Path::new(""), &mut rels);
+    rels.into_iter()
+        .map(|r| {
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            (r.display().to_string(), describe(&p, &m))
+        })
+        .collect()
+}
+
+/// The paths where two tree descriptions (path → description) differ, one line each, naming the
+/// sides `a_name` and `b_name`; empty when they are the same.
+pub fn differences(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    a_name: &str,
+    b_name: &str,
+) -> Vec<String> {
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {a_name} {v}, {b_name} {:?}", b.get(k)))
+        .chain(
+            b.keys()
+                .filter(|k| !a.contains_key(*k))
+                .map(|k| format!("{k}: only {b_name}")),
+        )
+        .collect()
+}
+
 fn show_xattrs(x: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     let v: Vec<String> = x
         .iter()

@@ -28,7 +28,8 @@ pub struct Registry {
     pub token: Option<TokenServer>,
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -201,6 +202,35 @@ impl Registry {
     }
 }
 
+/// Starts `cmd` with `stdin` piped in and its stdout (and anything else the caller set to piped)
+/// captured, and waits for it.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Makes a self-signed RSA certificate `cert` with its key `key` (openssl), valid for `days`;
+/// `subject` holds the `-subj` argument and any `-addext` ones.
+pub fn self_signed_cert(key: &Path, cert: &Path, days: u32, subject: &[&str]) {
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days"])
+        .arg(days.to_string())
+        .args(subject)
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -244,26 +274,7 @@ impl TokenServer {
     fn start(dir: &Path) -> TokenServer {
         let key = dir.join("token-key.pem");
         let cert = dir.join("token-cert.pem");
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=test-token",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
+        self_signed_cert(&key, &cert, 2, &["-subj", "/CN=test-token"]);
         let der = Command::new("openssl")
             .args(["x509", "-outform", "DER", "-in"])
             .arg(&cert)
@@ -345,20 +356,13 @@ impl TokenServer {
                     b64url(header.to_string().as_bytes()),
                     b64url(claims.to_string().as_bytes())
                 );
-                let mut child = Command::new("openssl")
-                    .args(["dgst", "-sha256", "-sign"])
-                    .arg(&key)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                let sig = child.wait_with_output().unwrap().stdout;
+                let sig = output_with_stdin(
+                    Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(&key),
+                    input.as_bytes(),
+                )
+                .stdout;
                 let jwt = format!("{input}.{}", b64url(&sig));
                 let body =
                     serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300})

@@ -131,6 +131,24 @@ fn layer_media(c: Comp, docker: bool) -> &'static str {
     }
 }
 
+/// Members of every kind a layer conversion must keep: owner and mode bits (setuid), a symlink,
+/// a hardlink, a fifo, a device, a PAX xattr and a GNU long name (`deep/d…/f…`).
+pub fn rich_members() -> Vec<Member> {
+    let long: &'static str =
+        Box::leak(format!("deep/{}/{}", "d".repeat(120), "f".repeat(150)).into_boxed_str());
+    vec![
+        Member::Dir("etc"),
+        Member::FileMode("etc/passwd", b"root:x:0:0\n".to_vec(), 0o640, 0, 42),
+        Member::FileMode("bin/tool", b"#!/bin/sh\n".to_vec(), 0o4755, 0, 0),
+        Member::Symlink("bin/sh", "/bin/tool"),
+        Member::Hardlink("bin/tool2", "bin/tool"),
+        Member::Fifo("run/fifo"),
+        Member::CharDev("dev/null", 1, 3),
+        Member::Xattr("bin/cap", "security.capability", b"\x01\x00\x00\x02"),
+        Member::File(long, b"long".to_vec()),
+    ]
+}
+
 /// A layer: its tar and how it is compressed.
 #[derive(Clone)]
 pub struct Layer {

@@ -160,26 +160,6 @@ pub fn host_binary_layers() -> (Layer, Layer) {
     (Layer::new(&base, Comp::Gzip), Layer::new(&top, Comp::Gzip))
 }
 
-/// The processes that have `path` open (a server holds its container's directory, locked).
-pub fn holders(path: &Path) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(e.path().join("fd")) else {
-            continue;
-        };
-        if fds
-            .flatten()
-            .any(|fd| fs::read_link(fd.path()).ok().as_deref() == Some(path))
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// A child process killed (and reaped) on drop.
 pub struct Killed(pub std::process::Child);
 

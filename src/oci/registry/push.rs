@@ -11,7 +11,7 @@
 //! Pushing needs the scope `repository:<name>:pull,push`; a mount also asks the token server for
 //! `repository:<other>:pull` (the registry's challenge names both). An upload that fails starts
 //! again from a new session, within the retry budget.
-use super::{check_status, Error, Registry, Result};
+use super::{check_status, location_header, Error, Registry, Result};
 use crate::oci::{media, ImageRef};
 use oci_spec::image::Digest;
 use std::fs::File;
@@ -188,37 +188,12 @@ impl Registry {
                 }
             }?;
             let status = resp.status().as_u16();
-            if status == 401 && own && !answered {
-                answered = true;
-                self.answer_401(&url, &resp)?;
+            let denied = "; pushing needs push access";
+            if self.retry_after_401(&url, &resp, own, &mut answered, denied)? {
                 continue;
             }
-            if status == 401 && own {
-                return Err(Error::Auth {
-                    url,
-                    why: "credentials or token rejected (HTTP 401); pushing needs push access"
-                        .into(),
-                });
-            }
             if follows && matches!(status, 301 | 302 | 303 | 307 | 308) {
-                hops += 1;
-                if hops > super::MAX_REDIRECTS {
-                    return Err(Error::Status {
-                        url,
-                        status,
-                        detail: format!("more than {} redirects", super::MAX_REDIRECTS),
-                    });
-                }
-                let location = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Status {
-                        url: url.clone(),
-                        status,
-                        detail: "redirect without Location".into(),
-                    })?;
-                url = self.redirect_target(&url, location)?;
+                url = self.follow_redirect(&url, &resp, &mut hops)?;
                 continue;
             }
             return Ok((url, resp));
@@ -270,15 +245,7 @@ impl Registry {
     }
 
     fn location(&self, url: &str, resp: &Response<Body>) -> Result<String> {
-        let loc = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Status {
-                url: url.to_string(),
-                status: resp.status().as_u16(),
-                detail: "upload response without Location".into(),
-            })?;
+        let loc = location_header(url, resp, "upload response without Location")?;
         self.absolute(url, loc)
     }
 

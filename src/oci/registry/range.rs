@@ -7,6 +7,8 @@ use crate::oci::{Error, Result};
 use oci_spec::image::Digest;
 use std::io::Read;
 use std::sync::Mutex;
+use ureq::http::Response;
+use ureq::Body;
 
 /// Which bytes to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,24 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let (a, b) = span.split_once('-')?;
     let (a, b, t) = (a.parse().ok()?, b.parse().ok()?, total.parse().ok()?);
     (a <= b && b < t).then_some((a, b, t))
+}
+
+/// Reads range reply `resp` (status `status`) to `url` as [`read_range_reply`] does, with its
+/// `Content-Range` header.
+pub fn read_range_response(
+    url: &str,
+    status: u16,
+    resp: Response<Body>,
+    range: ByteRange,
+    cap: u64,
+) -> Result<RangeReply> {
+    let cr = resp
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = resp.into_body().into_reader();
+    read_range_reply(url, status, cr.as_deref(), &mut body, range, cap)
 }
 
 /// Reads the body of a range reply: a 206 must say which bytes it holds and be that long; a
@@ -150,13 +170,7 @@ impl Registry {
         if !self.same_origin(&final_url) {
             *via.lock().unwrap_or_else(|p| p.into_inner()) = Some(final_url.clone());
         }
-        let cr = resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut body = resp.into_body().into_reader();
-        read_range_reply(&final_url, status, cr.as_deref(), &mut body, range, cap).map_err(|e| {
+        read_range_response(&final_url, status, resp, range, cap).map_err(|e| {
             match e {
                 // A stalled read is reported as the registry client reports it.
                 Error::Http {
