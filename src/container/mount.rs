@@ -411,7 +411,7 @@ fn build_fs(
     spec: &ServeSpec,
     layers: Vec<crate::overlay::Layer>,
     whiteouts: crate::overlay::WhiteoutSpec,
-) -> anyhow::Result<(BfcFs, Option<crate::fs::notify::Slot>)> {
+) -> anyhow::Result<(BfcFs, crate::fs::Hooks)> {
     let mut union = Union::new(layers, whiteouts)?;
     if let Some((u, w)) = &spec.upper {
         let dir = UpperDir::open(u, w)
@@ -425,7 +425,7 @@ fn build_fs(
         gid: spec.owner.1,
     };
     let fs = BfcFs::new(union, owner, spec.options.n_threads());
-    let slot = fs.notifier_slot();
+    let slot = fs.hooks();
     Ok((fs, slot))
 }
 

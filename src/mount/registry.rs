@@ -37,6 +37,11 @@ fn path_of(pid: u32) -> PathBuf {
     dir().join(format!("{pid}.json"))
 }
 
+/// The handle journal the servers of supervisor `pid` keep (`fs::handles`).
+pub fn journal_of(pid: u32) -> PathBuf {
+    dir().join(format!("{pid}.handles"))
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -54,9 +59,10 @@ impl Record {
         f.commit(&path_of(self.supervisor_pid))
     }
 
-    /// Removes this record (the mount is gone).
+    /// Removes this record and the mount's handle journal (the mount is gone).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(path_of(self.supervisor_pid));
+        let _ = std::fs::remove_file(journal_of(self.supervisor_pid));
     }
 
     /// Seconds since the mount was made.
@@ -88,8 +94,9 @@ pub fn list() -> Vec<Record> {
         };
         match serde_json::from_slice::<Record>(&text) {
             Ok(r) if alive(r.supervisor_pid) => out.push(r),
-            Ok(_) => {
+            Ok(r) => {
                 let _ = std::fs::remove_file(&p);
+                let _ = std::fs::remove_file(journal_of(r.supervisor_pid));
             }
             Err(e) => log::warn!("{}: {e}", p.display()),
         }
