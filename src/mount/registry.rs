@@ -1,7 +1,8 @@
 //! Who serves what: one record per supervised mount in /run/bfcfs/mounts/SUPERVISOR_PID.json,
 //! written (atomically) by the supervisor whenever its server changes, read by `bfcfs mounts`,
-//! `bfcfs containers` and `bfcfs restart`. /run is a tmpfs: records never outlive a boot, and a
-//! record whose supervisor is gone is stale and removed by the next reader.
+//! `bfcfs containers` and `bfcfs restart`. Records describe running processes, so nothing is
+//! fsynced (/run is usually a tmpfs); a record whose supervisor is gone is stale and removed by
+//! the next reader.
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -55,8 +56,8 @@ impl Record {
         let d = dir();
         std::fs::create_dir_all(&d)?;
         let mut f = crate::atomic_file::AtomicFile::in_dir(&d, ".record")?;
-        serde_json::to_writer(f.file(), self)?;
-        f.commit(&path_of(self.supervisor_pid))
+        std::io::Write::write_all(f.file(), &serde_json::to_vec(self)?)?;
+        f.commit_unsynced(&path_of(self.supervisor_pid))
     }
 
     /// Removes this record and the mount's handle journal (the mount is gone).

@@ -9,7 +9,8 @@
 //! c FH INO       handle FH of inode INO is in cached mode (FH 0: a lower file read-only)
 //! r FH INO       handle FH of inode INO is released
 //! ```
-//! It lives in /run (a tmpfs), as long as the kernel state it describes.
+//! It describes the kernel's state, which a reboot ends, so nothing is fsynced (/run is usually a
+//! tmpfs): a killed server only needs its lines written, the replacement only needs the rename.
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -140,7 +141,7 @@ fn write_whole(path: &Path, live: &[Entry]) -> io::Result<()> {
         text.push_str(&e.line());
     }
     f.file().write_all(text.as_bytes())?;
-    f.commit(path)
+    f.commit_unsynced(path)
 }
 
 #[cfg(test)]
