@@ -532,3 +532,56 @@ fn a_file_held_open_for_writing_across_a_server_kill_opens_again() {
 fn a_file_held_open_for_writing_across_a_graceful_restart_opens_again() {
     held_upper_file_reopens_after(restart);
 }
+
+/// A WRITE that a killed server carried out but did not answer is sent again to the next one
+/// (FUSE_NOTIFY_RESEND), so the server must write exactly where the kernel says: the kernel
+/// has already put an O_APPEND write at its end of file, and a server that appended again
+/// (pwrite on an O_APPEND descriptor ignores the offset) would write a resent append twice. A
+/// shared mapping of a file opened O_RDWR|O_APPEND shows it deterministically: its page is
+/// written back at offset 0 with the handle of that open, and must land there. (The file is
+/// kept in the kernel's cached mode by a read-only open of it, so its writes reach the server
+/// instead of going through FUSE passthrough.)
+#[test]
+fn a_write_lands_at_the_kernels_offset_even_through_an_o_append_handle() {
+    use std::io::Write;
+    let fx = Fixture::new(vec![Layer::new(
+        &[
+            M::Dir("w"),
+            M::FileMode("w/m", b"abcdefgh\n".to_vec(), 0o666, 0, 0),
+        ],
+        Comp::Gzip,
+    )]);
+    let mnt = fx.dir("mnt");
+    let upper = fx.root.join("upper").display().to_string();
+    let (m, _) = fx.mount(&["--upper", &upper], &mnt);
+    let path = mnt.join("w/m");
+    let cached = fs::File::open(&path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a shared mapping of 9 bytes of a file this test holds open; unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            9,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        std::ptr::copy_nonoverlapping(b"XYZ".as_ptr(), p.cast::<u8>(), 3);
+        assert_eq!(libc::msync(p, 9, libc::MS_SYNC), 0);
+        libc::munmap(p, 9);
+    }
+    f.sync_all().unwrap();
+    f.write_all(b"tail\n").unwrap();
+    drop((f, cached));
+    assert_eq!(
+        fs::read_to_string(fx.root.join("upper/w/m")).unwrap(),
+        "XYZdefgh\ntail\n"
+    );
+    umount(&m);
+}
