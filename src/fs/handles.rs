@@ -1,8 +1,10 @@
 //! Open files: the kernel's `fh` → the upper file's descriptor (and whether it passes through),
 //! plus what the kernel's passthrough rules need to know per inode.
 //!
-//! Handle 0 is never given out: it means "a lower file opened read-only", served from the
-//! layer's bytes through the page cache.
+//! Handle 0 means "a lower file opened read-only", served from the layer's bytes through the
+//! page cache, on a mount without passthrough; with passthrough such opens get a handle of their
+//! own (`cached_open`), so that a RELEASE the kernel sends again after a server restart
+//! (docs/restart.md) cannot be counted twice.
 //!
 //! Passthrough rules (fs/fuse/iomode.c): every passthrough open of an inode must name the same
 //! backing file, and an inode cannot be open in cached mode and in passthrough mode at once (the
@@ -34,6 +36,8 @@ struct Open {
     file: Option<Arc<File>>,
     /// Passes through to the inode's backing id (else: cached mode).
     passthrough: bool,
+    /// A lower file opened read-only: nothing to open for it.
+    lower: bool,
 }
 
 /// The backing id of an inode and how many open handles pass through to it.
@@ -87,6 +91,18 @@ impl Table {
     /// Records handle `fh` of `ino` (`file` None: not opened here yet); `id`: it passes through
     /// to that backing id (the inode's, or a new one for it).
     fn add(&mut self, ino: u64, fh: u64, file: Option<Arc<File>>, id: Option<u32>) -> Entry {
+        self.add_open(ino, fh, file, id, false)
+    }
+
+    /// `add`; `lower`: a lower file opened read-only.
+    fn add_open(
+        &mut self,
+        ino: u64,
+        fh: u64,
+        file: Option<Arc<File>>,
+        id: Option<u32>,
+        lower: bool,
+    ) -> Entry {
         match id {
             Some(id) => {
                 self.backing
@@ -105,11 +121,13 @@ impl Table {
                     ino,
                     file,
                     passthrough,
+                    lower,
                 },
             );
         }
         match id {
             Some(id) => Entry::Passthrough { fh, ino, id },
+            None if lower => Entry::Lower { fh, ino },
             None => Entry::Cached { fh, ino },
         }
     }
@@ -168,7 +186,10 @@ impl Table {
                     id: b.id,
                 }),
                 _ => {
-                    out.push(Entry::Cached { fh, ino: o.ino });
+                    out.push(match o.lower {
+                        true => Entry::Lower { fh, ino: o.ino },
+                        false => Entry::Cached { fh, ino: o.ino },
+                    });
                     if let Some(n) = lower.get_mut(&o.ino) {
                         *n = n.saturating_sub(1);
                     }
@@ -218,6 +239,9 @@ impl Handles {
                     }
                     Entry::Cached { fh, ino } => {
                         t.add(ino, fh, None, None);
+                    }
+                    Entry::Lower { fh, ino } => {
+                        t.add_open(ino, fh, None, None, true);
                     }
                     Entry::Released { fh, ino } => {
                         t.release(ino, fh);
@@ -336,12 +360,19 @@ impl Handles {
         file
     }
 
-    /// A lower file opened read-only (handle 0) in cached mode.
-    pub fn cached_open(&self, ino: u64) {
+    /// A new handle for a lower file of inode `ino` opened read-only (cached mode).
+    pub fn cached_open(&self, ino: u64) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
         let mut t = self.table();
-        let e = t.add(ino, 0, None, None);
+        let e = t.add_open(ino, fh, None, None, true);
         t.log(e);
         t.compact();
+        fh
+    }
+
+    /// Whether `fh` is a lower file opened read-only (0, or given out by `cached_open`).
+    pub fn is_lower(&self, fh: u64) -> bool {
+        fh == 0 || self.table().open.get(&fh).is_some_and(|o| o.lower)
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<File>> {

@@ -205,7 +205,7 @@ impl Core {
         if let Some(f) = self.handles.get(fh.0) {
             return Ok(f);
         }
-        if fh.0 == 0 || !self.union.is_writable() {
+        if !self.union.is_writable() || self.handles.is_lower(fh.0) {
             return Err(Errno::EBADF);
         }
         let f = self
@@ -271,7 +271,7 @@ impl Core {
     }
 
     fn fsync_inner(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
-        if fh.0 == 0 {
+        if self.handles.is_lower(fh.0) {
             return Ok(());
         }
         let f = self.open_file(ino, fh)?;
@@ -311,10 +311,11 @@ impl Core {
     fn open_reply(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.open_inner(ino, flags) {
             Ok(None) => {
-                if self.passthrough() {
-                    self.handles.cached_open(ino.0);
-                }
-                reply.opened(FileHandle(0), lower_open_flags());
+                let fh = match self.passthrough() {
+                    true => self.handles.cached_open(ino.0),
+                    false => 0,
+                };
+                reply.opened(FileHandle(fh), lower_open_flags());
             }
             Ok(Some(file)) => match self.upper_handle(ino, file) {
                 Ok((fh, id)) => {

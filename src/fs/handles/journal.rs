@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! p FH INO ID    handle FH of inode INO passes through to backing id ID
-//! c FH INO       handle FH of inode INO is in cached mode (FH 0: a lower file read-only)
+//! c FH INO       handle FH of inode INO is in cached mode (FH 0: a lower file read-only, as
+//!                servers before the `l` line gave out)
+//! l FH INO       handle FH of inode INO is a lower file read-only (cached mode)
 //! r FH INO       handle FH of inode INO is released
 //! ```
 //! It describes the kernel's state, which a reboot ends, so nothing is fsynced (/run is usually a
@@ -22,6 +24,7 @@ use crate::atomic_file::AtomicFile;
 pub enum Entry {
     Passthrough { fh: u64, ino: u64, id: u32 },
     Cached { fh: u64, ino: u64 },
+    Lower { fh: u64, ino: u64 },
     Released { fh: u64, ino: u64 },
 }
 
@@ -30,6 +33,7 @@ impl Entry {
         match *self {
             Entry::Passthrough { fh, ino, id } => format!("p {fh} {ino} {id}\n"),
             Entry::Cached { fh, ino } => format!("c {fh} {ino}\n"),
+            Entry::Lower { fh, ino } => format!("l {fh} {ino}\n"),
             Entry::Released { fh, ino } => format!("r {fh} {ino}\n"),
         }
     }
@@ -46,6 +50,7 @@ impl Entry {
                 id: w.next()?.parse().ok()?,
             },
             "c" => Entry::Cached { fh, ino },
+            "l" => Entry::Lower { fh, ino },
             "r" => Entry::Released { fh, ino },
             _ => return None,
         };
@@ -159,6 +164,7 @@ mod tests {
         };
         let mut j = Journal::create(&path, &[first]).unwrap();
         j.append(Entry::Cached { fh: 0, ino: 9 });
+        j.append(Entry::Lower { fh: 8, ino: 9 });
         j.append(Entry::Released {
             fh: 1 << 60,
             ino: 7,
@@ -174,6 +180,7 @@ mod tests {
             [
                 first,
                 Entry::Cached { fh: 0, ino: 9 },
+                Entry::Lower { fh: 8, ino: 9 },
                 Entry::Released {
                     fh: 1 << 60,
                     ino: 7
