@@ -9,6 +9,9 @@
 #      runs each, alternating, median.
 #
 #   sudo scripts/bench-restart.sh [--runs N]      (default 10; needs root and Linux >= 6.9)
+#
+# BFCFS_BIN=PATH runs another build; BFCFS_COMPARE=PATH adds that build's supervised mount ->
+# first ls, timed in the same alternating loop (before/after comparisons on a loaded machine).
 set -euo pipefail
 
 RUNS=10
@@ -96,19 +99,25 @@ echo "| RSS of the server after the runs | $(rss "$srv") |"
 "$BIN" umount "$MNT"
 while kill -0 "$sup" 2>/dev/null; do sleep 0.01; done
 
-first_ls() { # prints ms from mount start to the first ls returning
+first_ls() { # prints ms from mount start to the first ls returning, with bfcfs binary $1
     local t0 t1
     t0=$(date +%s%N)
-    "$BIN" mount "$WORK/t.bfc" "$MNT"
+    "$1" mount "$WORK/t.bfc" "$MNT"
     ls "$MNT" >/dev/null
     t1=$(date +%s%N)
-    "$BIN" umount "$MNT"
+    "$1" umount "$MNT"
     echo "scale=1; ($t1 - $t0) / 1000000" | bc
 }
-with=""; without=""
+with=""; without=""; other=""
 for _ in $(seq 1 "$RUNS"); do
-    with="$with $(first_ls)"
-    without="$without $(BFCFS_SUPERVISE=0 first_ls)"
+    with="$with $(first_ls "$BIN")"
+    without="$without $(BFCFS_SUPERVISE=0 first_ls "$BIN")"
+    if [ -n "${BFCFS_COMPARE:-}" ]; then other="$other $(first_ls "$BFCFS_COMPARE")"; fi
 done
 echo "| mount -> first ls, supervised | $(echo $with | median) |"
 echo "| mount -> first ls, BFCFS_SUPERVISE=0 (no supervisor) | $(echo $without | median) |"
+if [ -n "${BFCFS_COMPARE:-}" ]; then
+    echo "| mount -> first ls, supervised, $BFCFS_COMPARE | $(echo $other | median) |"
+fi
+echo
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

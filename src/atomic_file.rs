@@ -77,6 +77,15 @@ impl AtomicFile {
     }
 }
 
+impl AtomicFile {
+    /// Renames it to `dest` without any fsync: for files that describe the running system (a
+    /// mount's record, its open files), which need not survive a power loss (what they describe
+    /// does not) but must be seen by other processes old or new, whole.
+    pub fn commit_unsynced(self, dest: &Path) -> io::Result<()> {
+        self.tmp.persist(dest).map(drop).map_err(|e| e.error)
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tmp.as_file_mut().write(buf)

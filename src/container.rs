@@ -23,7 +23,7 @@ use crate::store::Store;
 
 pub use mount::{
     log_file, mount_image, run_server, run_supervisor, KeyFor, Mounted, Plan, ServeArgs, ServeSpec,
-    UpperChoice,
+    SuperviseArgs, UpperChoice,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -436,3 +436,152 @@ fn killing_the_supervisor_leaves_a_mount_that_umount_clears() {
     );
     umount(&m);
 }
+
+/// One writable mount's held writer across a disturbance of its server: `w/held` (a lower file)
+/// is opened for appending (copied up, served with FUSE passthrough) and kept open while the
+/// server is disturbed; then new opens of the same file, for reading and for writing, must work
+/// and see what the held descriptor wrote, and the held descriptor must keep working. And a
+/// lower file held open read-only (cached mode in the kernel) opens for writing afterwards.
+fn held_upper_file_reopens_after(disturb: fn(&Path) -> i32) {
+    use std::io::Write;
+    let fx = Fixture::new(vec![Layer::new(
+        &[
+            M::Dir("w"),
+            M::FileMode("w/held", b"lower\n".to_vec(), 0o666, 0, 0),
+            M::FileMode("w/ro", b"read only\n".to_vec(), 0o666, 0, 0),
+        ],
+        Comp::Gzip,
+    )]);
+    let mnt = fx.dir("mnt");
+    let upper = fx.root.join("upper").display().to_string();
+    let (m, _) = fx.mount(&["--upper", &upper], &mnt);
+    let path = mnt.join("w/held");
+    let mut held = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    held.write_all(b"before\n").unwrap();
+    let mut ro = fs::File::open(mnt.join("w/ro")).unwrap();
+    let first = server(&mnt);
+    let second = disturb(&mnt);
+    assert_ne!(first, second);
+
+    held.write_all(b"held after\n").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("w/ro"))
+        .expect("a new open for writing of a lower file held open read-only")
+        .write_all(b"appended\n")
+        .unwrap();
+    let mut text = String::new();
+    ro.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("read only\n"), "{text:?}");
+    drop(ro);
+    assert_eq!(
+        fs::read_to_string(mnt.join("w/ro")).unwrap(),
+        "read only\nappended\n"
+    );
+    assert_eq!(
+        fs::read(&path).map_err(|e| e.to_string()),
+        Ok(b"lower\nbefore\nheld after\n".to_vec()),
+        "a new open for reading sees the held writer's bytes"
+    );
+    let mut again = fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("a new open for writing of a file held open across the restart");
+    again.write_all(b"new writer\n").unwrap();
+    held.write_all(b"held again\n").unwrap();
+    let mut rw = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("a new read-write open");
+    let mut text = String::new();
+    rw.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "lower\nbefore\nheld after\nnew writer\nheld again\n");
+    drop((held, again, rw));
+
+    // Every handle is closed: a new open (which may get a new backing file) works too, and
+    // after a second disturbance with nothing held, too.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"closed all\n")
+        .unwrap();
+    disturb(&mnt);
+    let held = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "lower\nbefore\nheld after\nnew writer\nheld again\nclosed all\n"
+    );
+    drop(held);
+    let (_, sup) = served_by(&mnt).unwrap();
+    umount(&m);
+    wait_exit(sup);
+    assert_eq!(
+        fs::read_to_string(fx.root.join("upper/w/held")).unwrap(),
+        "lower\nbefore\nheld after\nnew writer\nheld again\nclosed all\n"
+    );
+}
+
+#[test]
+fn a_file_held_open_for_writing_across_a_server_kill_opens_again() {
+    held_upper_file_reopens_after(kill_server);
+}
+
+#[test]
+fn a_file_held_open_for_writing_across_a_graceful_restart_opens_again() {
+    held_upper_file_reopens_after(restart);
+}
+
+/// A WRITE that a killed server carried out but did not answer is sent again to the next one
+/// (FUSE_NOTIFY_RESEND), so the server must write exactly where the kernel says: the kernel
+/// has already put an O_APPEND write at its end of file, and a server that appended again
+/// (pwrite on an O_APPEND descriptor ignores the offset) would write a resent append twice. A
+/// shared mapping of a file opened O_RDWR|O_APPEND shows it deterministically: its page is
+/// written back at offset 0 with the handle of that open, and must land there. (The file is
+/// kept in the kernel's cached mode by a read-only open of it, so its writes reach the server
+/// instead of going through FUSE passthrough.)
+#[test]
+fn a_write_lands_at_the_kernels_offset_even_through_an_o_append_handle() {
+    use std::io::Write;
+    let fx = Fixture::new(vec![Layer::new(
+        &[
+            M::Dir("w"),
+            M::FileMode("w/m", b"abcdefgh\n".to_vec(), 0o666, 0, 0),
+        ],
+        Comp::Gzip,
+    )]);
+    let mnt = fx.dir("mnt");
+    let upper = fx.root.join("upper").display().to_string();
+    let (m, _) = fx.mount(&["--upper", &upper], &mnt);
+    let path = mnt.join("w/m");
+    let cached = fs::File::open(&path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a shared mapping of 9 bytes of a file this test holds open; unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            9,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        std::ptr::copy_nonoverlapping(b"XYZ".as_ptr(), p.cast::<u8>(), 3);
+        assert_eq!(libc::msync(p, 9, libc::MS_SYNC), 0);
+        libc::munmap(p, 9);
+    }
+    f.sync_all().unwrap();
+    f.write_all(b"tail\n").unwrap();
+    drop((f, cached));
+    assert_eq!(
+        fs::read_to_string(fx.root.join("upper/w/m")).unwrap(),
+        "XYZdefgh\ntail\n"
+    );
+    umount(&m);
+}

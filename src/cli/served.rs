@@ -163,15 +163,27 @@ pub fn restart(args: RestartArgs) -> anyhow::Result<i32> {
 
 /// The supervisor of one mount (started by `bfcfs mount`; not for direct use)
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example (what `bfcfs mount` runs as root):
-  bfcfs __supervise --spec JSON --ready-fd 5")]
+#[command(
+    after_help = "Example (what the child of `bfcfs mount` execs as root, once it has
+mounted and forked the first server):
+  bfcfs __supervise --spec JSON --fuse-fd 6 --init HEX --first-pid 1234 --first-ready-fd 7"
+)]
 pub struct SuperviseArgs {
-    /// What to mount and how to start servers (JSON)
+    /// What is mounted (with its record) and how to start servers (JSON)
     #[arg(long)]
     pub spec: String,
-    /// Descriptor of the pipe to `bfcfs mount`: `s` once the mount answers, `f` and why not
+    /// The mount's /dev/fuse descriptor
     #[arg(long)]
-    pub ready_fd: i32,
+    pub fuse_fd: i32,
+    /// The kernel's FUSE_INIT request (hex), already read from it
+    #[arg(long)]
+    pub init: String,
+    /// The first server (a child of this process)
+    #[arg(long)]
+    pub first_pid: u32,
+    /// Descriptor of the first server's readiness pipe
+    #[arg(long)]
+    pub first_ready_fd: i32,
 }
 
 /// A server of a supervised mount (started by its supervisor; not for direct use)
@@ -197,7 +209,13 @@ pub struct ServeArgs {
 }
 
 pub fn supervise(args: SuperviseArgs) -> anyhow::Result<i32> {
-    crate::container::run_supervisor(&args.spec, args.ready_fd)
+    crate::container::run_supervisor(crate::container::SuperviseArgs {
+        spec_json: &args.spec,
+        fuse_fd: args.fuse_fd,
+        init_hex: &args.init,
+        first_pid: args.first_pid,
+        first_ready_fd: args.first_ready_fd,
+    })
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {

@@ -14,10 +14,6 @@ use crate::fs::attr::Owner;
 use crate::fs::BfcFs;
 use crate::image;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-
-use rustix::pipe::{pipe_with, PipeFlags};
 
 use crate::lazy::{self, LazyOptions};
 use crate::mount::{
@@ -343,7 +339,6 @@ fn build_and_serve(
     // Supervised (docs/restart.md) when bfcfs can mount(2) itself and a restarted server can
     // open the image again on its own (an encrypted file's key is not kept anywhere).
     if rustix::process::geteuid().is_root() && !encrypted && supervision_wanted() {
-        drop(fs);
         let record = registry::Record {
             source: plan.image.clone(),
             mountpoint: mountpoint.clone(),
@@ -355,7 +350,29 @@ fn build_and_serve(
             server_started_at: 0,
         };
         let lock = undo.held.as_ref().map(|h| h.lock_fd().as_raw_fd());
-        start_supervisor(&spec, record, lock).with_context(|| format!("mounting {what}"))?;
+        let verbose = plan.verbose;
+        let first = spec.clone();
+        let serve_first = move |attach: Attach, ready: &mut daemon::Readiness| {
+            let spec = first;
+            log::init_daemon_log(verbose, log_file(spec.root.as_deref()).as_deref());
+            background();
+            let r = serve_attached(
+                fs,
+                slot,
+                &spec.source,
+                &spec.mountpoint,
+                &spec.options,
+                attach,
+                ready,
+            );
+            if let Err(e) = &r {
+                ::log::error!("serving {}: {e}", spec.what);
+                ready.failed(&format!("serving {}: {e}", spec.what));
+            }
+            i32::from(r.is_err())
+        };
+        start_supervisor(&spec, record, lock, serve_first)
+            .with_context(|| format!("mounting {what}"))?;
         done.held = undo.held.take();
         return Ok(done);
     }
@@ -418,7 +435,7 @@ fn build_fs(
     spec: &ServeSpec,
     layers: Vec<crate::overlay::Layer>,
     whiteouts: crate::overlay::WhiteoutSpec,
-) -> anyhow::Result<(BfcFs, Option<crate::fs::notify::Slot>)> {
+) -> anyhow::Result<(BfcFs, crate::fs::Hooks)> {
     let mut union = Union::new(layers, whiteouts)?;
     if let Some((u, w)) = &spec.upper {
         let dir = UpperDir::open(u, w)
@@ -432,23 +449,27 @@ fn build_fs(
         gid: spec.owner.1,
     };
     let fs = BfcFs::new(union, owner, spec.options.n_threads());
-    let slot = fs.notifier_slot();
+    let slot = fs.hooks();
     Ok((fs, slot))
 }
 
-/// Starts the supervisor of a mount (`bfcfs __supervise`, in its own session) and waits until
-/// it reports that the mount answers. `lock` (the container's lock) is inherited by it.
+/// Starts the supervisor of a mount and waits until it reports that the mount answers. A
+/// forked child (in its own session, inheriting `lock`, the container's lock) mounts, forks
+/// the first server, which runs `serve_first` on what this process built (no exec, no second
+/// open of the image), and execs `bfcfs __supervise` (`mount::supervisor::launch`). Call
+/// before any thread exists.
 fn start_supervisor(
     spec: &ServeSpec,
     record: registry::Record,
     lock: Option<RawFd>,
+    serve_first: impl FnOnce(Attach, &mut daemon::Readiness) -> i32,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the bfcfs binary")?;
     let sup = Supervised {
         record,
         fs_source: spec.source.clone(),
         options: spec.options.clone(),
-        exe: exe.clone(),
+        exe,
         server_args: vec![
             "__serve".into(),
             "--spec".into(),
@@ -456,51 +477,48 @@ fn start_supervisor(
         ],
         keep_fd: lock,
     };
-    let (rd, wr) = pipe_with(PipeFlags::CLOEXEC)?;
-    let mut cmd = Command::new(&exe);
-    if let Some(f) = log_file(spec.root.as_deref()) {
-        cmd.env(log::LOG_FILE_ENV, f);
-    }
-    cmd.arg("__supervise")
-        .arg("--spec")
-        .arg(serde_json::to_string(&sup)?)
-        .arg("--ready-fd")
-        .arg(wr.as_raw_fd().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/");
-    let inherit = [Some(wr.as_raw_fd()), lock];
-    // SAFETY: between fork and exec the closure makes only async-signal-safe calls (fcntl,
-    // setsid) on descriptors that are open in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in inherit.into_iter().flatten() {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+    match daemon::fork_server()? {
+        Forked::Parent(pipe) => daemon::wait_ready(pipe).map_err(|why| anyhow!(why)),
+        Forked::Child(mut ready) => {
+            // The supervisor (exec'd by launch) finds its log file here, as `__serve` finds it
+            // in its spec.
+            if let Some(f) = log_file(spec.root.as_deref()) {
+                std::env::set_var(log::LOG_FILE_ENV, f);
             }
-            libc::setsid();
-            Ok(())
-        });
+            let e = crate::mount::supervisor::launch(sup, &mut ready, serve_first);
+            ready.failed(&format!("starting the supervisor: {e}"));
+            std::process::exit(1);
+        }
     }
-    let child = cmd.spawn().context("starting the supervisor")?;
-    drop(wr);
-    // The supervisor outlives this command: it is not waited for (init reaps it).
-    drop(child);
-    daemon::wait_ready(std::fs::File::from(rd)).map_err(|why| anyhow!(why))
 }
 
-/// `bfcfs __supervise`: the supervisor process of one mount (see `mount::supervisor`).
-pub fn run_supervisor(spec_json: &str, ready_fd: RawFd) -> anyhow::Result<i32> {
-    let sup: Supervised = serde_json::from_str(spec_json).context("reading --spec")?;
+/// What `bfcfs __supervise` is given by the process that forked the first server.
+pub struct SuperviseArgs<'a> {
+    pub spec_json: &'a str,
+    pub fuse_fd: RawFd,
+    pub init_hex: &'a str,
+    pub first_pid: u32,
+    pub first_ready_fd: RawFd,
+}
+
+/// `bfcfs __supervise`: the supervisor process of one mount (see `mount::supervisor`). The
+/// mount answers already (`bfcfs mount` has returned): errors go to the log.
+pub fn run_supervisor(a: SuperviseArgs<'_>) -> anyhow::Result<i32> {
     log::init_daemon_log(0, None);
-    let mut ready = daemon::Readiness::from_file(inherited(ready_fd)?.into());
-    match crate::mount::supervisor::supervise(sup, &mut ready) {
+    let r = (|| {
+        let sup: Supervised = serde_json::from_str(a.spec_json).context("reading --spec")?;
+        let first = crate::mount::supervisor::First {
+            dev: inherited(a.fuse_fd)?,
+            init: crate::mount::supervisor::unhex(a.init_hex)?,
+            pid: a.first_pid,
+            ready: inherited(a.first_ready_fd)?.into(),
+        };
+        crate::mount::supervisor::supervise(sup, first).map_err(anyhow::Error::from)
+    })();
+    match r {
         Ok(()) => Ok(0),
         Err(e) => {
-            ::log::error!("supervisor: {e}");
-            ready.failed(&e.to_string());
+            ::log::error!("supervisor: {e:#}");
             Ok(1)
         }
     }

@@ -50,12 +50,21 @@ pub struct BfcFs {
     pool: Option<pool::Pool>,
 }
 
+/// Where the mount code hands parts of the session to the file system (see `mount::serve`).
+pub struct Hooks {
+    /// Started with the session's notifier (None: a read-only mount needs none).
+    pub notifier: Option<notify::Slot>,
+    /// Given the session's /dev/fuse (`Handles::set_device`), and by a supervised server its
+    /// handle journal (`Handles::keep_journal`).
+    pub handles: Arc<Handles>,
+}
+
 /// The file system's state and the inner function of every request.
 #[derive(Debug)]
 pub struct Core {
     union: Union,
     owner: Owner,
-    handles: Handles,
+    handles: Arc<Handles>,
     /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
     passthrough: AtomicBool,
     invalidator: Option<Arc<notify::Invalidator>>,
@@ -70,8 +79,8 @@ impl std::ops::Deref for BfcFs {
 
 impl BfcFs {
     /// A file system over `union`, with `workers` threads for requests that may block (`pool`).
-    /// With an upper dir, copy-ups the kernel did not ask for are told to it (`notify`): hand
-    /// the session's notifier to `notifier_slot` once it exists.
+    /// With an upper dir, copy-ups the kernel did not ask for are told to it (`notify`): the
+    /// mount code hands the session to `hooks` once it exists.
     pub fn new(mut union: Union, owner: Owner, workers: usize) -> BfcFs {
         let invalidator = union.is_writable().then(|| {
             let inv = Arc::new(notify::Invalidator::new());
@@ -82,7 +91,7 @@ impl BfcFs {
         let core = Core {
             union,
             owner,
-            handles: Handles::default(),
+            handles: Arc::default(),
             passthrough: AtomicBool::new(false),
             invalidator,
         };
@@ -93,9 +102,12 @@ impl BfcFs {
         }
     }
 
-    /// Where the session's notifier goes (None: a read-only mount needs none).
-    pub fn notifier_slot(&self) -> Option<notify::Slot> {
-        self.invalidator.as_ref().map(|i| i.slot())
+    /// What the mount code gives the session to, once it exists.
+    pub fn hooks(&self) -> Hooks {
+        Hooks {
+            notifier: self.invalidator.as_ref().map(|i| i.slot()),
+            handles: self.handles.clone(),
+        }
     }
 
     /// Runs `job` with the core on a worker (here, before `init` started them).
@@ -194,7 +206,7 @@ impl Core {
         if let Some(f) = self.handles.get(fh.0) {
             return Ok(f);
         }
-        if fh.0 == 0 || !self.union.is_writable() {
+        if !self.union.is_writable() || self.handles.is_lower(fh.0) {
             return Err(Errno::EBADF);
         }
         let f = self
@@ -224,24 +236,25 @@ impl Core {
             .map_err(|e| errno(&e))
     }
 
-    /// The passthrough backing of upper file `ino`: the upper file opened read-write (the kernel
-    /// does every later read, write and mmap of the open on it; O_APPEND comes from the FUSE
-    /// file's own flags). None: serve this open with pread/pwrite.
-    fn backing(
-        &self,
-        ino: INodeNo,
-        open_backing: impl FnOnce(&std::fs::File) -> io::Result<fuser::BackingId>,
-    ) -> Option<std::sync::Arc<fuser::BackingId>> {
-        if !self.passthrough() {
-            return None;
-        }
-        self.handles.backing(ino.0, || {
-            let f = self
-                .union
-                .open_upper(ino.0, rustix::fs::OFlags::RDWR)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            open_backing(&f)
-        })
+    /// A handle for upper file `file` of `ino`: `Ok((fh, backing id))` passes through to the
+    /// upper file opened read-write (the kernel does every later read, write and mmap of the
+    /// open on it; O_APPEND comes from the FUSE file's own flags). `Err`: a plain handle,
+    /// served with pread/pwrite.
+    fn upper_handle(&self, ino: INodeNo, file: std::fs::File) -> Result<(u64, u32), u64> {
+        let file = if self.passthrough() {
+            let r = self.handles.insert_passthrough(ino.0, file, || {
+                self.union
+                    .open_upper(ino.0, rustix::fs::OFlags::RDWR)
+                    .map_err(|e| io::Error::other(e.to_string()))
+            });
+            match r {
+                Ok(pt) => return Ok(pt),
+                Err(file) => file,
+            }
+        } else {
+            file
+        };
+        Err(self.handles.insert(ino.0, file))
     }
 
     /// Without any xattr in the layers (and no upper dir), ENOSYS makes the kernel stop asking
@@ -259,7 +272,7 @@ impl Core {
     }
 
     fn fsync_inner(&self, ino: INodeNo, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
-        if fh.0 == 0 {
+        if self.handles.is_lower(fh.0) {
             return Ok(());
         }
         let f = self.open_file(ino, fh)?;
@@ -306,20 +319,23 @@ impl Core {
         });
         match opened {
             Ok(None) => {
-                if self.passthrough() {
-                    self.handles.cached_open(ino.0);
-                }
-                reply.opened(FileHandle(0), lower_open_flags());
+                let fh = match self.passthrough() {
+                    true => self.handles.cached_open(ino.0),
+                    false => 0,
+                };
+                reply.opened(FileHandle(fh), lower_open_flags());
             }
-            Ok(Some(file)) => match self.backing(ino, |f| reply.open_backing(f)) {
-                Some(b) => {
-                    let fh = self.handles.insert(ino.0, file, Some(b.clone()));
+            Ok(Some(file)) => match self.upper_handle(ino, file) {
+                Ok((fh, id)) => {
+                    // SAFETY: `id` is registered with this connection (here or by an earlier
+                    // server) and stays so while handle `fh` counts it (`handles` closes an id
+                    // only after its last handle is released, which the kernel cannot do
+                    // before this reply); `into_raw` keeps the wrapper from closing it.
+                    let b = unsafe { reply.wrap_backing(id) };
                     reply.opened_passthrough(FileHandle(fh), upper_open_flags(), &b);
+                    b.into_raw();
                 }
-                None => {
-                    let fh = self.handles.insert(ino.0, file, None);
-                    reply.opened(FileHandle(fh), upper_open_flags());
-                }
+                Err(fh) => reply.opened(FileHandle(fh), upper_open_flags()),
             },
             Err(e) => reply.error(e),
         }
@@ -808,14 +824,16 @@ impl Filesystem for BfcFs {
         reply: ReplyCreate,
     ) {
         match self.create_inner(req, parent, name, mode, flags) {
-            Ok((a, file)) => match self.backing(a.ino, |f| reply.open_backing(f)) {
-                Some(b) => {
-                    let fh = FileHandle(self.handles.insert(a.ino.0, file, Some(b.clone())));
-                    let f = upper_open_flags();
+            Ok((a, file)) => match self.upper_handle(a.ino, file) {
+                Ok((fh, id)) => {
+                    // SAFETY: as in `open_reply`.
+                    let b = unsafe { reply.wrap_backing(id) };
+                    let (fh, f) = (FileHandle(fh), upper_open_flags());
                     reply.created_passthrough(&ttl(&a), &a, Generation(0), fh, f, &b);
+                    b.into_raw();
                 }
-                None => {
-                    let fh = FileHandle(self.handles.insert(a.ino.0, file, None));
+                Err(fh) => {
+                    let fh = FileHandle(fh);
                     reply.created(&ttl(&a), &a, Generation(0), fh, upper_open_flags());
                 }
             },

@@ -15,11 +15,13 @@ use super::{io_errno, Core};
 use crate::bfc::Kind;
 use crate::overlay::{NewNode, SetAttr, Time, Truncater};
 
-/// The flags of an upper open: access mode, O_TRUNC, O_APPEND (pwrite on an O_APPEND
-/// descriptor appends, as the caller's write would), O_SYNC/O_DSYNC. Never O_CREAT: `create`
-/// made the file already.
+/// The flags of an upper open: access mode, O_TRUNC, O_SYNC/O_DSYNC. Never O_CREAT: `create`
+/// made the file already. Never O_APPEND: the kernel gives every WRITE its offset (an O_APPEND
+/// write's is its end of file) and the data lands there; pwrite on an O_APPEND descriptor would
+/// append instead, so the page cache's writeback of a mapping would land at the end, and a
+/// WRITE resent after a server restart would be appended twice (docs/restart.md).
 pub fn upper_flags(flags: i32) -> OFlags {
-    let keep = libc::O_ACCMODE | libc::O_TRUNC | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC;
+    let keep = libc::O_ACCMODE | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC;
     OFlags::from_bits_retain((flags & keep) as _)
 }
 

@@ -14,34 +14,46 @@ use rustix::pipe::{pipe_with, PipeFlags};
 
 use super::kernel;
 
-/// The side of the readiness pipe held by the forked server.
+/// The side of the readiness pipe held by the forked server (or of two pipes: the first server
+/// of a supervised mount tells both `bfcfs mount` and its supervisor).
 #[derive(Debug)]
-pub struct Readiness(Option<File>);
+pub struct Readiness(Vec<File>);
 
 impl Readiness {
     /// The pipe a supervisor gave this process (see `supervisor`).
     pub fn from_file(f: File) -> Readiness {
-        Readiness(Some(f))
+        Readiness(vec![f])
+    }
+
+    /// Tells `f` too, from now on.
+    pub fn also(&mut self, f: File) {
+        self.0.push(f);
+    }
+
+    fn say(&mut self, msg: &[u8]) {
+        for mut f in self.0.drain(..) {
+            let _ = f.write_all(msg);
+        }
     }
 
     /// Tells the waiting process that the mount answers, with `detail` after the `s`.
     pub fn ready_with(&mut self, detail: &str) {
-        if let Some(mut f) = self.0.take() {
-            let _ = f.write_all(format!("s{detail}").as_bytes());
-        }
+        self.say(format!("s{detail}").as_bytes());
     }
 
     /// Tells the waiting command that the mount answers, and closes the pipe.
     pub fn ready(&mut self) {
-        if let Some(mut f) = self.0.take() {
-            let _ = f.write_all(b"s");
-        }
+        self.say(b"s");
     }
+
+    /// Closes this end without a word (a forked process that must not hold it).
+    pub fn close(&mut self) {
+        self.0.clear();
+    }
+
     /// Tells the waiting command why the mount failed (if it still waits).
     pub fn failed(&mut self, why: &str) {
-        if let Some(mut f) = self.0.take() {
-            let _ = f.write_all(format!("f{why}").as_bytes());
-        }
+        self.say(format!("f{why}").as_bytes());
     }
 }
 
@@ -65,7 +77,7 @@ pub fn fork_server() -> io::Result<Forked> {
         0 => {
             drop(rd);
             detach_stdio()?;
-            Ok(Forked::Child(Readiness(Some(File::from(wr)))))
+            Ok(Forked::Child(Readiness::from_file(File::from(wr))))
         }
         _ => {
             drop(wr);
@@ -84,11 +96,15 @@ fn detach_stdio() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until the server reports: Ok once the mount answers, else the server's reason.
+/// Waits until the server reports: Ok once the mount answers (and every holder of the pipe has
+/// closed it: a supervised mount's supervisor does at its exec), else the server's reason.
 pub fn wait_ready(mut pipe: File) -> Result<(), String> {
     let mut first = [0u8; 1];
     match pipe.read(&mut first) {
-        Ok(1) if first[0] == b's' => return Ok(()),
+        Ok(1) if first[0] == b's' => {
+            let _ = pipe.read_to_end(&mut Vec::new());
+            return Ok(());
+        }
         Ok(_) => {}
         Err(e) => return Err(format!("waiting for the mount to become ready: {e}")),
     }

@@ -38,8 +38,8 @@ use daemon::Unmount;
 /// Mounts `fs` from `source` at `mountpoint` and serves until it is unmounted. `ready` runs once
 /// the kernel has completed the INIT handshake, i.e. once requests to the mountpoint are answered.
 /// SIGTERM, SIGINT and SIGHUP unmount (lazily if the mount is busy), which ends the serving loop.
-/// `notifier` (from `BfcFs::notifier_slot`) gets the session's notifier to tell the kernel about
-/// changes it did not ask for.
+/// `hooks` (from `BfcFs::hooks`) get the session's notifier (to tell the kernel about changes
+/// it did not ask for) and its /dev/fuse (to register passthrough backing files).
 ///
 /// As root bfcfs mounts /dev/fuse itself and hands the fd to fuser (`Session::from_fd`), so the
 /// server never unmounts by path when it ends: after an external `umount`, fuser 0.18's own
@@ -47,7 +47,7 @@ use daemon::Unmount;
 /// through fusermount3 (fuser's `Session::new`).
 pub fn serve<FS: Filesystem>(
     fs: FS,
-    notifier: Option<crate::fs::notify::Slot>,
+    hooks: crate::fs::Hooks,
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
@@ -60,7 +60,9 @@ pub fn serve<FS: Filesystem>(
     let config = opts.fuser_config(source);
     let mnt = mountpoint.to_path_buf();
     let (session, unmount) = match kernel::fuse_mount(source, mountpoint, opts) {
-        Ok(fd) => match Session::from_fd(fs, fd, config.acl, config.clone()) {
+        Ok(fd) => match device_for(&hooks, &fd)
+            .and_then(|()| Session::from_fd(fs, fd, config.acl, config.clone()))
+        {
             Ok(s) => (s, Unmount::Path),
             Err(e) => {
                 let _ = kernel::umount(mountpoint, true);
@@ -75,7 +77,7 @@ pub fn serve<FS: Filesystem>(
         }
         Err(e) => return Err(e),
     };
-    if let Some(slot) = notifier {
+    if let Some(slot) = hooks.notifier {
         slot.start(session.notifier())?;
     }
     std::thread::Builder::new()
@@ -83,6 +85,22 @@ pub fn serve<FS: Filesystem>(
         .spawn(move || daemon::wait_and_unmount(signals, unmount, &mnt))?;
     ready();
     session.run()
+}
+
+/// Gives the file system a /dev/fuse descriptor of its own (passthrough backing ids are
+/// registered and closed through it).
+fn device_for(hooks: &crate::fs::Hooks, dev: &OwnedFd) -> io::Result<()> {
+    hooks
+        .handles
+        .set_device(rustix::io::fcntl_dupfd_cloexec(dev, 0)?);
+    Ok(())
+}
+
+/// The handle journal of the supervised mount whose supervisor is this process's parent (next
+/// to its record in `registry::dir`; see `fs::handles`).
+fn journal_path() -> std::path::PathBuf {
+    let supervisor = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    registry::journal_of(supervisor as u32)
 }
 
 /// What a supervisor hands a server (see `supervisor`): the connection, the kernel's FUSE_INIT,
@@ -98,7 +116,7 @@ pub struct Attach {
 /// reading, answer what was read, return Ok). SIGTERM, SIGINT and SIGHUP unmount, as in [`serve`].
 pub fn serve_attached<FS: Filesystem>(
     fs: FS,
-    notifier: Option<crate::fs::notify::Slot>,
+    hooks: crate::fs::Hooks,
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
@@ -116,9 +134,18 @@ pub fn serve_attached<FS: Filesystem>(
             takeover::takeover_init(&init, g)?,
         ),
     };
+    device_for(&hooks, &dev)?;
+    if opts.writable {
+        let path = journal_path();
+        let takeover = start == takeover::Start::Takeover;
+        hooks
+            .handles
+            .keep_journal(&path, takeover)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
     let config = opts.fuser_config(source);
     let (session, reply) = takeover::attach(fs, dev, &init, start, config)?;
-    if let Some(slot) = notifier {
+    if let Some(slot) = hooks.notifier {
         slot.start(session.notifier())?;
     }
     let handover = takeover::Handover::new(session.as_fd().as_raw_fd());

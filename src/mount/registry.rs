@@ -1,7 +1,8 @@
 //! Who serves what: one record per supervised mount in /run/bfcfs/mounts/SUPERVISOR_PID.json,
 //! written (atomically) by the supervisor whenever its server changes, read by `bfcfs mounts`,
-//! `bfcfs containers` and `bfcfs restart`. /run is a tmpfs: records never outlive a boot, and a
-//! record whose supervisor is gone is stale and removed by the next reader.
+//! `bfcfs containers` and `bfcfs restart`. Records describe running processes, so nothing is
+//! fsynced (/run is usually a tmpfs); a record whose supervisor is gone is stale and removed by
+//! the next reader.
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,11 @@ fn path_of(pid: u32) -> PathBuf {
     dir().join(format!("{pid}.json"))
 }
 
+/// The handle journal the servers of supervisor `pid` keep (`fs::handles`).
+pub fn journal_of(pid: u32) -> PathBuf {
+    dir().join(format!("{pid}.handles"))
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -50,13 +56,14 @@ impl Record {
         let d = dir();
         std::fs::create_dir_all(&d)?;
         let mut f = crate::atomic_file::AtomicFile::in_dir(&d, ".record")?;
-        serde_json::to_writer(f.file(), self)?;
-        f.commit(&path_of(self.supervisor_pid))
+        std::io::Write::write_all(f.file(), &serde_json::to_vec(self)?)?;
+        f.commit_unsynced(&path_of(self.supervisor_pid))
     }
 
-    /// Removes this record (the mount is gone).
+    /// Removes this record and the mount's handle journal (the mount is gone).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(path_of(self.supervisor_pid));
+        let _ = std::fs::remove_file(journal_of(self.supervisor_pid));
     }
 
     /// Seconds since the mount was made.
@@ -88,8 +95,9 @@ pub fn list() -> Vec<Record> {
         };
         match serde_json::from_slice::<Record>(&text) {
             Ok(r) if alive(r.supervisor_pid) => out.push(r),
-            Ok(_) => {
+            Ok(r) => {
                 let _ = std::fs::remove_file(&p);
+                let _ = std::fs::remove_file(journal_of(r.supervisor_pid));
             }
             Err(e) => log::warn!("{}: {e}", p.display()),
         }
