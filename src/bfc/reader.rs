@@ -185,6 +185,18 @@ const INDEX_GOOD: u8 = 2;
 const INDEX_BAD: u8 = 3;
 
 impl IndexCheck {
+    /// Takes the unchecked index for this caller to check (false: checked or being checked).
+    fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(
+                INDEX_UNCHECKED,
+                INDEX_RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
     fn checked() -> Arc<IndexCheck> {
         Arc::new(IndexCheck {
             state: AtomicU8::new(INDEX_GOOD),
@@ -387,16 +399,7 @@ impl Container {
     /// when the checksum is known or being computed.
     pub fn start_index_check(&self) {
         let check = self.index_check.clone();
-        if check
-            .state
-            .compare_exchange(
-                INDEX_UNCHECKED,
-                INDEX_RUNNING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
+        if !check.claim() {
             return;
         }
         let (bytes, file) = (self.bytes.clone(), self.file.clone());
@@ -657,17 +660,7 @@ impl Container {
     fn index_checksum(&self, entry: Option<usize>) -> Result<()> {
         let check = &self.index_check;
         let mut state = check.state.load(Ordering::Acquire);
-        if state == INDEX_UNCHECKED
-            && check
-                .state
-                .compare_exchange(
-                    INDEX_UNCHECKED,
-                    INDEX_RUNNING,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
+        if state == INDEX_UNCHECKED && check.claim() {
             let at = self.index_offset as usize;
             let index = self
                 .data()
