@@ -954,7 +954,11 @@ impl Container {
 
     /// First entry whose path is not below `key` in byte order.
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
+        self.bisect(0, self.len(), key)
+    }
+
+    /// First entry in `lo..hi` whose path is not below `key` (`hi` if none), by bisection.
+    fn bisect(&self, mut lo: usize, mut hi: usize, key: &[u8]) -> usize {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if self.path(mid) < key {
@@ -978,7 +982,7 @@ impl Container {
         let n = self.len();
         let mut lo = from.min(n);
         let mut step = 1;
-        let mut hi = loop {
+        let hi = loop {
             let probe = lo.saturating_add(step - 1);
             if probe >= n {
                 break n;
@@ -989,15 +993,7 @@ impl Container {
             lo = probe + 1;
             step = step.saturating_mul(2);
         };
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.path(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        self.bisect(lo, hi, key)
     }
 
     /// `find` for a `path` known to sort after every path before entry `from` (see
