@@ -532,24 +532,39 @@ impl Union {
                 upper.insert(n, st);
             }
         }
+        let names = names.into_iter().map(|n| (n, ()));
+        self.fill_listing(id, dir, names, |name, ()| {
+            if !self.spec.name_visible(name) {
+                return Ok(None);
+            }
+            let path = merge::join(&dir.path, name);
+            let seen = dir.source == Source::Upper;
+            let st = seen.then(|| upper.get(name).copied());
+            self.resolve_child_seen(dir, &path, st)
+        })
+    }
+
+    /// The listing of `names` (sorted) in `dir`: a name the node table knows shows as its node;
+    /// another as `resolve` finds it (`None`: it does not show).
+    fn fill_listing<T>(
+        &self,
+        id: NodeId,
+        dir: &Node,
+        names: impl IntoIterator<Item = (Vec<u8>, T)>,
+        mut resolve: impl FnMut(&[u8], T) -> Result<Option<Resolved>, Error>,
+    ) -> Result<Arc<Listing>, Error> {
         let mut out = ListingBuilder::default();
-        for name in names {
+        for (name, found) in names {
             let known = self
                 .nodes
                 .child(id, &name)
                 .and_then(|i| Some((i, self.nodes.get(i)?)));
             let (ino, kind) = match known {
                 Some((i, n)) => (i, n.kind),
-                None if !self.spec.name_visible(&name) => continue,
-                None => {
-                    let path = merge::join(&dir.path, &name);
-                    let seen = dir.source == Source::Upper;
-                    let st = seen.then(|| upper.get(&name).copied());
-                    match self.resolve_child_seen(dir, &path, st)? {
-                        Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
-                        None => continue,
-                    }
-                }
+                None => match resolve(&name, found)? {
+                    Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
+                    None => continue,
+                },
             };
             if !out.push(&name, ino, kind) {
                 log::error!("{}: more names than a listing holds", show_path(&dir.path));
@@ -578,28 +593,10 @@ impl Union {
     ) -> Result<Arc<Listing>, Error> {
         let hits = merge::child_hits(&self.layers, self.spec, li, &dir.path)
             .map_err(|e| self.layer_error("listing", dir, e))?;
-        let mut out = ListingBuilder::default();
-        for (name, hit) in hits {
-            let known = self
-                .nodes
-                .child(id, &name)
-                .and_then(|i| Some((i, self.nodes.get(i)?)));
-            let (ino, kind) = match known {
-                Some((i, n)) => (i, n.kind),
-                None => {
-                    let path = merge::join(&dir.path, &name);
-                    match merge::resolve_hit(&self.layers, self.spec, li, &path, hit) {
-                        Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
-                        None => continue,
-                    }
-                }
-            };
-            if !out.push(&name, ino, kind) {
-                log::error!("{}: more names than a listing holds", show_path(&dir.path));
-                break;
-            }
-        }
-        Ok(Arc::new(out.finish()))
+        self.fill_listing(id, dir, hits, |name, hit| {
+            let path = merge::join(&dir.path, name);
+            Ok(merge::resolve_hit(&self.layers, self.spec, li, &path, hit))
+        })
     }
 
     /// The resolution of `path` from the id its directory's listing gave it (`ino`), when the
