@@ -356,15 +356,7 @@ fn build_and_serve(
             let spec = first;
             log::init_daemon_log(verbose, log_file(spec.root.as_deref()).as_deref());
             background();
-            let r = serve_attached(
-                fs,
-                slot,
-                &spec.source,
-                &spec.mountpoint,
-                &spec.options,
-                attach,
-                ready,
-            );
+            let r = spec.serve_attached(fs, slot, attach, ready);
             if let Err(e) = &r {
                 ::log::error!("serving {}: {e}", spec.what);
                 ready.failed(&format!("serving {}: {e}", spec.what));
@@ -427,6 +419,27 @@ pub struct ServeSpec {
     pub verbose: u8,
     /// "IMAGE on MOUNTPOINT", for messages.
     pub what: String,
+}
+
+impl ServeSpec {
+    /// Serves `fs` on the FUSE connection `attach` of this mount (a supervised server's).
+    fn serve_attached(
+        &self,
+        fs: BfcFs,
+        hooks: crate::fs::Hooks,
+        attach: Attach,
+        ready: &mut daemon::Readiness,
+    ) -> std::io::Result<()> {
+        serve_attached(
+            fs,
+            hooks,
+            &self.source,
+            &self.mountpoint,
+            &self.options,
+            attach,
+            ready,
+        )
+    }
 }
 
 /// The file system of `spec` over `layers`: the union, with its upper dir (its work dir
@@ -580,16 +593,8 @@ pub fn run_server(a: ServeArgs<'_>) -> anyhow::Result<i32> {
         let (fs, slot) = build_fs(&spec, opened.layers, opened.spec)?;
         background();
         let attach = Attach { dev, init, granted };
-        serve_attached(
-            fs,
-            slot,
-            &spec.source,
-            &spec.mountpoint,
-            &spec.options,
-            attach,
-            &mut ready,
-        )
-        .with_context(|| format!("serving {}", spec.what))
+        spec.serve_attached(fs, slot, attach, &mut ready)
+            .with_context(|| format!("serving {}", spec.what))
     })();
     match r {
         Ok(()) => Ok(0),
