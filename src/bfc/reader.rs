@@ -1118,13 +1118,20 @@ impl Container {
                     let name = &rest[..slash];
                     let full = &path[..skip + slash];
                     // This is the first entry below `full`: skip the whole run of `full/...`
-                    // (contiguous in byte order). An implicit duplicate of a listed directory
-                    // is removed by the dedup below.
-                    out.push(Child::Implicit(name.to_vec()));
+                    // (contiguous in byte order). The directory listed just before is not
+                    // listed twice; an implicit duplicate further on is removed by the dedup
+                    // below.
+                    let twin = last == Some(name);
+                    if !twin {
+                        out.push(Child::Implicit(name.to_vec()));
+                    }
                     // Every path before `i` sorts before `full` + one past '/'.
                     let mut end = full.to_vec();
                     end.push(b'/' + 1);
                     i = self.lower_bound_from(i, &end).max(i + 1);
+                    if twin {
+                        continue;
+                    }
                     name
                 }
             };
@@ -1251,20 +1258,30 @@ impl Container {
         if self.names.load(i) == NAME_OK {
             return Ok(());
         }
-        self.check_record(i)?;
-        if i > 0 {
-            self.check_record(i - 1)?;
-        }
-        if i + 1 < self.len() {
-            self.check_record(i + 1)?;
-        }
-        let path = self.path(i);
+        // Records i, i - 1 and i + 1 (in that order), each read once more than its place needs.
+        let ends = |j: usize| match j {
+            0 => Some(8),
+            _ => self.end_of(j - 1),
+        };
+        let (start, rec) = self.check_record_at(i, ends(i))?;
+        let before = match i {
+            0 => None,
+            _ => Some(self.check_record_at(i - 1, ends(i - 1))?.1),
+        };
+        let after = match i + 1 < self.len() {
+            true => {
+                let end = start.saturating_add(rec.len() as u32);
+                Some(self.check_record_at(i + 1, Some(end))?.1)
+            }
+            false => None,
+        };
+        let path = rec.path();
         self.check_path_of(i, path)?;
-        if i > 0 && self.path(i - 1) >= path {
-            return Err(self.unsorted(i, path, self.path(i - 1)));
+        if let Some(b) = before.filter(|b| b.path() >= path) {
+            return Err(self.unsorted(i, path, b.path()));
         }
-        if i + 1 < self.len() && path >= self.path(i + 1) {
-            return Err(self.unsorted(i + 1, self.path(i + 1), path));
+        if let Some(a) = after.filter(|a| path >= a.path()) {
+            return Err(self.unsorted(i + 1, a.path(), path));
         }
         self.names.store(i, NAME_OK);
         Ok(())
@@ -1292,25 +1309,16 @@ impl Container {
         }
     }
 
-    /// With an OFFSETS table: checks that it says what a walk of the records says for entry
-    /// `k` — entry 0 right after the index header, each next one where the one before ends,
-    /// the last one ending where the extension starts — and that the record fits.
-    fn check_record(&self, k: usize) -> Result<()> {
-        let want = match k {
-            0 => Some(8),
-            _ => self.end_of(k - 1),
-        };
-        self.check_record_at(k, want).map(|_| ())
-    }
-
     /// Where record `j` ends, relative to the index (None when it does not fit).
     fn end_of(&self, j: usize) -> Option<u32> {
         let r = self.record_if_fits(j)?;
         Some(self.record_start(j).saturating_add(r.len() as u32))
     }
 
-    /// `check_record(k)` given where the record before it ends (`want`; None when that one
-    /// does not fit): the record's start and the record.
+    /// With an OFFSETS table: checks that it says what a walk of the records says for entry
+    /// `k` — entry 0 right after the index header (`want` 8), each next one where the one
+    /// before ends (`want`; None when that one does not fit), the last one ending where the
+    /// extension starts — and that the record fits. Returns the record's start and the record.
     fn check_record_at(&self, k: usize, want: Option<u32>) -> Result<(u32, RecordRef<'_>)> {
         let start = self.record_start(k);
         let Offsets::Table { records_end, .. } = self.offsets else {
@@ -1572,7 +1580,51 @@ pub fn check_path(path: &[u8]) -> std::result::Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_path;
+    use super::{check_path, Child, Container};
+    use crate::bfc::writer::{Meta, Writer, WriterOptions};
+
+    /// A listing names each child once, in byte order of names: a listed directory and the
+    /// entries below it, a name that sorts between a directory and its entries ("a-b" between
+    /// "a" and "a/x"), directories only implied by deeper paths.
+    #[test]
+    fn children_are_listed_once_in_name_order() {
+        let meta = Meta {
+            mode: 0o755,
+            mtime_ns: 0,
+            uid: None,
+            gid: None,
+            xattrs: Vec::new(),
+        };
+        let mut w = Writer::new(
+            std::io::Cursor::new(Vec::new()),
+            WriterOptions::default(),
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        for d in ["a", "b", "d/e"] {
+            w.add_dir(d.as_bytes(), &meta).unwrap();
+        }
+        for f in ["a-b", "a/x", "a/y/z", "b/y", "c/deep/f", "d/e/f", "d/g"] {
+            w.add_file(f.as_bytes(), &meta, &mut &b"x"[..]).unwrap();
+        }
+        let c = Container::from_bytes("t", w.finish().unwrap().into_inner()).unwrap();
+        let names = |dir: &str| -> Vec<String> {
+            let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+            c.children(dir.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|ch| match ch {
+                    Child::Entry(i) => String::from_utf8_lossy(&c.path(i)[skip..]).into_owned(),
+                    Child::Implicit(n) => format!("({})", String::from_utf8_lossy(&n)),
+                })
+                .collect()
+        };
+        assert_eq!(names(""), ["a", "a-b", "b", "(c)", "(d)"]);
+        assert_eq!(names("a"), ["x", "(y)"]);
+        assert_eq!(names("d"), ["e", "g"]);
+        assert_eq!(names("c"), ["(deep)"]);
+        assert!(names("a/x").is_empty());
+    }
 
     #[test]
     fn unsafe_paths_are_refused_with_the_first_reason_that_applies() {
