@@ -14,7 +14,7 @@ use super::map::Bytes;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What an entry is.
@@ -160,9 +160,9 @@ pub struct Container {
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed. Pages are made
     /// when an entry in them is first checked.
     pub(crate) checked: Paged,
-    /// Per entry: `NAME_OK` once `check_name` passed for it (names never change while the
-    /// index checksum holds, so each is checked once, by a listing or by the first decode).
-    names: Paged,
+    /// Per entry: set once `check_name` passed for it (names never change while the index
+    /// checksum holds, so each is checked once, by a listing or by the first decode).
+    names: PagedFlags,
     /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
     pub(crate) partial: Option<super::partial::Partial>,
     /// The index checksum: checked at open, or later (`open_deferred`).
@@ -371,8 +371,39 @@ impl Paged {
     }
 }
 
-/// `Container::names` value of an entry whose name passed `check_name`.
-const NAME_OK: u8 = 1;
+/// One flag per entry, in pages of `PAGE` entries made on first set (a bit per entry where
+/// entries are used, nothing elsewhere).
+pub(crate) struct PagedFlags {
+    pages: Box<[std::sync::OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl PagedFlags {
+    const PAGE: usize = 4096;
+
+    pub(crate) fn new(entries: usize) -> PagedFlags {
+        PagedFlags {
+            pages: (0..entries.div_ceil(Self::PAGE))
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> bool {
+        let page = self.pages.get(i / Self::PAGE).and_then(|p| p.get());
+        page.is_some_and(|p| {
+            let k = i % Self::PAGE;
+            p[k / 64].load(Ordering::Acquire) & (1 << (k % 64)) != 0
+        })
+    }
+
+    pub(crate) fn set(&self, i: usize) {
+        if let Some(p) = self.pages.get(i / Self::PAGE) {
+            let page = p.get_or_init(|| (0..Self::PAGE / 64).map(|_| AtomicU64::new(0)).collect());
+            let k = i % Self::PAGE;
+            page[k / 64].fetch_or(1 << (k % 64), Ordering::AcqRel);
+        }
+    }
+}
 
 /// Default byte bound of the decoded-chunk cache.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -552,7 +583,7 @@ impl Container {
             )),
             entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked: Paged::new(count),
-            names: Paged::new(count),
+            names: PagedFlags::new(count),
             partial: None,
             index_check,
             index_crc,
@@ -1107,7 +1138,7 @@ impl Container {
                 }
                 next = Some((i + 1, start, r));
             }
-            self.names.store(i, NAME_OK);
+            self.names.set(i);
             let name = match rest.iter().position(|b| *b == b'/') {
                 None => {
                     out.push(Child::Entry(i));
@@ -1255,7 +1286,7 @@ impl Container {
     /// later entry's error. Done once per entry (`names`); the index checksum every time.
     fn check_name(&self, i: usize) -> Result<()> {
         self.index_checksum(Some(i))?;
-        if self.names.load(i) == NAME_OK {
+        if self.names.get(i) {
             return Ok(());
         }
         // Records i, i - 1 and i + 1 (in that order), each read once more than its place needs.
@@ -1283,7 +1314,7 @@ impl Container {
         if let Some(a) = after.filter(|a| path >= a.path()) {
             return Err(self.unsorted(i + 1, a.path(), path));
         }
-        self.names.store(i, NAME_OK);
+        self.names.set(i);
         Ok(())
     }
 
