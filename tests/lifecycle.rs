@@ -87,20 +87,6 @@ fn umount_of_a_busy_mount_is_refused_and_lazy_detaches() {
     assert!(containers(&fx).is_empty());
 }
 
-/// runc kills and deletes its container on drop.
-struct Runc(String);
-
-impl Drop for Runc {
-    fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["kill", &self.0, "KILL"])
-            .output();
-        let _ = Command::new("runc")
-            .args(["delete", "-f", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn a_running_runc_container_keeps_its_rootfs_and_its_container() {
     let (base, top) = host_binary_layers();
@@ -125,24 +111,13 @@ fn a_running_runc_container_keeps_its_rootfs_and_its_container() {
         .status()
         .unwrap();
     assert!(st.success());
-    let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["process"]["args"] = serde_json::json!(["/bin/cat", "/w/fifo"]);
-    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let id = format!("bfcfs-life-{}", std::process::id());
     let log = fx.root.join("runc.err");
-    let runc = Runc(id.clone());
-    let st = Command::new("runc")
-        .args(["run", "-d", "-b", s(&bundle), &id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "runc run -d: {}",
-        fs::read_to_string(&log).unwrap_or_default()
+    let runc = runc::run_detached(
+        &bundle,
+        &id,
+        serde_json::json!(["/bin/cat", "/w/fifo"]),
+        &log,
     );
 
     // Nothing in this namespace uses the mount, but the container's root is the same file
