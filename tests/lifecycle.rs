@@ -296,3 +296,52 @@ fn failed_mounts_and_bundles_leave_no_container_and_no_directory() {
     assert!(containers(&fx).is_empty(), "{:?}", containers(&fx));
     assert!(!is_mounted(&mnt));
 }
+
+/// A process that clones the mount namespace and moves its root (what runc does for any
+/// container, whatever it mounts) shows this mount at another path until it drops the old root:
+/// umount waits that moment out, and still refuses a copy that stays.
+#[test]
+fn umount_waits_out_a_namespace_copy_that_goes_away() {
+    let fx = Fixture::new(vec![small_layer()]);
+    let mnt = fx.dir("mnt");
+    let newroot = fx.dir("newroot");
+    // In a private copy of this namespace: pivot_root into an empty directory, then hold the
+    // copy (the old root, with this mount under it) for `hold` seconds. bash's `read -t`
+    // needs no file in the new root.
+    let copy = |hold: &str| {
+        let script = format!(
+            "mount --bind {r} {r} && cd {r} && mkdir -p old && pivot_root . old && echo ready && read -t {hold} x; true",
+            r = s(&newroot)
+        );
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "bash", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "the namespace copy is set up");
+        child
+    };
+
+    let (m, _) = fx.mount(&["--ro"], &mnt);
+    let mut short = copy("0.3");
+    ok(&["umount", s(&mnt)]);
+    assert!(!is_mounted(&mnt));
+    short.wait().unwrap();
+    drop(m);
+
+    let (_m, _) = fx.mount(&["--ro"], &mnt);
+    let mut long = copy("30");
+    let err = fails(&fx, &["umount", s(&mnt)]);
+    assert!(err.contains("mount namespace of process"), "{err}");
+    assert!(is_mounted(&mnt));
+    drop(long.stdin.take());
+    long.wait().unwrap();
+    ok(&["umount", s(&mnt)]);
+}
