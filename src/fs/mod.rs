@@ -538,6 +538,9 @@ impl Filesystem for BfcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(data) = self.union.read_cached(ino.0, offset, size) {
+            return reply.data(&data);
+        }
         self.offload(move |c| match c.read_inner(ino, fh, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),

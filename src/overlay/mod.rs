@@ -739,6 +739,24 @@ impl Union {
         self.read_node(&*self.node(id)?, offset, size)
     }
 
+    /// `read` when it needs no I/O and no decoding: the bytes are a decoded chunk in a lower
+    /// layer's chunk cache (see `bfc::Container::read_cached`). Read-only unions only (in a
+    /// writable one a lower file can be copied up under the read). `None`: use `read`.
+    pub fn read_cached(&self, id: NodeId, offset: u64, size: u32) -> Option<ReadData<'_>> {
+        if self.is_writable() {
+            return None;
+        }
+        let n = self.nodes.get(id)?;
+        if n.kind != Kind::File {
+            return None;
+        }
+        let (l, idx) = self.entry_of(&n)?;
+        let len = usize::try_from(size).ok()?;
+        l.container
+            .read_cached(idx, offset, len)
+            .map(ReadData::Chunk)
+    }
+
     fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         match n.kind {
             Kind::File => {}
