@@ -41,6 +41,9 @@ pub struct Job {
 
 impl Job {
     fn run(self) {
+        if !self.cache.start(self.key) {
+            return;
+        }
         let out = self.decode();
         self.cache.complete(self.key, out);
     }
