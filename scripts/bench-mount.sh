@@ -14,6 +14,8 @@
 # `--synth-only` runs only it. `--targets` picks columns (native is always measured, first) and
 # `--rows` the Debian rows (mount, find, lslr, tar, fio; default all), e.g. `--targets
 # bfcfs-stored,bfcfs-zstd --rows tar` for the cold and warm tar of native, stored and zstd.
+# Targets base-stored and base-zstd mount the same images with another build, BFCFS_BASE=binary
+# (an A/B comparison in one run, e.g. `--targets base-zstd,bfcfs-zstd`).
 # Rows (issues 3, 15):
 #   1. mount -> first `ls` returns           4. `tar cf - MNT | wc -c`, cold (drop_caches) and warm
 #   2. `find MNT | wc -l` on a fresh mount   5. fio random 4 KiB reads of a 1 GiB file (cold, IOPS)
@@ -116,6 +118,8 @@ mount_target() {
         native) if [ "$2" = rootfs ]; then echo "$ROOTFS"; else echo "$BIGDIR"; fi; return ;;
         bfcfs-stored) "$BFCFS" mount "$CACHE/$2-stored.bfc" "$MNT" ;;
         bfcfs-zstd) "$BFCFS" mount "$CACHE/$2-zstd.bfc" "$MNT" ;;
+        base-stored) "$BFCFS_BASE" mount "$CACHE/$2-stored.bfc" "$MNT" ;;
+        base-zstd) "$BFCFS_BASE" mount "$CACHE/$2-zstd.bfc" "$MNT" ;;
         squashfuse) squashfuse "$CACHE/$2.squashfs" "$MNT" ;;
         squashfuse_ll) squashfuse_ll "$CACHE/$2.squashfs" "$MNT" ;;
         erofs) mount -t erofs -o ro "$CACHE/$2.erofs" "$MNT" ;;

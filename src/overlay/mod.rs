@@ -8,6 +8,7 @@
 mod id;
 mod merge;
 mod node;
+mod reply_buf;
 mod revive;
 mod write;
 
@@ -21,6 +22,7 @@ pub use id::{NodeId, ROOT};
 use merge::{Resolved, Source};
 pub use node::{DirEntry, Listing};
 use node::{Inserted, ListingBuilder, Node, NodeTable};
+pub use reply_buf::ReplyBuf;
 pub use write::{read_full, NewNode, SetAttr, Time, Truncater};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
@@ -209,12 +211,13 @@ struct Upper {
 }
 
 /// The bytes of a read: borrowed from a layer's mapping (stored content), one decoded chunk
-/// shared with the layer's chunk cache, or a buffer of their own (reads across chunks, upper
-/// files).
+/// shared with the layer's chunk cache, a pooled buffer (reads across chunks) or a buffer of
+/// their own (upper files).
 #[derive(Debug)]
 pub enum ReadData<'a> {
     Borrowed(&'a [u8]),
     Chunk(bfc::ChunkSlice),
+    Pooled(ReplyBuf),
     Owned(Vec<u8>),
 }
 
@@ -224,6 +227,7 @@ impl std::ops::Deref for ReadData<'_> {
         match self {
             ReadData::Borrowed(s) => s,
             ReadData::Chunk(c) => c,
+            ReadData::Pooled(b) => b,
             ReadData::Owned(v) => v,
         }
     }
@@ -752,9 +756,17 @@ impl Union {
         }
         let (l, idx) = self.entry_of(&n)?;
         let len = usize::try_from(size).ok()?;
-        l.container
-            .read_cached(idx, offset, len)
-            .map(ReadData::Chunk)
+        let mut parts = l.container.read_cached(idx, offset, len)?;
+        if parts.len() == 1 {
+            return parts.pop().map(ReadData::Chunk);
+        }
+        let mut buf = ReplyBuf::zeroed(parts.iter().map(|p| p.len()).sum());
+        let mut at = 0;
+        for p in &parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        Some(ReadData::Pooled(buf))
     }
 
     fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
@@ -784,7 +796,7 @@ impl Union {
             Ok(None) => {}
             Err(e) => return Err(self.layer_error("reading", n, e)),
         }
-        let mut buf = vec![0u8; len];
+        let mut buf = ReplyBuf::zeroed(len);
         let mut done = 0;
         while done < buf.len() {
             match c.read_at(idx, offset + done as u64, &mut buf[done..]) {
@@ -794,7 +806,7 @@ impl Union {
             }
         }
         buf.truncate(done);
-        Ok(ReadData::Owned(buf))
+        Ok(ReadData::Pooled(buf))
     }
 
     /// The target of a symbolic link.
