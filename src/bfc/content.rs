@@ -987,6 +987,26 @@ impl Container {
         Ok(Some(slice))
     }
 
+    /// `stored_slice` when it will not wait for the disk: the whole object of stored file `i`
+    /// (header and content, which the first read checks whole) is in the page cache. Lets the
+    /// FUSE adapter answer on the thread that took the request instead of handing it to a
+    /// worker. `None` for anything else (not resident, over 1 MiB, compressed, a partial
+    /// file): use `stored_slice`.
+    pub fn stored_resident(&self, i: usize, offset: u64, len: usize) -> Option<&[u8]> {
+        let e = self.used_entry(i).ok()?;
+        if e.kind != Kind::File
+            || e.comp != COMP_NONE
+            || e.enc != ENC_NONE
+            || self.partial.is_some()
+            || !self
+                .bytes
+                .resident(e.obj_offset, usize::try_from(e.obj_size).ok()?)
+        {
+            return None;
+        }
+        self.stored_slice(i, offset, len).ok().flatten()
+    }
+
     /// `want` bytes at `offset` of stored file `i`, after their checks: the checksum of every
     /// chunk they touch, or (no chunk table) the whole file's checksum once per open container.
     fn checked_stored<'a>(

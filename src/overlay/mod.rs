@@ -743,8 +743,9 @@ impl Union {
         self.read_node(&*self.node(id)?, offset, size)
     }
 
-    /// `read` when it needs no I/O and no decoding: the bytes are a decoded chunk in a lower
-    /// layer's chunk cache (see `bfc::Container::read_cached`). Read-only unions only (in a
+    /// `read` when it needs no I/O and no decoding: the bytes are stored plain and in the page
+    /// cache, or decoded chunks in a lower layer's chunk cache (see
+    /// `bfc::Container::stored_resident` and `read_cached`). Read-only unions only (in a
     /// writable one a lower file can be copied up under the read). `None`: use `read`.
     pub fn read_cached(&self, id: NodeId, offset: u64, size: u32) -> Option<ReadData<'_>> {
         if self.is_writable() {
@@ -756,6 +757,9 @@ impl Union {
         }
         let (l, idx) = self.entry_of(&n)?;
         let len = usize::try_from(size).ok()?;
+        if let Some(slice) = l.container.stored_resident(idx, offset, len) {
+            return Some(ReadData::Borrowed(slice));
+        }
         let mut parts = l.container.read_cached(idx, offset, len)?;
         if parts.len() == 1 {
             return parts.pop().map(ReadData::Chunk);
