@@ -526,6 +526,9 @@ impl Filesystem for BfcFs {
         self.open_reply(ino, flags, caller, reply);
     }
 
+    /// A read that costs only a copy (decoded chunks in the chunk cache, stored bytes in the
+    /// page cache: `Union::read_cached`) is answered on this thread; the rest may wait for the
+    /// disk or a decode and goes to a worker.
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
