@@ -6,11 +6,16 @@
 # `--record` also appends them to BENCHMARKS.md.
 #
 #   sudo scripts/bench-mount.sh [--runs N] [--synth ENTRIES] [--synth-only] [--record]
+#                               [--targets T1,T2,...] [--rows tar,...]
 #
 # Needs root (mounts, drop_caches), debootstrap, squashfs-tools, squashfuse, erofs-utils
 # (`mount -t erofs IMAGE` of a file needs no loop device on kernels >= 6.12), fuse3, fio,
 # python3 (scripts/gen-synthetic-image.py). `--synth 0` skips the synthetic image,
-# `--synth-only` runs only it.
+# `--synth-only` runs only it. `--targets` picks columns (native is always measured, first) and
+# `--rows` the Debian rows (mount, find, lslr, tar, fio; default all), e.g. `--targets
+# bfcfs-stored,bfcfs-zstd --rows tar` for the cold and warm tar of native, stored and zstd.
+# Targets base-stored and base-zstd mount the same images with another build, BFCFS_BASE=binary
+# (an A/B comparison in one run, e.g. `--targets base-zstd,bfcfs-zstd`).
 # Rows (issues 3, 15):
 #   1. mount -> first `ls` returns           4. `tar cf - MNT | wc -c`, cold (drop_caches) and warm
 #   2. `find MNT | wc -l` on a fresh mount   5. fio random 4 KiB reads of a 1 GiB file (cold, IOPS)
@@ -23,17 +28,23 @@ RUNS=5
 RECORD=0
 SYNTH=1000000
 SYNTH_ONLY=0
+ONLY_TARGETS=
+ALL_ROWS=mount,find,lslr,tar,fio
+ROWS=$ALL_ROWS
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --synth) SYNTH="$2"; shift 2 ;;
         --synth-only) SYNTH_ONLY=1; shift ;;
         --record) RECORD=1; shift ;;
-        *) echo "usage: $0 [--runs N] [--synth ENTRIES] [--synth-only] [--record]" >&2; exit 2 ;;
+        --targets) ONLY_TARGETS="$2"; shift 2 ;;
+        --rows) ROWS="$2"; shift 2 ;;
+        *) echo "usage: $0 [--runs N] [--synth ENTRIES] [--synth-only] [--record] [--targets T,...] [--rows R,...]" >&2; exit 2 ;;
     esac
 done
 
 cd "$(dirname "$0")/.."
+row() { case ",$ROWS," in *",$1,"*) return 0 ;; esac; return 1; }
 REPO=$PWD
 CACHE=${BFCFS_BENCH_CACHE:-/var/cache/bfcfs-bench}
 ROOTFS=$CACHE/rootfs-bookworm
@@ -85,6 +96,7 @@ build_erofs() { # SRC OUT [mkfs.erofs options]
     fi
 }
 for set in rootfs big; do
+    [ $set = big ] && ! row fio && continue
     src=$ROOTFS; [ $set = big ] && src=$BIGDIR
     build_bfc "$src" "$CACHE/$set-stored.bfc" none
     build_bfc "$src" "$CACHE/$set-zstd.bfc" zstd
@@ -95,6 +107,10 @@ done
 
 fi
 TARGETS=(native bfcfs-stored bfcfs-zstd squashfuse squashfuse_ll erofs erofs-lz4hc)
+if [ -n "$ONLY_TARGETS" ]; then
+    TARGETS=(native)
+    for t in ${ONLY_TARGETS//,/ }; do [ "$t" = native ] || TARGETS+=("$t"); done
+fi
 
 # mount_target TARGET SET: mounts on $MNT (nothing for native); prints the tree's path.
 mount_target() {
@@ -102,6 +118,8 @@ mount_target() {
         native) if [ "$2" = rootfs ]; then echo "$ROOTFS"; else echo "$BIGDIR"; fi; return ;;
         bfcfs-stored) "$BFCFS" mount "$CACHE/$2-stored.bfc" "$MNT" ;;
         bfcfs-zstd) "$BFCFS" mount "$CACHE/$2-zstd.bfc" "$MNT" ;;
+        base-stored) "$BFCFS_BASE" mount "$CACHE/$2-stored.bfc" "$MNT" ;;
+        base-zstd) "$BFCFS_BASE" mount "$CACHE/$2-zstd.bfc" "$MNT" ;;
         squashfuse) squashfuse "$CACHE/$2.squashfs" "$MNT" ;;
         squashfuse_ll) squashfuse_ll "$CACHE/$2.squashfs" "$MNT" ;;
         erofs) mount -t erofs -o ro "$CACHE/$2.erofs" "$MNT" ;;
@@ -136,6 +154,7 @@ declare -A R V
 measure() {
     local t=$1 s e dir n pid
     V=()
+    if row mount || row find || row lslr; then
     # 1. mount -> first ls (image file warm in the page cache, fresh mount)
     s=$(now); dir=$(mount_target $t rootfs); ls "$dir" >/dev/null; e=$(now)
     V[mount]=$(ms $s $e)
@@ -147,6 +166,8 @@ measure() {
     s=$(now); ls -lR "$dir" >/dev/null; e=$(now)
     V[lslr]=$(ms $s $e)
     unmount_target $t ls-lR || return 1
+    fi
+    if row tar; then
     # 4. tar cold (fresh mount, caches dropped) and warm
     dir=$(mount_target $t rootfs); drop_caches
     s=$(now); tar cf - -C "$dir" . 2>/dev/null | wc -c >/dev/null; e=$(now)
@@ -160,15 +181,19 @@ measure() {
         V[anon]=$(awk '/RssAnon/ {print $2}' /proc/$pid/status)
     fi
     unmount_target $t tar || return 1
+    fi
+    if row fio; then
     # 5. random 4 KiB reads, 1 GiB file, cold
     dir=$(mount_target $t big); drop_caches
     V[iops]=$(fio --name=rr --filename="$dir/big.bin" --readonly --rw=randread --bs=4k --size=1G \
         --ioengine=psync --runtime=5 --time_based --invalidate=1 --output-format=terse \
         --terse-version=3 2>/dev/null | awk -F';' '{print $8}')
     unmount_target $t fio || return 1
+    fi
 }
 
 if [ "$SYNTH_ONLY" = 0 ]; then
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 RETRIES=0
 for run in $(seq 1 "$RUNS"); do
     for t in "${TARGETS[@]}"; do
@@ -189,7 +214,8 @@ med() { echo "${R[$1,$2]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median;
 {
     echo "### bench-mount $(date -u +%Y-%m-%d) — medians of $RUNS runs"
     echo
-    echo "Command: \`sudo scripts/bench-mount.sh --runs $RUNS\` on $(nproc) CPUs, kernel $(uname -r);"
+    echo "Command: \`sudo scripts/bench-mount.sh --runs $RUNS${ONLY_TARGETS:+ --targets $ONLY_TARGETS}$([ "$ROWS" = $ALL_ROWS ] || echo " --rows $ROWS")\` on $(nproc) CPUs, kernel $(uname -r);"
+    echo "Load average (1, 5, 15 min) before: $LOAD0, after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo "rootfs: Debian bookworm minbase, $(find "$ROOTFS" | wc -l) entries, $(du -sh "$ROOTFS" | cut -f1)."
     echo "Times in ms (ratio to native in parentheses; lower is better). IOPS: higher is better,"
     echo "ratio = native IOPS / IOPS. Server memory after the tar rows, MiB: peak RSS (VmHWM, which"
@@ -199,6 +225,7 @@ med() { echo "${R[$1,$2]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median;
     printf '| row |'; for t in "${TARGETS[@]}"; do printf ' %s |' "$t"; done; echo
     printf '|---|'; for t in "${TARGETS[@]}"; do printf -- '---|'; done; echo
     for row in mount find lslr tarcold tarwarm; do
+        [ -n "${R[native,$row]:-}" ] || continue # a row not selected with --rows
         case $row in
             mount) label="mount → first ls" ;; find) label="find \| wc -l (fresh mount)" ;;
             lslr) label="ls -lR (warm)" ;; tarcold) label="tar cold" ;; tarwarm) label="tar warm" ;;
@@ -208,18 +235,23 @@ med() { echo "${R[$1,$2]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median;
         for t in "${TARGETS[@]}"; do v=$(med $t $row); printf ' %s (%s×) |' "$v" "$(ratio "$v" "$base")"; done
         echo
     done
+    if row fio; then
     base=$(med native iops)
     printf '| random 4 KiB reads, IOPS |'
     for t in "${TARGETS[@]}"; do v=$(med $t iops); printf ' %s (%s×) |' "$v" "$(ratio "$base" "$v")"; done
     echo
+    fi
     for m in rss anon; do
+        row tar || continue
         if [ $m = rss ]; then printf '| server peak RSS (VmHWM), MiB |'; else printf '| server RssAnon, MiB |'; fi
         for t in "${TARGETS[@]}"; do
             v=$(med $t $m); if [ "$v" = - ]; then printf ' - |'; else printf ' %s |' "$(awk -v k="$v" 'BEGIN {printf "%.1f", k / 1024}')"; fi
         done
         echo
     done
-    printf '| entries seen by find |'; for t in "${TARGETS[@]}"; do printf ' %s |' "${R[$t,count]}"; done; echo
+    if row find; then
+    printf '| entries seen by find |'; for t in "${TARGETS[@]}"; do printf ' %s |' "${R[$t,count]:--}"; done; echo
+    fi
     [ $RETRIES = 0 ] || { echo; echo "($RETRIES measurement(s) repeated: a mount went away under them.)"; }
 } > "$WORK/table.md"
 else

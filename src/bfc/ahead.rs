@@ -13,6 +13,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Chunks decoded ahead of a sequential reader.
 pub const AHEAD: u64 = 4;
+/// Files decoded ahead of a reader that takes the files in index order (see
+/// `Container::read_ahead_files`): at most this many, holding at most `FILES_BYTES` decoded
+/// bytes of first chunks, among the next `FILES_GAP` entries; and a file counts as read in
+/// order when the file read before it lies at most `FILES_GAP` entries before it.
+pub const FILES: usize = 8;
+pub const FILES_BYTES: u64 = 1 << 20;
+pub const FILES_GAP: usize = 16;
 const WORKERS: usize = 2;
 const QUEUE: usize = 64;
 
@@ -34,6 +41,9 @@ pub struct Job {
 
 impl Job {
     fn run(self) {
+        if !self.cache.start(self.key) {
+            return;
+        }
         let out = self.decode();
         self.cache.complete(self.key, out);
     }

@@ -1,9 +1,11 @@
 //! Decoded chunks of compressed or encrypted content, kept in an LRU bounded in bytes so a hot
 //! working set is decoded once and memory stays within `cache_size`. A chunk being decoded ahead
 //! of a sequential reader (see `ahead.rs`) is marked in flight: a reader that needs it waits for
-//! it instead of decoding it a second time.
+//! it instead of decoding it a second time, once a worker has started on it; one still queued
+//! the reader decodes itself (the worker then skips it), so a reader never waits behind the
+//! queue.
 use lru::LruCache;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// (entry index, chunk number)
@@ -18,7 +20,8 @@ pub struct ChunkCache {
 struct Inner {
     lru: LruCache<ChunkKey, Arc<[u8]>>,
     bytes: usize,
-    inflight: HashSet<ChunkKey>,
+    /// Chunks claimed for decoding ahead: true once a worker started on it.
+    inflight: HashMap<ChunkKey, bool>,
 }
 
 impl ChunkCache {
@@ -27,7 +30,7 @@ impl ChunkCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
-                inflight: HashSet::new(),
+                inflight: HashMap::new(),
             }),
             ready: Condvar::new(),
             cap: cap_bytes,
@@ -42,17 +45,36 @@ impl ChunkCache {
         self.lock().lru.get(&key).cloned()
     }
 
-    /// The chunk if cached; while another thread decodes it, waits for that first.
+    /// The chunk if cached; while a worker decodes it, waits for that first. `None`: the
+    /// caller decodes it, including a chunk still queued for a worker (its claim passes to the
+    /// caller, and the worker skips it: see `start`).
     pub fn get_or_wait(&self, key: ChunkKey) -> Option<Arc<[u8]>> {
         let mut g = self.lock();
         loop {
             if let Some(v) = g.lru.get(&key) {
                 return Some(v.clone());
             }
-            if !g.inflight.contains(&key) {
-                return None;
+            match g.inflight.get(&key) {
+                None => return None,
+                Some(false) => {
+                    g.inflight.remove(&key);
+                    return None;
+                }
+                Some(true) => {}
             }
             g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A worker about to decode claimed chunk `key`: false when a reader took it over in the
+    /// meantime (the worker then drops the job without `complete`).
+    pub fn start(&self, key: ChunkKey) -> bool {
+        match self.lock().inflight.get_mut(&key) {
+            Some(started @ false) => {
+                *started = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -60,10 +82,11 @@ impl ChunkCache {
     /// claim must end with `complete`.
     pub fn claim(&self, key: ChunkKey) -> bool {
         let mut g = self.lock();
-        if g.lru.contains(&key) {
+        if g.lru.contains(&key) || g.inflight.contains_key(&key) {
             return false;
         }
-        g.inflight.insert(key)
+        g.inflight.insert(key, false);
+        true
     }
 
     /// Ends a claim: caches the decoded chunk (nothing when decoding failed: the reader then
@@ -141,12 +164,19 @@ mod tests {
         assert!(c.claim((1, 0)));
         assert!(!c.claim((1, 0)));
         assert!(!c.claim((0, 9)));
+        assert!(c.start((1, 0)));
         let reader = {
             let c = c.clone();
             std::thread::spawn(move || c.get_or_wait((1, 0)))
         };
         c.complete((1, 0), Some(Arc::from(vec![7u8; 50])));
         assert_eq!(reader.join().unwrap().as_deref(), Some(&[7u8; 50][..]));
+        // A claimed chunk no worker started yet is the reader's to decode; the worker skips it.
+        assert!(c.claim((2, 0)));
+        assert!(c.get_or_wait((2, 0)).is_none());
+        assert!(!c.start((2, 0)));
+        assert!(c.claim((2, 0)) && c.start((2, 0)) && !c.start((2, 0)));
+        c.complete((2, 0), Some(Arc::from(vec![1u8; 10])));
         // A failed claim leaves nothing and releases waiters.
         assert!(c.claim((1, 1)));
         c.complete((1, 1), None);

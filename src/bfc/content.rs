@@ -278,6 +278,9 @@ impl Container {
         buf: &mut [u8],
     ) -> Result<usize> {
         let want = buf.len();
+        if offset == 0 {
+            self.read_ahead_files(e);
+        }
         if e.enc != ENC_NONE {
             self.ensure_tag(e, p)?;
         }
@@ -324,11 +327,15 @@ impl Container {
     ) -> Result<Arc<[u8]>> {
         let key = (e.idx as u32, k as u32);
         let Some(ch) = chunks else {
-            if let Some(c) = self.cache.get(key) {
-                return Ok(c);
-            }
             if !is_one_frame(e) {
+                if let Some(c) = self.cache.get(key) {
+                    return Ok(c);
+                }
                 return self.decode_upto(e, k);
+            }
+            // A file decoded ahead (see `read_ahead_files`) is waited for, not decoded twice.
+            if let Some(c) = self.cache.get_or_wait(key) {
+                return Ok(c);
             }
             let c = self.decode_whole(e, p)?;
             self.cache.insert(key, c.clone());
@@ -369,6 +376,9 @@ impl Container {
             return Ok(None);
         }
         let p = self.payload(&e)?;
+        if offset == 0 {
+            self.read_ahead_files(&e);
+        }
         let got = (|| {
             if e.enc != ENC_NONE {
                 self.ensure_tag(&e, &p)?;
@@ -396,6 +406,57 @@ impl Container {
             })
         })();
         got.map(Some).map_err(|err| self.gone_or(&e, &p, err))
+    }
+
+    /// `read_in_chunk` when it costs no more than copies: every chunk the read touches is
+    /// decoded in the cache already (decoded ahead, or read before), so the FUSE adapter can
+    /// answer on the thread that took the request instead of handing it to a worker (a wakeup
+    /// that crosses CPUs costs tens of microseconds on a VM). The parts, in order, one per
+    /// chunk (two when a READ of the kernel's readahead straddles a chunk boundary). Starts the
+    /// same decoding ahead as `read_in_chunk`. `None` for anything else (a chunk not cached,
+    /// stored plain, encrypted, no chunk table beyond one frame): use `read_in_chunk` or
+    /// `read_at`.
+    pub fn read_cached(&self, i: usize, offset: u64, len: usize) -> Option<Vec<ChunkSlice>> {
+        let e = self.used_entry(i).ok()?;
+        if e.kind != Kind::File
+            || offset >= e.size
+            || len == 0
+            || e.comp != COMP_ZSTD
+            || e.enc != ENC_NONE
+        {
+            return None;
+        }
+        let ch = self.chunk_table(&e).ok()?;
+        let cs = match &ch {
+            Some(ch) => u64::from(ch.table.chunk_size),
+            None if is_one_frame(&e) => VIRTUAL_CHUNK,
+            None => return None,
+        };
+        let end = offset + (e.size - offset).min(len as u64);
+        let (first, last) = (offset / cs, (end - 1) / cs);
+        if last - first >= 4 {
+            return None;
+        }
+        let mut parts = Vec::with_capacity((last - first + 1) as usize);
+        for k in first..=last {
+            let chunk = self.cache.get((i as u32, k as u32))?;
+            let from = (offset.max(k * cs) - k * cs) as usize;
+            let to = (end.min((k + 1) * cs) - k * cs) as usize;
+            if chunk.len() < to {
+                return None;
+            }
+            parts.push(ChunkSlice {
+                chunk,
+                range: from..to,
+            });
+        }
+        if offset == 0 {
+            self.read_ahead_files(&e);
+        }
+        if let (Some(ch), Ok(p)) = (&ch, self.payload(&e)) {
+            self.read_ahead(&e, ch, &p, last);
+        }
+        Some(parts)
     }
 
     /// After a read that ended in chunk `k` of `e`: when the file is being read in order, has
@@ -450,6 +511,76 @@ impl Container {
                 crc: ch.table.crcs[j as usize],
                 comp: e.comp,
                 cipher,
+            });
+        }
+    }
+
+    /// At the first read of file `e`: when the files before it in the index were read one after
+    /// the other (`tar`, `cp -r` and `find | xargs cat` walk a directory in the order its entries
+    /// are listed, which is index order, and `create` writes the objects in that order too), has
+    /// the next compressed files decoded on the worker threads (their first chunk, or the whole
+    /// file when it is one frame) while the reader copies this one: most files of an image are
+    /// smaller than a chunk, so decoding ahead within a file alone leaves every small file's
+    /// decode on the reader's path. Best effort, like `read_ahead`: files that are cached, in
+    /// flight, encrypted, stored plain or not local are skipped, and what fails to decode is
+    /// decoded again by its reader, which reports the damage.
+    fn read_ahead_files(&self, e: &Entry) {
+        let prev = self
+            .last_file
+            .swap(e.idx, std::sync::atomic::Ordering::Relaxed);
+        let in_order = prev < e.idx && e.idx - prev <= ahead::FILES_GAP;
+        if !in_order || self.partial.is_some() {
+            return;
+        }
+        let (mut files, mut bytes) = (0, 0u64);
+        let end = self.len().min(e.idx + 1 + ahead::FILES_GAP);
+        for j in e.idx + 1..end {
+            if files >= ahead::FILES || bytes >= ahead::FILES_BYTES {
+                break;
+            }
+            let Ok(n) = self.used_entry(j) else { break };
+            if n.kind != Kind::File || n.comp != COMP_ZSTD || n.enc != ENC_NONE || n.size == 0 {
+                continue;
+            }
+            let chunks = match self.chunk_table(&n) {
+                Ok(Some(ch)) => Some(ch),
+                Ok(None) if is_one_frame(&n) => None,
+                _ => continue,
+            };
+            files += 1;
+            bytes += n.size.min(VIRTUAL_CHUNK);
+            let key = (j as u32, 0);
+            // Claimed first: the files already cached or in flight (most of the window, when
+            // it slides on by one file) cost no look at their object.
+            if !self.cache.claim(key) {
+                continue;
+            }
+            let Ok(p) = self.payload(&n) else {
+                self.cache.complete(key, None);
+                continue;
+            };
+            let (lo, hi, len, crc) = match &chunks {
+                Some(ch) => {
+                    let cs = u64::from(ch.table.chunk_size);
+                    let (lo, hi) = (ch.offsets[0], ch.offsets[1]);
+                    (lo, hi, n.size.min(cs), ch.table.crcs[0])
+                }
+                None => (0, p.stored_size, n.size, n.crc),
+            };
+            if hi > p.stored_size {
+                self.cache.complete(key, None);
+                continue;
+            }
+            ahead::submit(ahead::Job {
+                bytes: self.bytes.clone(),
+                cache: self.cache.clone(),
+                key,
+                at: p.offset + lo,
+                stored_len: (hi - lo) as usize,
+                len: len as usize,
+                crc,
+                comp: n.comp,
+                cipher: None,
             });
         }
     }
@@ -856,6 +987,26 @@ impl Container {
         Ok(Some(slice))
     }
 
+    /// `stored_slice` when it will not wait for the disk: the whole object of stored file `i`
+    /// (header and content, which the first read checks whole) is in the page cache. Lets the
+    /// FUSE adapter answer on the thread that took the request instead of handing it to a
+    /// worker. `None` for anything else (not resident, over 1 MiB, compressed, a partial
+    /// file): use `stored_slice`.
+    pub fn stored_resident(&self, i: usize, offset: u64, len: usize) -> Option<&[u8]> {
+        let e = self.used_entry(i).ok()?;
+        if e.kind != Kind::File
+            || e.comp != COMP_NONE
+            || e.enc != ENC_NONE
+            || self.partial.is_some()
+            || !self
+                .bytes
+                .resident(e.obj_offset, usize::try_from(e.obj_size).ok()?)
+        {
+            return None;
+        }
+        self.stored_slice(i, offset, len).ok().flatten()
+    }
+
     /// `want` bytes at `offset` of stored file `i`, after their checks: the checksum of every
     /// chunk they touch, or (no chunk table) the whole file's checksum once per open container.
     fn checked_stored<'a>(
@@ -951,6 +1102,13 @@ mod tests {
                 "chunk {k}"
             );
         }
+        // A read across a chunk boundary, both chunks cached: answered from the cache in two
+        // parts; one that touches a chunk not decoded is not.
+        let parts = c.read_cached(i, 96 << 10, 128 << 10).unwrap();
+        assert_eq!(parts.len(), 2);
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(joined, data[96 << 10..224 << 10]);
+        assert!(c.read_cached(i, (30 << 17) - 10, 100).is_none());
         // Reading on in order returns the same bytes as the file.
         for k in 1..40u64 {
             let off = k * (128 << 10);
@@ -958,6 +1116,120 @@ mod tests {
             assert_eq!(buf[..n], data[off as usize..off as usize + n], "chunk {k}");
         }
         assert!(c.cache.bytes() <= DEFAULT_CACHE_BYTES);
+    }
+
+    /// A zstd container of 40 small files `f00`..`f39` (one frame each, distinct content) and
+    /// one chunked file `big`, in that index order.
+    fn small_files() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let opts = WriterOptions {
+            compression: Compression::Zstd,
+            ..WriterOptions::default()
+        };
+        let name = std::path::Path::new("files.bfc");
+        let mut w = Writer::new(std::io::Cursor::new(Vec::new()), opts, name).unwrap();
+        let meta = Meta {
+            mode: 0o644,
+            ..Meta::default()
+        };
+        let mut contents = Vec::new();
+        for f in 0..40u32 {
+            let data: Vec<u8> = (0..20_000 + f * 100).map(|i| (i / 5 + f) as u8).collect();
+            w.add_file(format!("f{f:02}").as_bytes(), &meta, &mut &data[..])
+                .unwrap();
+            contents.push(data);
+        }
+        let big: Vec<u8> = (0..3 * 128 * 1024u32).map(|i| (i / 3) as u8).collect();
+        w.add_file(b"g-big", &meta, &mut &big[..]).unwrap();
+        contents.push(big);
+        (w.finish().unwrap().into_inner(), contents)
+    }
+
+    fn read_whole(c: &Container, i: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; c.content_size(i)? as usize];
+        let mut done = 0;
+        while done < out.len() {
+            done += c.read_at(i, done as u64, &mut out[done..])?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn files_read_in_index_order_have_the_next_files_decoded_ahead() {
+        let (bytes, contents) = small_files();
+        let c = Container::from_bytes("files.bfc", bytes).unwrap();
+        let f = |n: usize| c.find(format!("f{n:02}").as_bytes()).unwrap();
+        // The first file read has no predecessor: nothing is decoded ahead.
+        assert_eq!(read_whole(&c, f(0)).unwrap(), contents[0]);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.cache.get((f(1) as u32, 0)).is_none());
+        // The second, read right after it in index order, starts decoding the next ones.
+        assert_eq!(read_whole(&c, f(1)).unwrap(), contents[1]);
+        for n in 2..2 + ahead::FILES {
+            assert!(
+                cached_within(&c, (f(n) as u32, 0), Duration::from_secs(10)),
+                "f{n:02}"
+            );
+        }
+        // Answered from the cache, without decoding: the same bytes as the file.
+        let hit = c.read_cached(f(2), 100, 5000).unwrap();
+        assert_eq!(hit.len(), 1);
+        assert_eq!(&hit[0][..], &contents[2][100..5100]);
+        assert!(c.read_cached(f(30), 0, 4096).is_none());
+        // Reading on in order returns every file's bytes, the chunked one's first chunk
+        // decoded ahead too.
+        for (n, want) in contents.iter().enumerate().take(40).skip(2) {
+            assert_eq!(&read_whole(&c, f(n)).unwrap(), want, "f{n:02}");
+        }
+        let big = c.find(b"g-big").unwrap();
+        assert!(cached_within(&c, (big as u32, 0), Duration::from_secs(10)));
+        assert_eq!(read_whole(&c, big).unwrap(), contents[40]);
+    }
+
+    #[test]
+    fn files_read_out_of_order_decode_no_other_file() {
+        let (bytes, contents) = small_files();
+        let c = Container::from_bytes("files.bfc", bytes).unwrap();
+        let f = |n: usize| c.find(format!("f{n:02}").as_bytes()).unwrap();
+        // Backwards, and forwards past `FILES_GAP` entries.
+        for n in [30, 10, 5, 6 + ahead::FILES_GAP] {
+            assert_eq!(read_whole(&c, f(n)).unwrap(), contents[n]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for n in [6, 11, 7 + ahead::FILES_GAP, 31] {
+            assert!(c.cache.get((f(n) as u32, 0)).is_none(), "f{n:02}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_decoded_ahead_is_reported_by_its_reader_with_path_and_offset() {
+        let (mut bytes, contents) = small_files();
+        let (payload, at, f3) = {
+            let c = Container::from_bytes("files.bfc", bytes.clone()).unwrap();
+            let i = c.find(b"f03").unwrap();
+            let p = c.payload(&c.entry(i).unwrap()).unwrap();
+            (p.offset, p.offset + p.stored_size / 2, i)
+        };
+        bytes[at as usize] ^= 0x5a;
+        let c = Container::from_bytes("files.bfc", bytes).unwrap();
+        for (n, want) in contents.iter().enumerate().take(3) {
+            assert_eq!(&read_whole(&c, n).unwrap(), want);
+        }
+        // f03 was queued for decoding ahead and failed there: nothing of it is cached, and
+        // its own read fails naming it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(c.read_cached(f3, 0, 4096).is_none());
+        let err = read_whole(&c, f3).unwrap_err();
+        let msg = err.to_string();
+        assert!(err.is_corruption(), "{msg}");
+        assert!(msg.contains("f03") && msg.contains("files.bfc"), "{msg}");
+        match err {
+            Error::BadChecksum { offset, .. } | Error::Corrupt { offset, .. } => {
+                assert_eq!(offset, payload, "damage at {at}")
+            }
+            other => panic!("{other}"),
+        }
+        // The files after it still read.
+        assert_eq!(read_whole(&c, f3 + 1).unwrap(), contents[4]);
     }
 
     #[test]

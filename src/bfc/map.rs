@@ -112,6 +112,40 @@ impl Bytes {
         }
     }
 
+    /// True when every page of `[offset, offset + len)` is in the page cache (mincore(2)), so
+    /// reading it will not wait for the disk; always for owned bytes. False for a range past
+    /// the mapping, longer than `RESIDENT_MAX`, or when the call fails.
+    pub fn resident(&self, offset: u64, len: usize) -> bool {
+        const RESIDENT_MAX: usize = 1 << 20;
+        let Bytes::Mapped(m) = self else { return true };
+        let Ok(start) = usize::try_from(offset) else {
+            return false;
+        };
+        if len == 0 || len > RESIDENT_MAX || start.checked_add(len).is_none_or(|e| e > m.map.len())
+        {
+            return len == 0;
+        }
+        let page = guard::page_size();
+        let first = start / page * page;
+        let span = start + len - first;
+        let mut vec = [0u8; RESIDENT_MAX / 4096 + 2];
+        let pages = span.div_ceil(page);
+        if pages > vec.len() {
+            return false;
+        }
+        // SAFETY: `first..first + span` lies inside the mapping (checked above; the mapping
+        // starts on a page boundary, so `first` does too), and `vec` has room for one byte per
+        // page of it. mincore only reads the page tables and writes `vec`.
+        let r = unsafe {
+            libc::mincore(
+                m.map.as_ptr().add(first) as *mut libc::c_void,
+                span,
+                vec.as_mut_ptr(),
+            )
+        };
+        r == 0 && vec[..pages].iter().all(|b| b & 1 == 1)
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Mapped(m) => &m.map,
@@ -356,6 +390,33 @@ mod guard {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn resident_says_whether_the_pages_are_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let page = guard::page_size();
+        std::fs::write(&path, vec![3u8; 64 * page]).unwrap();
+        let file = File::open(&path).unwrap();
+        // Out of the page cache (the file's pages are clean: POSIX_FADV_DONTNEED drops them).
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let b = Bytes::map(&path, &file).unwrap();
+        if b.resident(0, 64 * page) {
+            // tmpfs keeps its pages whatever the advice.
+            eprintln!("skipped: the temp dir's pages cannot be dropped (tmpfs?)");
+            return;
+        }
+        // Pages read (without readahead) are resident; the rest and ranges past the end are not.
+        let reader = File::open(&path).unwrap();
+        rustix::fs::fadvise(&reader, 0, None, rustix::fs::Advice::Random).unwrap();
+        let mut buf = vec![0u8; 4 * page];
+        std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
+        assert!(b.resident(10, 4 * page - 10));
+        let (all, tail) = (64 * page, 60 * page as u64);
+        assert!(!b.resident(0, all) && !b.resident(tail, 8 * page));
+        assert!(b.resident(5, 0) && Bytes::Owned(vec![1]).resident(0, 1));
+    }
 
     #[test]
     fn a_truncated_mapping_reads_zeros_and_reports_the_new_length() {

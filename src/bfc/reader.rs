@@ -155,6 +155,9 @@ pub struct Container {
     /// Last chunk read of recently read compressed files (entry -> chunk), to spot
     /// sequential readers.
     pub(crate) last_chunk: Mutex<LruCache<u32, u32>>,
+    /// The file whose content was last read from its start, to spot readers that take the
+    /// files in index order (`usize::MAX`: none yet).
+    pub(crate) last_file: std::sync::atomic::AtomicUsize,
     /// Entries of the files read lately (see `used_entry`).
     entries: Mutex<Box<[Option<Arc<Entry>>]>>,
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed. Pages are made
@@ -581,6 +584,7 @@ impl Container {
             last_chunk: Mutex::new(LruCache::new(
                 NonZeroUsize::new(READERS).unwrap_or(NonZeroUsize::MIN),
             )),
+            last_file: std::sync::atomic::AtomicUsize::new(usize::MAX),
             entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked: Paged::new(count),
             names: PagedFlags::new(count),

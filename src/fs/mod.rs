@@ -530,6 +530,9 @@ impl Filesystem for BfcFs {
         self.open_reply(ino, flags, caller, reply);
     }
 
+    /// A read that costs only a copy (decoded chunks in the chunk cache, stored bytes in the
+    /// page cache: `Union::read_cached`) is answered on this thread; the rest may wait for the
+    /// disk or a decode and goes to a worker.
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
@@ -542,6 +545,9 @@ impl Filesystem for BfcFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(data) = self.union.read_cached(ino.0, offset, size) {
+            return reply.data(&data);
+        }
         self.offload(move |c| match c.read_inner(ino, fh, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),

@@ -8,6 +8,7 @@
 mod id;
 mod merge;
 mod node;
+mod reply_buf;
 mod revive;
 mod write;
 
@@ -21,6 +22,7 @@ pub use id::{NodeId, ROOT};
 use merge::{Resolved, Source};
 pub use node::{DirEntry, Listing};
 use node::{Inserted, ListingBuilder, Node, NodeTable};
+pub use reply_buf::ReplyBuf;
 pub use write::{read_full, NewNode, SetAttr, Time, Truncater};
 
 /// One layer of the stack: a container and the directory inside it that is the union's root
@@ -209,12 +211,13 @@ struct Upper {
 }
 
 /// The bytes of a read: borrowed from a layer's mapping (stored content), one decoded chunk
-/// shared with the layer's chunk cache, or a buffer of their own (reads across chunks, upper
-/// files).
+/// shared with the layer's chunk cache, a pooled buffer (reads across chunks) or a buffer of
+/// their own (upper files).
 #[derive(Debug)]
 pub enum ReadData<'a> {
     Borrowed(&'a [u8]),
     Chunk(bfc::ChunkSlice),
+    Pooled(ReplyBuf),
     Owned(Vec<u8>),
 }
 
@@ -224,6 +227,7 @@ impl std::ops::Deref for ReadData<'_> {
         match self {
             ReadData::Borrowed(s) => s,
             ReadData::Chunk(c) => c,
+            ReadData::Pooled(b) => b,
             ReadData::Owned(v) => v,
         }
     }
@@ -781,6 +785,36 @@ impl Union {
         self.read_node(&*self.node(id)?, offset, size)
     }
 
+    /// `read` when it needs no I/O and no decoding: the bytes are stored plain and in the page
+    /// cache, or decoded chunks in a lower layer's chunk cache (see
+    /// `bfc::Container::stored_resident` and `read_cached`). Read-only unions only (in a
+    /// writable one a lower file can be copied up under the read). `None`: use `read`.
+    pub fn read_cached(&self, id: NodeId, offset: u64, size: u32) -> Option<ReadData<'_>> {
+        if self.is_writable() {
+            return None;
+        }
+        let n = self.nodes.get(id)?;
+        if n.kind != Kind::File {
+            return None;
+        }
+        let (l, idx) = self.entry_of(&n)?;
+        let len = usize::try_from(size).ok()?;
+        if let Some(slice) = l.container.stored_resident(idx, offset, len) {
+            return Some(ReadData::Borrowed(slice));
+        }
+        let mut parts = l.container.read_cached(idx, offset, len)?;
+        if parts.len() == 1 {
+            return parts.pop().map(ReadData::Chunk);
+        }
+        let mut buf = ReplyBuf::zeroed(parts.iter().map(|p| p.len()).sum());
+        let mut at = 0;
+        for p in &parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        Some(ReadData::Pooled(buf))
+    }
+
     fn read_node(&self, n: &Node, offset: u64, size: u32) -> Result<ReadData<'_>, Error> {
         match n.kind {
             Kind::File => {}
@@ -808,7 +842,7 @@ impl Union {
             Ok(None) => {}
             Err(e) => return Err(self.layer_error("reading", n, e)),
         }
-        let mut buf = vec![0u8; len];
+        let mut buf = ReplyBuf::zeroed(len);
         let mut done = 0;
         while done < buf.len() {
             match c.read_at(idx, offset + done as u64, &mut buf[done..]) {
@@ -818,7 +852,7 @@ impl Union {
             }
         }
         buf.truncate(done);
-        Ok(ReadData::Owned(buf))
+        Ok(ReadData::Pooled(buf))
     }
 
     /// The target of a symbolic link.
