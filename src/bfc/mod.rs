@@ -12,6 +12,7 @@ pub mod layout;
 pub mod map;
 pub mod partial;
 pub mod reader;
+mod records;
 pub mod subdirs;
 pub mod writer;
 
