@@ -397,3 +397,50 @@ fn runs_are_unnamed_files_in_the_spill_dir_while_writing() {
     drop(w);
     assert_nothing_left(spill.path());
 }
+
+/// Enough entries that the extension's per-entry sections (owners, offsets) pass the spool's
+/// megabyte and go through temp files too: still the same container.
+#[test]
+fn large_spilled_index_streams_its_extension_through_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = tempfile::tempdir().unwrap();
+    let write = |name: &str, spill_bytes: usize| {
+        let out = dir.path().join(name);
+        let opts = WriterOptions {
+            spill_bytes,
+            spill_dir: Some(spill.path().to_path_buf()),
+            ..Default::default()
+        };
+        let f = std::fs::File::create(&out).unwrap();
+        let mut w = Writer::new(BufWriter::new(f), opts, &out).unwrap();
+        for i in 0..150_000u32 {
+            // Added out of order, so every run spans the whole range.
+            let n = (u64::from(i) * 7919 % 150_000) as u32;
+            let meta = bfcfs::bfc::Meta {
+                mode: 0o755,
+                mtime_ns: i64::from(n),
+                uid: Some(n % 7),
+                gid: Some(n % 5),
+                xattrs: if n % 1000 == 0 {
+                    vec![(b"user.n".to_vec(), n.to_le_bytes().to_vec())]
+                } else {
+                    Vec::new()
+                },
+            };
+            w.add_dir(format!("d{:03}/e{n:06}", n % 300).as_bytes(), &meta)
+                .unwrap();
+        }
+        let runs = w.spilled_runs();
+        w.finish().unwrap();
+        (std::fs::read(&out).unwrap(), runs)
+    };
+    let (plain, runs) = write("plain.bfc", usize::MAX);
+    assert_eq!(runs, 0);
+    let (spilled, runs) = write("spilled.bfc", 4 << 20);
+    assert!(runs >= 3, "{runs} runs");
+    assert!(spilled[HEADER_SIZE..] == plain[HEADER_SIZE..]);
+    let c = Container::open(&dir.path().join("spilled.bfc")).unwrap();
+    c.check_index().unwrap();
+    assert_eq!(c.len(), 150_000);
+    assert_nothing_left(spill.path());
+}

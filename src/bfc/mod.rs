@@ -13,6 +13,7 @@ pub mod map;
 pub mod partial;
 pub mod reader;
 mod records;
+mod spool;
 pub mod subdirs;
 pub mod writer;
 

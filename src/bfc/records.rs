@@ -154,6 +154,11 @@ impl Records {
         }
     }
 
+    /// The directory of the runs, once there are runs.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        (!self.runs.is_empty()).then(|| self.dir.clone())
+    }
+
     /// Number of runs written so far.
     pub fn runs(&self) -> usize {
         self.runs.len()

@@ -607,9 +607,10 @@ impl<W: Write + Seek> Writer<W> {
     /// checksum joined to the rest's.
     pub fn finish(mut self) -> Result<W> {
         let recs = std::mem::replace(&mut self.recs, Records::new(0, PathBuf::new()));
+        // A layer large enough to spill its records spools its extension to disk too.
+        let mut ext = Ext::new(recs.spill_dir());
         let mut sorted = recs.into_sorted()?;
         let mut any_owner = false;
-        let mut ext = Ext::default();
         let index_offset = self.pos;
         let placeholder = [0u8; INDEX_HEADER_SIZE];
         self.write(&placeholder)?;
@@ -633,8 +634,6 @@ impl<W: Write + Seek> Writer<W> {
             crc: 0,
         };
         let mut subdirs = super::subdirs::Counter::default();
-        // Record starts for OFFSETS (an index over 4 GiB goes without: a reader walks it).
-        let mut offsets = Some(Vec::new());
         let mut count = 0u32;
         while let Some((path, r)) = sorted.next()? {
             let i = count;
@@ -642,11 +641,8 @@ impl<W: Write + Seek> Writer<W> {
                 what: "too many entries".into(),
             })?;
             subdirs.add(i, &path, r.kind == Kind::Dir);
-            let at = u32::try_from(index.len + index.buf.len() as u64).ok();
-            match (offsets.as_mut(), at) {
-                (Some(v), Some(at)) => v.push(at),
-                _ => offsets = None,
-            }
+            // Record starts for OFFSETS (an index over 4 GiB goes without: a reader walks it).
+            ext.offset(u32::try_from(index.len + index.buf.len() as u64).ok())?;
             rec.path.clear();
             rec.path.extend_from_slice(&path);
             rec.obj_offset = r.obj_offset;
@@ -662,17 +658,17 @@ impl<W: Write + Seek> Writer<W> {
                 self.flush_index(&mut index)?;
             }
             any_owner |= r.has_owner;
-            ext.owners.push((r.uid, r.gid));
+            ext.owner(r.uid, r.gid)?;
             if sorted.is_linked(&r) {
                 match first_of.get(&r.obj_offset) {
-                    Some(&f) => ext.hardlinks.push((i, f)),
+                    Some(&f) => ext.hardlink(i, f)?,
                     None => {
                         first_of.insert(r.obj_offset, i);
                     }
                 }
             }
             if r.whiteout != Whiteout::None {
-                ext.whiteouts.push((i, r.whiteout));
+                ext.whiteout(i, r.whiteout)?;
             }
             if let Some(x) = r.extra {
                 let Extra {
@@ -681,19 +677,19 @@ impl<W: Write + Seek> Writer<W> {
                     chunks,
                 } = *x;
                 if let Some((ma, mi)) = device {
-                    ext.devices.push((i, ma, mi));
+                    ext.device(i, ma, mi)?;
                 }
-                for (n, v) in xattrs {
-                    ext.xattrs.push((i, n, v));
+                for (n, v) in &xattrs {
+                    ext.xattr(i, n, v)?;
                 }
-                if let Some(t) = chunks {
-                    ext.chunks.push((i, t));
+                if let Some(t) = &chunks {
+                    ext.chunk_table(i, t)?;
                 }
             }
         }
         drop(sorted);
         if !any_owner {
-            ext.owners = Vec::new();
+            ext.drop_owners();
         }
         drop(first_of);
         ext.subdirs = Some(subdirs.finish());
@@ -706,10 +702,15 @@ impl<W: Write + Seek> Writer<W> {
             kc[12..].copy_from_slice(&tag);
             ext.keycheck = Some(kc);
         }
-        ext.offsets = offsets;
         if !ext.is_empty() {
             let at = index.len + index.buf.len() as u64;
-            index.buf.extend_from_slice(&ext.encode());
+            ext.encode_to(&mut |b| {
+                index.buf.extend_from_slice(b);
+                if index.buf.len() >= INDEX_BUF {
+                    self.flush_index(&mut index)?;
+                }
+                Ok(())
+            })?;
             index.buf.extend_from_slice(&at.to_le_bytes());
             index.buf.extend_from_slice(ext::LOCATOR_MAGIC);
             self.header.features |= FEATURE_BFCFS_EXT;
