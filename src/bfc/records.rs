@@ -346,12 +346,21 @@ impl Records {
                 file: run.name.clone(),
                 source: e,
             })?;
+        // Compare paths in place; decode only the record asked for.
         let mut c = Cursor::new(&run.name, &self.scratch, start);
         while c.remaining() > 0 {
-            let (p, rec) = decode(&mut c)?;
-            match p[..].cmp(path) {
+            let at = c.offset();
+            let len = c.u32("run record length")? as usize;
+            let body = c.bytes(len, "run record")?;
+            let mut b = Cursor::new(&run.name, body, at + 4);
+            let n = b.u32("path length")? as usize;
+            match b.bytes(n, "path")?.cmp(path) {
                 std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => return Ok(Some(rec)),
+                std::cmp::Ordering::Equal => {
+                    let whole = &self.scratch[(at - start) as usize..][..4 + len];
+                    let mut d = Cursor::new(&run.name, whole, at);
+                    return Ok(Some(decode(&mut d)?.1));
+                }
                 std::cmp::Ordering::Greater => break,
             }
         }

@@ -83,6 +83,8 @@ pub struct Writer<W: Write + Seek> {
     blobs: Vec<(String, Vec<u8>)>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     used_zstd: bool,
+    /// The read buffer of `add_file` (a chunk and one byte), kept between files.
+    first_chunk: Vec<u8>,
     /// Where messages say the output goes.
     name: PathBuf,
 }
@@ -147,6 +149,7 @@ impl<W: Write + Seek> Writer<W> {
             blobs: Vec::new(),
             zstd,
             used_zstd: false,
+            first_chunk: Vec::new(),
             name: name.to_path_buf(),
         })
     }
@@ -417,13 +420,17 @@ impl<W: Write + Seek> Writer<W> {
         Self::checked(path)?;
         Self::checked_meta(path, meta)?;
         let cs = self.opts.chunk_size as usize;
-        // Read one byte more than a chunk to learn whether the file is a single chunk.
-        let mut buf = vec![0u8; cs + 1];
+        // Read one byte more than a chunk to learn whether the file is a single chunk, into a
+        // buffer kept from file to file (zeroing a fresh one cost more than all the rest of a
+        // small file's conversion).
+        let mut buf = std::mem::take(&mut self.first_chunk);
+        buf.resize(cs + 1, 0);
         let n = read_full(content, &mut buf).map_err(|e| self.io_in(path, e))?;
         let mode = (meta.mode & 0o7777) | S_IFREG;
         if n <= cs {
-            buf.truncate(n);
-            return self.add_small(path, meta, mode, buf);
+            let data = buf[..n].to_vec();
+            self.first_chunk = buf;
+            return self.add_small(path, meta, mode, data);
         }
         let mut carry = Some(buf[cs]);
         buf.truncate(cs);
