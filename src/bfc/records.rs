@@ -14,6 +14,9 @@
 //! - hardlinks: a group is every surviving regular file whose object was the target of a link
 //!   (`linked`), so a target that is already in a run needs no update.
 //!
+//! Past 64 runs the runs are merged into one (tombstones applied, then dropped), so the final
+//! merge never reads more than 64 files at once.
+//!
 //! Lookups while adding (the converter asks for the kind of each parent and of the path it
 //! replaces, and for hardlink targets) look in the map, then in the runs newest first: a run keeps
 //! every 128th path in memory and reads one block of records from its file; a run also keeps the
@@ -39,12 +42,19 @@ use std::path::PathBuf;
 /// entries. A layer of fewer never touches disk.
 pub const DEFAULT_SPILL_BYTES: usize = 32 << 20;
 
+/// A record with its path, as runs and merges hand them out.
+type Item = (Box<[u8]>, Rec);
+
 /// What one record costs in memory besides its path and its `Extra`: the record, the map's key
 /// and node share (half-full nodes after sorted inserts) and the path's allocation.
 const ENTRY_COST: usize = 176;
 
 /// Every this many records of a run, the path and offset stay in memory for lookups.
 const SPARSE_EVERY: usize = 128;
+
+/// Runs kept before they are merged into one: the final merge reads this many files at once,
+/// each through a 64 KiB buffer.
+const MAX_RUNS: usize = 64;
 
 /// Answers read from runs that are kept (cleared when full).
 const CACHE_MAX: usize = 16 << 10;
@@ -277,8 +287,25 @@ impl Records {
         Ok(self.kind_of(path)? == Some(Kind::Dir))
     }
 
-    /// Writes the records in memory as a new run.
+    /// Writes the records in memory as a new run; past `MAX_RUNS` runs, merges them into one.
     fn spill(&mut self) -> Result<()> {
+        let mut mem = std::mem::take(&mut self.mem).into_iter();
+        self.mem_bytes = 0;
+        let run = self.write_run(&mut || Ok(mem.next()))?;
+        self.runs.push(run);
+        if self.runs.len() >= MAX_RUNS {
+            // Removed trees are left out here, so their tombstones have done their work.
+            let runs = std::mem::take(&mut self.runs);
+            let tombs = std::mem::take(&mut self.tombs);
+            let mut merged = merge(runs, BTreeMap::new(), tombs, HashSet::new())?;
+            let run = self.write_run(&mut || merged.next())?;
+            self.runs.push(run);
+        }
+        Ok(())
+    }
+
+    /// Writes the records `next` gives (in path order, each path once) as a run.
+    fn write_run(&mut self, next: &mut dyn FnMut() -> Result<Option<Item>>) -> Result<Run> {
         let n = self.runs.len();
         let name = self.dir.join(format!("(index run {n}, unnamed temp file)"));
         let io = |e| Error::Io {
@@ -290,14 +317,14 @@ impl Records {
         let mut pos = 0u64;
         let mut sparse = Vec::new();
         let mut dirs = Vec::new();
-        let mem = std::mem::take(&mut self.mem);
-        self.mem_bytes = 0;
         let mut first: Option<Box<[u8]>> = None;
         let mut last: Box<[u8]> = Box::default();
-        for (i, (path, rec)) in mem.into_iter().enumerate() {
+        let mut i = 0usize;
+        while let Some((path, rec)) = next()? {
             if i % SPARSE_EVERY == 0 {
                 sparse.push((path.clone(), pos));
             }
+            i += 1;
             if rec.kind == Kind::Dir {
                 dirs.push(path_hash(&path));
             }
@@ -314,7 +341,7 @@ impl Records {
         drop(out);
         dirs.sort_unstable();
         dirs.dedup();
-        self.runs.push(Run {
+        Ok(Run {
             file,
             name,
             len: pos,
@@ -322,8 +349,7 @@ impl Records {
             last,
             sparse,
             dirs,
-        });
-        Ok(())
+        })
     }
 
     /// The record of `path` in run `i`, read from its block.
@@ -369,43 +395,54 @@ impl Records {
 
     /// Every surviving record in path order (consumes the records).
     pub fn into_sorted(self) -> Result<Sorted> {
-        let mut sources = Vec::with_capacity(self.runs.len() + 1);
-        for run in self.runs {
-            sources.push(Source::Run(RunReader {
-                input: BufReader::with_capacity(
-                    64 << 10,
-                    At {
-                        file: run.file,
-                        pos: 0,
-                    },
-                ),
-                name: run.name,
-                pos: 0,
-                len: run.len,
-                buf: Vec::new(),
-            }));
-        }
-        sources.push(Source::Mem(self.mem.into_iter()));
-        let mut heads = BinaryHeap::with_capacity(sources.len());
-        if sources.len() > 1 {
-            for (rank, s) in sources.iter_mut().enumerate() {
-                if let Some((path, rec)) = s.next()? {
-                    heads.push(Head {
-                        path,
-                        rank: rank as u32,
-                        rec,
-                    });
-                }
+        merge(self.runs, self.mem, self.tombs, self.linked)
+    }
+}
+
+/// The merge of `runs` (oldest first) and `mem` (the newest), with the tombstones that apply.
+fn merge(
+    runs: Vec<Run>,
+    mem: BTreeMap<Box<[u8]>, Rec>,
+    tombs: BTreeMap<Box<[u8]>, u32>,
+    linked: HashSet<u64>,
+) -> Result<Sorted> {
+    let mut sources = Vec::with_capacity(runs.len() + 1);
+    for run in runs {
+        sources.push(Source::Run(RunReader {
+            input: BufReader::with_capacity(
+                64 << 10,
+                At {
+                    file: run.file,
+                    pos: 0,
+                },
+            ),
+            name: run.name,
+            pos: 0,
+            len: run.len,
+            buf: Vec::new(),
+        }));
+    }
+    // Last even when empty: the newest source, which no tombstone hides.
+    sources.push(Source::Mem(mem.into_iter()));
+    let mut heads = BinaryHeap::with_capacity(sources.len());
+    if sources.len() > 1 {
+        for (rank, s) in sources.iter_mut().enumerate() {
+            if let Some((path, rec)) = s.next()? {
+                heads.push(Head {
+                    path,
+                    rank: rank as u32,
+                    rec,
+                });
             }
         }
-        Ok(Sorted {
-            sources,
-            heads,
-            tombs: self.tombs.into_iter().peekable(),
-            open_tombs: Vec::new(),
-            linked: self.linked,
-        })
     }
+    Ok(Sorted {
+        sources,
+        heads,
+        tombs: tombs.into_iter().peekable(),
+        open_tombs: Vec::new(),
+        linked,
+    })
 }
 
 impl Run {
@@ -572,7 +609,7 @@ struct RunReader {
 }
 
 impl RunReader {
-    fn next(&mut self) -> Result<Option<(Box<[u8]>, Rec)>> {
+    fn next(&mut self) -> Result<Option<Item>> {
         if self.pos >= self.len {
             return Ok(None);
         }
@@ -634,7 +671,7 @@ enum Source {
 }
 
 impl Source {
-    fn next(&mut self) -> Result<Option<(Box<[u8]>, Rec)>> {
+    fn next(&mut self) -> Result<Option<Item>> {
         match self {
             Source::Run(r) => r.next(),
             Source::Mem(m) => Ok(m.next()),
@@ -668,7 +705,7 @@ impl Sorted {
     }
 
     /// The next surviving record.
-    pub fn next(&mut self) -> Result<Option<(Box<[u8]>, Rec)>> {
+    pub fn next(&mut self) -> Result<Option<Item>> {
         if let [only] = &mut self.sources[..] {
             // Nothing spilled: the map alone, in which nothing removed is left.
             return only.next();
