@@ -87,20 +87,6 @@ fn umount_of_a_busy_mount_is_refused_and_lazy_detaches() {
     assert!(containers(&fx).is_empty());
 }
 
-/// runc kills and deletes its container on drop.
-struct Runc(String);
-
-impl Drop for Runc {
-    fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["kill", &self.0, "KILL"])
-            .output();
-        let _ = Command::new("runc")
-            .args(["delete", "-f", &self.0])
-            .output();
-    }
-}
-
 #[test]
 fn a_running_runc_container_keeps_its_rootfs_and_its_container() {
     let (base, top) = host_binary_layers();
@@ -125,24 +111,13 @@ fn a_running_runc_container_keeps_its_rootfs_and_its_container() {
         .status()
         .unwrap();
     assert!(st.success());
-    let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["process"]["args"] = serde_json::json!(["/bin/cat", "/w/fifo"]);
-    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let id = format!("bfcfs-life-{}", std::process::id());
     let log = fx.root.join("runc.err");
-    let runc = Runc(id.clone());
-    let st = Command::new("runc")
-        .args(["run", "-d", "-b", s(&bundle), &id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "runc run -d: {}",
-        fs::read_to_string(&log).unwrap_or_default()
+    let runc = runc::run_detached(
+        &bundle,
+        &id,
+        serde_json::json!(["/bin/cat", "/w/fifo"]),
+        &log,
     );
 
     // Nothing in this namespace uses the mount, but the container's root is the same file
@@ -320,4 +295,53 @@ fn failed_mounts_and_bundles_leave_no_container_and_no_directory() {
     assert!(!rootfs.exists() && b3.join("config.json").is_dir());
     assert!(containers(&fx).is_empty(), "{:?}", containers(&fx));
     assert!(!is_mounted(&mnt));
+}
+
+/// A process that clones the mount namespace and moves its root (what runc does for any
+/// container, whatever it mounts) shows this mount at another path until it drops the old root:
+/// umount waits that moment out, and still refuses a copy that stays.
+#[test]
+fn umount_waits_out_a_namespace_copy_that_goes_away() {
+    let fx = Fixture::new(vec![small_layer()]);
+    let mnt = fx.dir("mnt");
+    let newroot = fx.dir("newroot");
+    // In a private copy of this namespace: pivot_root into an empty directory, then hold the
+    // copy (the old root, with this mount under it) for `hold` seconds. bash's `read -t`
+    // needs no file in the new root.
+    let copy = |hold: &str| {
+        let script = format!(
+            "mount --bind {r} {r} && cd {r} && mkdir -p old && pivot_root . old && echo ready && read -t {hold} x; true",
+            r = s(&newroot)
+        );
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "bash", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "the namespace copy is set up");
+        child
+    };
+
+    let (m, _) = fx.mount(&["--ro"], &mnt);
+    let mut short = copy("0.3");
+    ok(&["umount", s(&mnt)]);
+    assert!(!is_mounted(&mnt));
+    short.wait().unwrap();
+    drop(m);
+
+    let (_m, _) = fx.mount(&["--ro"], &mnt);
+    let mut long = copy("30");
+    let err = fails(&fx, &["umount", s(&mnt)]);
+    assert!(err.contains("mount namespace of process"), "{err}");
+    assert!(is_mounted(&mnt));
+    drop(long.stdin.take());
+    long.wait().unwrap();
+    ok(&["umount", s(&mnt)]);
 }

@@ -245,20 +245,6 @@ fn loop_layers() -> Vec<Layer> {
     vec![Layer::new(&base, Comp::Gzip)]
 }
 
-/// runc kills and deletes its container on drop.
-struct Runc(String);
-
-impl Drop for Runc {
-    fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["kill", &self.0, "KILL"])
-            .output();
-        let _ = Command::new("runc")
-            .args(["delete", "-f", &self.0])
-            .output();
-    }
-}
-
 /// The container's loop: read lower files, list a directory, append to an upper file, 10 times
 /// a second; any failure is written to stderr (the test's log file).
 const LOOP: &str = "i=0; while :; do \
@@ -291,25 +277,13 @@ fn container_loop_survives(tag: &str, disturb: fn(&Path) -> i32) {
         s(&bundle),
     ]);
     let m = Mnt(rootfs.clone());
-    let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["process"]["args"] = serde_json::json!(["/bin/sh", "-c", LOOP]);
-    cfg["process"]["terminal"] = serde_json::json!(false);
-    fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     let id = format!("bfcfs-{name}");
     let errlog = fx.root.join("container.err");
-    let runc = Runc(id.clone());
-    let st = Command::new("runc")
-        .args(["run", "-d", "-b", s(&bundle), &id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&errlog).unwrap())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "runc run -d: {}",
-        fs::read_to_string(&errlog).unwrap_or_default()
+    let runc = runc::run_detached(
+        &bundle,
+        &id,
+        serde_json::json!(["/bin/sh", "-c", LOOP]),
+        &errlog,
     );
 
     // Watch the appended file in the upper dir from outside: when did its line count grow?

@@ -14,7 +14,7 @@ use super::map::Bytes;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What an entry is.
@@ -160,6 +160,9 @@ pub struct Container {
     /// Per entry: 0 = whole-content check not done, 1 = passed, 2 = failed. Pages are made
     /// when an entry in them is first checked.
     pub(crate) checked: Paged,
+    /// Per entry: set once `check_name` passed for it (names never change while the index
+    /// checksum holds, so each is checked once, by a listing or by the first decode).
+    names: PagedFlags,
     /// Set when the file is only partly local (`partial.rs`): reads fetch what they miss.
     pub(crate) partial: Option<super::partial::Partial>,
     /// The index checksum: checked at open, or later (`open_deferred`).
@@ -368,6 +371,40 @@ impl Paged {
     }
 }
 
+/// One flag per entry, in pages of `PAGE` entries made on first set (a bit per entry where
+/// entries are used, nothing elsewhere).
+pub(crate) struct PagedFlags {
+    pages: Box<[std::sync::OnceLock<Box<[AtomicU64]>>]>,
+}
+
+impl PagedFlags {
+    const PAGE: usize = 4096;
+
+    pub(crate) fn new(entries: usize) -> PagedFlags {
+        PagedFlags {
+            pages: (0..entries.div_ceil(Self::PAGE))
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> bool {
+        let page = self.pages.get(i / Self::PAGE).and_then(|p| p.get());
+        page.is_some_and(|p| {
+            let k = i % Self::PAGE;
+            p[k / 64].load(Ordering::Acquire) & (1 << (k % 64)) != 0
+        })
+    }
+
+    pub(crate) fn set(&self, i: usize) {
+        if let Some(p) = self.pages.get(i / Self::PAGE) {
+            let page = p.get_or_init(|| (0..Self::PAGE / 64).map(|_| AtomicU64::new(0)).collect());
+            let k = i % Self::PAGE;
+            page[k / 64].fetch_or(1 << (k % 64), Ordering::AcqRel);
+        }
+    }
+}
+
 /// Default byte bound of the decoded-chunk cache.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -396,7 +433,9 @@ impl Container {
 
     /// Computes the index checksum of a container from `open_deferred` on a thread of its own
     /// (call it in the process that serves: threads do not survive the daemon's fork). A no-op
-    /// when the checksum is known or being computed.
+    /// when the checksum is known or being computed. The thread runs at the lowest priority
+    /// (nice 19): on a busy machine the mount's first requests (its start, the first `ls`) go
+    /// first, and the check (about 10 ms of CPU per million entries) takes what is left.
     pub fn start_index_check(&self) {
         let check = self.index_check.clone();
         if !check.claim() {
@@ -412,9 +451,15 @@ impl Container {
                 .unwrap_or(&[]);
             check.run(&file, index, at, stored);
         };
+        let background = run.clone();
         let spawned = std::thread::Builder::new()
             .name("bfc-index-check".into())
-            .spawn(run.clone());
+            .spawn(move || {
+                // This thread only: on Linux the nice value is a thread's (setpriority(2),
+                // "who" 0). Failing leaves it at the server's priority.
+                let _ = rustix::process::setpriority_process(None, 19);
+                background()
+            });
         if spawned.is_err() {
             run();
         }
@@ -538,6 +583,7 @@ impl Container {
             )),
             entries: Mutex::new(vec![None; USED_ENTRIES].into_boxed_slice()),
             checked: Paged::new(count),
+            names: PagedFlags::new(count),
             partial: None,
             index_check,
             index_crc,
@@ -575,7 +621,12 @@ impl Container {
     }
 
     fn record_if_fits(&self, i: usize) -> Option<RecordRef<'_>> {
-        let start = self.index_offset as usize + self.record_start(i) as usize;
+        self.record_from(self.record_start(i))
+    }
+
+    /// The record that starts at `start` (relative to the index), if it fits.
+    fn record_from(&self, start: u32) -> Option<RecordRef<'_>> {
+        let start = self.index_offset as usize + start as usize;
         let end = match self.offsets {
             Offsets::Walked(_) => self.index_offset + self.index_size,
             Offsets::Table { records_end, .. } => self.index_offset + records_end as u64,
@@ -635,7 +686,16 @@ impl Container {
     /// and the offset of its record. When the file shrank below its index while open, the
     /// error says so, whatever the zeros read in its place decoded to.
     pub fn entry(&self, i: usize) -> Result<Entry> {
-        let e = self.decode_entry(i);
+        let e = self.decode_entry(i, true);
+        self.check_intact()?;
+        self.index_checksum(Some(i))?;
+        e
+    }
+
+    /// `entry(i)` without its path (left empty), checked the same: for metadata on paths that
+    /// run for every entry of a listing, where copying the path would be the main cost.
+    pub fn entry_meta(&self, i: usize) -> Result<Entry> {
+        let e = self.decode_entry(i, false);
         self.check_intact()?;
         self.index_checksum(Some(i))?;
         e
@@ -718,7 +778,7 @@ impl Container {
         }
     }
 
-    fn decode_entry(&self, i: usize) -> Result<Entry> {
+    fn decode_entry(&self, i: usize, with_path: bool) -> Result<Entry> {
         let r = self.record(i);
         let at = self.index_offset + u64::from(self.record_start(i));
         let path = r.path();
@@ -746,7 +806,7 @@ impl Container {
             return Err(bad(format!("symlink target of {size} bytes")));
         }
         let mut e = Entry {
-            path: path.to_vec(),
+            path: if with_path { path.to_vec() } else { Vec::new() },
             kind,
             mode,
             mtime_ns: r.mtime_ns() as i64,
@@ -798,7 +858,7 @@ impl Container {
             if !matches!(e.kind, Kind::CharDev | Kind::BlockDev) {
                 return Err(bad(format!(
                     "device numbers for {}, which is not a device",
-                    show(&e.path)
+                    show(self.path(e.idx))
                 )));
             }
             e.rdev = libc::makedev(major, minor);
@@ -817,7 +877,7 @@ impl Container {
             {
                 return Err(bad(format!(
                     "hardlink {} -> {} does not name one regular file object",
-                    show(&e.path),
+                    show(self.path(e.idx)),
                     show(to.path())
                 )));
             }
@@ -827,7 +887,7 @@ impl Container {
                 return Err(bad(format!(
                     "hardlink {} -> {} does not name one regular file object",
                     show(self.path(g as usize)),
-                    show(&e.path)
+                    show(self.path(e.idx))
                 )));
             }
             e.link_group = Some(g);
@@ -837,7 +897,7 @@ impl Container {
             if e.kind != Kind::File {
                 return Err(bad(format!(
                     "whiteout marker {} is not a regular file",
-                    show(&e.path)
+                    show(self.path(e.idx))
                 )));
             }
             e.whiteout = w;
@@ -847,7 +907,7 @@ impl Container {
             if e.kind != Kind::File || e.size.div_ceil(cs) != u64::from(ch.count) {
                 return Err(bad(format!(
                     "chunk table of {} has {} chunks of {cs} bytes for {} bytes",
-                    show(&e.path),
+                    show(self.path(e.idx)),
                     ch.count,
                     e.size
                 )));
@@ -1040,44 +1100,82 @@ impl Container {
 
     /// Direct children of directory `dir` ("" is the root) in byte order of their names, with
     /// directories that only appear as parents of deeper paths synthesized. The path of every
-    /// entry a name comes from is checked (safe, sorted) on the way.
+    /// entry a name comes from is checked (as `check_name` checks it) on the way; entries listed
+    /// one after the other are checked as a walk of the records: each record once.
     pub fn children(&self, dir: &[u8]) -> Result<Vec<Child>> {
         let (mut i, hi) = self.prefix_range(dir);
         let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+        // Every path listed is `dir/` and a rest: with `dir` safe, a safe rest makes a safe
+        // path (then only a failure is checked again whole, for its message).
+        let dir_safe = dir.is_empty() || check_path(dir).is_ok();
         let mut out = Vec::new();
-        let mut checked = None;
+        // The record of entry `i` when the one before it was just checked: (index, start,
+        // record), its place in the index and its order after that one already checked.
+        let mut next: Option<(usize, u32, RecordRef<'_>)> = None;
+        let mut last: Option<&[u8]> = None;
+        let mut ordered = true;
         while i < hi {
-            // Entries listed one after the other share their neighbours' checks.
-            match checked {
-                Some(prev) if prev + 1 == i => self.check_name_after(i)?,
-                _ => self.check_name(i)?,
+            let (start, rec) = match next.take() {
+                Some((k, start, rec)) if k == i => {
+                    self.index_checksum(Some(i))?;
+                    (start, rec)
+                }
+                _ => {
+                    self.check_name(i)?;
+                    (self.record_start(i), self.record(i))
+                }
+            };
+            let path = rec.path();
+            let rest = path.get(skip..).unwrap_or_default();
+            if !(dir_safe && path.len() <= u16::MAX as usize && check_path(rest).is_ok()) {
+                self.check_path_of(i, path)?;
             }
-            checked = Some(i);
-            let path = self.path(i);
-            let rest = &path[skip..];
-            match rest.iter().position(|b| *b == b'/') {
+            if i + 1 < self.len() {
+                let end = start.saturating_add(rec.len() as u32);
+                let (start, r) = self.check_record_at(i + 1, Some(end))?;
+                if path >= r.path() {
+                    return Err(self.unsorted(i + 1, r.path(), path));
+                }
+                next = Some((i + 1, start, r));
+            }
+            self.names.set(i);
+            let name = match rest.iter().position(|b| *b == b'/') {
                 None => {
                     out.push(Child::Entry(i));
                     i += 1;
+                    rest
                 }
                 Some(slash) => {
                     let name = &rest[..slash];
                     let full = &path[..skip + slash];
                     // This is the first entry below `full`: skip the whole run of `full/...`
-                    // (contiguous in byte order). An implicit duplicate of a listed directory
-                    // is removed by the dedup below.
-                    out.push(Child::Implicit(name.to_vec()));
+                    // (contiguous in byte order). The directory listed just before is not
+                    // listed twice; an implicit duplicate further on is removed by the dedup
+                    // below.
+                    let twin = last == Some(name);
+                    if !twin {
+                        out.push(Child::Implicit(name.to_vec()));
+                    }
                     // Every path before `i` sorts before `full` + one past '/'.
                     let mut end = full.to_vec();
                     end.push(b'/' + 1);
                     i = self.lower_bound_from(i, &end).max(i + 1);
+                    if twin {
+                        continue;
+                    }
+                    name
                 }
-            }
+            };
+            ordered &= last.is_none_or(|l| l < name);
+            last = Some(name);
         }
         // "a-b" sorts between "a" and "a/x", so an implicit "a" can follow "a-b": sort by name
-        // (stable, so a listed entry stays before its implicit twin) and drop the twins.
-        out.sort_by(|a, b| self.child_name(a, skip).cmp(self.child_name(b, skip)));
-        out.dedup_by(|a, b| self.child_name(a, skip) == self.child_name(b, skip));
+        // (stable, so a listed entry stays before its implicit twin) and drop the twins. Names
+        // that came in increasing order (almost every directory) need neither.
+        if !ordered {
+            out.sort_by(|a, b| self.child_name(a, skip).cmp(self.child_name(b, skip)));
+            out.dedup_by(|a, b| self.child_name(a, skip) == self.child_name(b, skip));
+        }
         Ok(out)
     }
 
@@ -1184,94 +1282,80 @@ impl Container {
     }
 
     /// Checks what makes entry `i`'s path safe to list and find: a safe path, sorted between
-    /// its neighbours. A pair out of order is reported as the later entry's error.
+    /// its neighbours, the records around it in place. A pair out of order is reported as the
+    /// later entry's error. Done once per entry (`names`); the index checksum every time.
     fn check_name(&self, i: usize) -> Result<()> {
-        let why = |k: usize, what: String| Error::Corrupt {
-            file: self.file.clone(),
-            offset: self.index_offset + u64::from(self.record_start(k)),
-            what,
-        };
         self.index_checksum(Some(i))?;
-        self.check_record(i)?;
-        if i > 0 {
-            self.check_record(i - 1)?;
+        if self.names.get(i) {
+            return Ok(());
         }
-        if i + 1 < self.len() {
-            self.check_record(i + 1)?;
-        }
-        let path = self.path(i);
-        if let Err(reason) = check_path(path) {
-            return Err(why(
-                i,
-                format!("index entry {i}: path {:?} {reason}", show(path)),
-            ));
-        }
-        let unsorted = |k: usize| {
-            why(
-                k,
-                format!(
-                    "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
-                    show(self.path(k)),
-                    show(self.path(k - 1))
-                ),
-            )
+        // Records i, i - 1 and i + 1 (in that order), each read once more than its place needs.
+        let ends = |j: usize| match j {
+            0 => Some(8),
+            _ => self.end_of(j - 1),
         };
-        if i > 0 && self.path(i - 1) >= path {
-            return Err(unsorted(i));
+        let (start, rec) = self.check_record_at(i, ends(i))?;
+        let before = match i {
+            0 => None,
+            _ => Some(self.check_record_at(i - 1, ends(i - 1))?.1),
+        };
+        let after = match i + 1 < self.len() {
+            true => {
+                let end = start.saturating_add(rec.len() as u32);
+                Some(self.check_record_at(i + 1, Some(end))?.1)
+            }
+            false => None,
+        };
+        let path = rec.path();
+        self.check_path_of(i, path)?;
+        if let Some(b) = before.filter(|b| b.path() >= path) {
+            return Err(self.unsorted(i, path, b.path()));
         }
-        if i + 1 < self.len() && path >= self.path(i + 1) {
-            return Err(unsorted(i + 1));
+        if let Some(a) = after.filter(|a| path >= a.path()) {
+            return Err(self.unsorted(i + 1, a.path(), path));
         }
+        self.names.set(i);
         Ok(())
     }
 
-    /// `check_name(i)` when `check_name(i - 1)` (or this) passed just before: what that did
-    /// not check (the record after `i`, `i`'s path, its order with the next one).
-    fn check_name_after(&self, i: usize) -> Result<()> {
-        self.index_checksum(Some(i))?;
-        if i + 1 < self.len() {
-            self.check_record(i + 1)?;
-        }
-        let path = self.path(i);
-        let why = |k: usize, what: String| Error::Corrupt {
+    /// The error of entry `i`, whose path is not safe.
+    fn check_path_of(&self, i: usize, path: &[u8]) -> Result<()> {
+        check_path(path).map_err(|reason| Error::Corrupt {
+            file: self.file.clone(),
+            offset: self.index_offset + u64::from(self.record_start(i)),
+            what: format!("index entry {i}: path {:?} {reason}", show(path)),
+        })
+    }
+
+    /// The error of entry `k` (path `path`), not sorted after the entry before it (`before`).
+    fn unsorted(&self, k: usize, path: &[u8], before: &[u8]) -> Error {
+        Error::Corrupt {
             file: self.file.clone(),
             offset: self.index_offset + u64::from(self.record_start(k)),
-            what,
-        };
-        if let Err(reason) = check_path(path) {
-            return Err(why(
-                i,
-                format!("index entry {i}: path {:?} {reason}", show(path)),
-            ));
+            what: format!(
+                "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
+                show(path),
+                show(before)
+            ),
         }
-        if i + 1 < self.len() && path >= self.path(i + 1) {
-            let k = i + 1;
-            return Err(why(
-                k,
-                format!(
-                    "index entry {k} ({}) is not sorted after {} (duplicate or out of order)",
-                    show(self.path(k)),
-                    show(path)
-                ),
-            ));
-        }
-        Ok(())
+    }
+
+    /// Where record `j` ends, relative to the index (None when it does not fit).
+    fn end_of(&self, j: usize) -> Option<u32> {
+        let r = self.record_if_fits(j)?;
+        Some(self.record_start(j).saturating_add(r.len() as u32))
     }
 
     /// With an OFFSETS table: checks that it says what a walk of the records says for entry
-    /// `k` — entry 0 right after the index header, each next one where the one before ends,
-    /// the last one ending where the extension starts — and that the record fits.
-    fn check_record(&self, k: usize) -> Result<()> {
-        let Offsets::Table { records_end, .. } = self.offsets else {
-            return Ok(());
-        };
+    /// `k` — entry 0 right after the index header (`want` 8), each next one where the one
+    /// before ends (`want`; None when that one does not fit), the last one ending where the
+    /// extension starts — and that the record fits. Returns the record's start and the record.
+    fn check_record_at(&self, k: usize, want: Option<u32>) -> Result<(u32, RecordRef<'_>)> {
         let start = self.record_start(k);
-        let at = self.index_offset + u64::from(start);
-        let end_of = |j: usize| {
-            let r = self.record_if_fits(j)?;
-            Some(self.record_start(j).saturating_add(r.len() as u32))
+        let Offsets::Table { records_end, .. } = self.offsets else {
+            return Ok((start, self.record(k)));
         };
-        let want = if k == 0 { Some(8) } else { end_of(k - 1) };
+        let at = self.index_offset + u64::from(start);
         if want.is_some_and(|w| w != start) || start >= records_end {
             return Err(Error::Corrupt {
                 file: self.file.clone(),
@@ -1283,7 +1367,7 @@ impl Container {
                 ),
             });
         }
-        if self.record_if_fits(k).is_none() {
+        let Some(rec) = self.record_from(start) else {
             // Read it again through the cursor for the precise error.
             let rest = &self.data()[at as usize..(self.index_offset + records_end as u64) as usize];
             let mut c = Cursor::new(&self.file, rest, at);
@@ -1293,19 +1377,20 @@ impl Container {
             c.bytes(INDEX_ENTRY_FIXED - 4, "index entry fields")
                 .map_err(|e| in_entry(e, k32))?;
             return Err(c.corrupt(format!("index entry {k} does not fit")));
-        }
-        if k + 1 == self.len() && end_of(k) != Some(records_end) {
+        };
+        let end = start.saturating_add(rec.len() as u32);
+        if k + 1 == self.len() && end != records_end {
             return Err(Error::Corrupt {
                 file: self.file.clone(),
                 offset: at,
                 what: format!(
                     "index entry {k}, the last, ends at index offset {:?}, not where the \
                      extension starts ({records_end})",
-                    end_of(k)
+                    Some(end)
                 ),
             });
         }
-        Ok(())
+        Ok((start, rec))
     }
 
     fn child_name<'a>(&'a self, c: &'a Child, skip: usize) -> &'a [u8] {
@@ -1494,18 +1579,108 @@ pub fn check_path(path: &[u8]) -> std::result::Result<(), &'static str> {
     if path.len() > u16::MAX as usize {
         return Err("is longer than 65535 bytes");
     }
-    if path.contains(&0) {
+    // One pass (this runs for every name listed); the reasons keep their order of precedence.
+    let bad_component = |c: &[u8]| match c {
+        b"" => Some("has an empty component"),
+        b"." | b".." => Some("has a '.' or '..' component"),
+        _ => None,
+    };
+    let (mut nul, mut component, mut start) = (false, None, 0);
+    for (k, &b) in path.iter().enumerate() {
+        if b > b'/' {
+            continue;
+        }
+        match b {
+            0 => nul = true,
+            b'/' => {
+                component = component.or_else(|| bad_component(&path[start..k]));
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    component = component.or_else(|| bad_component(&path[start..]));
+    if nul {
         return Err("contains a NUL byte");
     }
     if path[0] == b'/' {
         return Err("is absolute");
     }
-    for comp in path.split(|b| *b == b'/') {
-        match comp {
-            b"" => return Err("has an empty component"),
-            b"." | b".." => return Err("has a '.' or '..' component"),
-            _ => {}
+    component.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_path, Child, Container};
+    use crate::bfc::writer::{Meta, Writer, WriterOptions};
+
+    /// A listing names each child once, in byte order of names: a listed directory and the
+    /// entries below it, a name that sorts between a directory and its entries ("a-b" between
+    /// "a" and "a/x"), directories only implied by deeper paths.
+    #[test]
+    fn children_are_listed_once_in_name_order() {
+        let meta = Meta {
+            mode: 0o755,
+            mtime_ns: 0,
+            uid: None,
+            gid: None,
+            xattrs: Vec::new(),
+        };
+        let mut w = Writer::new(
+            std::io::Cursor::new(Vec::new()),
+            WriterOptions::default(),
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        for d in ["a", "b", "d/e"] {
+            w.add_dir(d.as_bytes(), &meta).unwrap();
+        }
+        for f in ["a-b", "a/x", "a/y/z", "b/y", "c/deep/f", "d/e/f", "d/g"] {
+            w.add_file(f.as_bytes(), &meta, &mut &b"x"[..]).unwrap();
+        }
+        let c = Container::from_bytes("t", w.finish().unwrap().into_inner()).unwrap();
+        let names = |dir: &str| -> Vec<String> {
+            let skip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+            c.children(dir.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|ch| match ch {
+                    Child::Entry(i) => String::from_utf8_lossy(&c.path(i)[skip..]).into_owned(),
+                    Child::Implicit(n) => format!("({})", String::from_utf8_lossy(&n)),
+                })
+                .collect()
+        };
+        assert_eq!(names(""), ["a", "a-b", "b", "(c)", "(d)"]);
+        assert_eq!(names("a"), ["x", "(y)"]);
+        assert_eq!(names("d"), ["e", "g"]);
+        assert_eq!(names("c"), ["(deep)"]);
+        assert!(names("a/x").is_empty());
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused_with_the_first_reason_that_applies() {
+        let long = vec![b'a'; 65536];
+        for (path, want) in [
+            (&b""[..], Err("is empty")),
+            (&long[..], Err("is longer than 65535 bytes")),
+            (b"/a/\0/..", Err("contains a NUL byte")),
+            (b"a/..\0", Err("contains a NUL byte")),
+            (b"/a/../b", Err("is absolute")),
+            (b"/", Err("is absolute")),
+            (b"a//b/..", Err("has an empty component")),
+            (b"a/../b//", Err("has a '.' or '..' component")),
+            (b"a/", Err("has an empty component")),
+            (b".", Err("has a '.' or '..' component")),
+            (b"a/.b/..c/.../b.", Ok(())),
+            (b"d0001/f0002", Ok(())),
+            (b"-/+ ,", Ok(())),
+        ] {
+            assert_eq!(
+                check_path(path),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(path)
+            );
         }
     }
-    Ok(())
 }

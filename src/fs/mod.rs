@@ -24,21 +24,21 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::overlay::{NodeId, Union};
+use crate::overlay::{DirEntry, NodeId, Union};
 use attr::{file_attr, file_type, ttl, Owner};
 use errno::errno;
 use handles::Handles;
 use write::Caller;
 
 /// One entry of a directory stream: cookie (index + 1: the kernel passes back the last cookie it
-/// saw as the next offset), inode, type, name.
-type Item<'a> = (u64, NodeId, FileType, &'a [u8]);
+/// saw as the next offset) and the entry.
+type Item<'a> = (u64, DirEntry<'a>);
 
 /// The mounted file system: what the session's reader thread calls, with the state it shares
 /// with the workers (`Core`) and the workers themselves (`pool`).
@@ -158,7 +158,8 @@ impl Core {
         self.attr(ino).inspect_err(|_| self.union.forget(ino, 1))
     }
 
-    /// Calls `f` for each entry from `offset` on, with ".", ".." first, until it returns true (full).
+    /// Calls `f` for each entry from `offset` on, with ".", ".." first, until it returns true
+    /// (full). Starts at `offset` directly: the listing is indexed.
     fn dir_items(
         &self,
         ino: INodeNo,
@@ -167,18 +168,22 @@ impl Core {
     ) -> Result<(), Errno> {
         let listing = self.union.readdir(ino.0).map_err(|e| errno(&e))?;
         let parent = self.union.parent(ino.0).map_err(|e| errno(&e))?;
-        let dots = [
-            (ino.0, FileType::Directory, &b"."[..]),
-            (parent, FileType::Directory, &b".."[..]),
-        ];
-        let rest = listing.iter().map(|e| (e.ino, file_type(e.kind), e.name));
-        for (i, (child, kind, name)) in dots
-            .into_iter()
-            .chain(rest)
-            .enumerate()
-            .skip(offset as usize)
-        {
-            if f((i as u64 + 1, child, kind, name)) {
+        let dot = |name: &'static [u8], ino| DirEntry {
+            name,
+            ino,
+            kind: crate::bfc::Kind::Dir,
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for i in start..listing.len().saturating_add(2) {
+            let e = match i {
+                0 => dot(b".", ino.0),
+                1 => dot(b"..", parent),
+                _ => match listing.get(i - 2) {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            if f((i as u64 + 1, e)) {
                 break;
             }
         }
@@ -345,22 +350,21 @@ impl Core {
     fn readdirplus_reply(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
         // The kernel counts a lookup for every entry but "." and "..": count it here, and give
         // it back for the entry that did not fit.
-        let r = self.dir_items(ino, offset, |(cookie, child, _, name)| {
-            let dots = name == b"." || name == b"..";
-            let node = if dots {
-                self.attr(child)
-            } else {
-                match self.union.lookup(ino.0, name) {
-                    Ok(id) => self.counted_attr(id),
-                    Err(e) => Err(errno(&e)),
-                }
+        let r = self.dir_items(ino, offset, |(cookie, e)| {
+            let dots = e.name == b"." || e.name == b"..";
+            let node = match dots {
+                true => self.attr(e.ino),
+                false => match self.union.lookup_listed(ino.0, &e) {
+                    Ok(a) => Ok(file_attr(&a, self.owner)),
+                    Err(err) => Err(errno(&err)),
+                },
             };
             match node {
                 Ok(a) => {
                     let full = reply.add(
                         a.ino,
                         cookie,
-                        OsStr::from_bytes(name),
+                        OsStr::from_bytes(e.name),
                         &ttl(&a),
                         &a,
                         Generation(0),
@@ -608,8 +612,13 @@ impl Filesystem for BfcFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.dir_items(ino, offset, |(cookie, child, kind, name)| {
-            reply.add(INodeNo(child), cookie, kind, OsStr::from_bytes(name))
+        let r = self.dir_items(ino, offset, |(cookie, e)| {
+            reply.add(
+                INodeNo(e.ino),
+                cookie,
+                file_type(e.kind),
+                OsStr::from_bytes(e.name),
+            )
         });
         match r {
             Ok(()) => reply.ok(),

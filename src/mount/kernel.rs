@@ -86,22 +86,45 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), UnmountError> {
     let Some(here) = mountinfo::fuse_mount_at(&mnt) else {
         return Err(UnmountError::NotMounted(mnt));
     };
-    if !lazy {
-        let elsewhere = mountinfo::kept_elsewhere(&here);
-        if !elsewhere.is_empty() {
-            return Err(UnmountError::InUseElsewhere {
-                path: mnt,
-                elsewhere,
-            });
+    // Both refusals are looked at again for up to a second before they are given: a reference
+    // can be held for a moment by something that is not a user of the mount. runc starting any
+    // container clones this mount namespace, and between its pivot_root and the detach of the
+    // old root that copy shows this mount at another path; a path walk that is ending holds
+    // the mount for its last microseconds. containerd's unmount retries EBUSY the same way; a
+    // mount that stays busy is still refused.
+    let mut tries = 0;
+    loop {
+        let pause = tries < BUSY_RETRIES;
+        tries += 1;
+        if !lazy {
+            let elsewhere = mountinfo::kept_elsewhere(&here);
+            if !elsewhere.is_empty() {
+                if pause {
+                    std::thread::sleep(BUSY_PAUSE);
+                    continue;
+                }
+                return Err(UnmountError::InUseElsewhere {
+                    path: mnt,
+                    elsewhere,
+                });
+            }
         }
-    }
-    match umount(&mnt, lazy) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(UnmountError::Busy(mnt)),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_u(&mnt, lazy),
-        Err(source) => Err(UnmountError::Failed { path: mnt, source }),
+        return match umount(&mnt, lazy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && pause => {
+                std::thread::sleep(BUSY_PAUSE);
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(UnmountError::Busy(mnt)),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_u(&mnt, lazy),
+            Err(source) => Err(UnmountError::Failed { path: mnt, source }),
+        };
     }
 }
+
+/// How long a busy mount is looked at again before `unmount` refuses it (about a second).
+const BUSY_RETRIES: u32 = 20;
+const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn fusermount_u(mnt: &Path, lazy: bool) -> Result<(), UnmountError> {
     let mut cmd = Command::new("fusermount3");

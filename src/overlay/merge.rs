@@ -10,6 +10,7 @@
 //! Names are compared as bytes (a non-UTF-8 `.wh.` name is still a whiteout).
 //! Resolving a name costs a few binary searches per contributing layer; the listing calls the same
 //! resolver for every name, so lookups and listings always agree.
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use super::id::{implicit_id, lower_id, NodeId};
@@ -78,8 +79,13 @@ impl WhiteoutSpec {
 
     /// Whether a listed entry is a whiteout marker (never shown).
     fn hides_entry(self, c: &Container, idx: usize) -> bool {
+        self.hides_named(c, idx, basename(c.path(idx)))
+    }
+
+    /// `hides_entry` for an entry whose last path component, `name`, is at hand.
+    fn hides_named(self, c: &Container, idx: usize, name: &[u8]) -> bool {
         c.whiteout(idx) != Whiteout::None
-            || (self == WhiteoutSpec::Oci && basename(c.path(idx)).starts_with(WH_PREFIX))
+            || (self == WhiteoutSpec::Oci && name.starts_with(WH_PREFIX))
     }
 
     /// Whether a name may show at all.
@@ -280,23 +286,63 @@ pub(crate) fn resolve_hit(
     fold(layers, spec, path, [(li, hit)])
 }
 
+/// What `resolve_hit` gives for a name of a listing — its id and kind — without building the
+/// resolution: no path (but for an implicit directory), no layer list. `dir` is the union path
+/// of the directory the name is listed in.
+pub(crate) fn hit_id(
+    layers: &[Layer],
+    li: usize,
+    dir: &[u8],
+    name: &[u8],
+    hit: Hit,
+) -> Option<(Option<NodeId>, Kind)> {
+    let l = layers.get(li)?;
+    match hit {
+        Hit::Whiteout => None,
+        Hit::Implicit => {
+            let lp = l.path_of(&join(dir, name));
+            Some((implicit_dir_id(l, li, &lp), Kind::Dir))
+        }
+        Hit::Entry(i) => {
+            let c = &l.container;
+            let kind = c.kind(i);
+            // A directory is its own entry; a hardlinked file is its group's entry (see `fold`).
+            let id = match kind {
+                Kind::Dir => lower_id(li, i),
+                _ => lower_id(li, c.link_group(i).map_or(i, |g| g as usize)),
+            };
+            Some((id, kind))
+        }
+    }
+}
+
+/// A name of a directory and what one layer holds for it.
+pub(crate) type NameHit<'a> = (Cow<'a, [u8]>, Hit);
+
 /// The names directory `dir` shows when layer `li` is the only layer it merges, sorted, each
 /// with what the layer holds for it: `child_names` for one layer, keeping the entries found.
-pub(crate) fn child_hits(
-    layers: &[Layer],
+/// Names of entries are borrowed from the layer's index.
+pub(crate) fn child_hits<'a>(
+    layers: &'a [Layer],
     spec: WhiteoutSpec,
     li: usize,
     dir: &[u8],
-) -> Result<Vec<(Vec<u8>, Hit)>, bfc::Error> {
+) -> Result<Vec<NameHit<'a>>, bfc::Error> {
     let Some(l) = layers.get(li) else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for child in l.container.children(&l.path_of(dir))? {
+    let children = l.container.children(&l.path_of(dir))?;
+    let mut out = Vec::with_capacity(children.len());
+    for child in children {
         let (name, hit) = match child {
-            Child::Entry(i) if spec.hides_entry(&l.container, i) => continue,
-            Child::Entry(i) => (basename(l.container.path(i)).to_vec(), Hit::Entry(i)),
-            Child::Implicit(n) => (n, Hit::Implicit),
+            Child::Entry(i) => {
+                let name = basename(l.container.path(i));
+                if spec.hides_named(&l.container, i, name) {
+                    continue;
+                }
+                (Cow::Borrowed(name), Hit::Entry(i))
+            }
+            Child::Implicit(n) => (Cow::Owned(n), Hit::Implicit),
         };
         if spec.name_visible(&name) {
             out.push((name, hit));

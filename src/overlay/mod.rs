@@ -540,33 +540,44 @@ impl Union {
             let path = merge::join(&dir.path, name);
             let seen = dir.source == Source::Upper;
             let st = seen.then(|| upper.get(name).copied());
-            self.resolve_child_seen(dir, &path, st)
+            Ok(self
+                .resolve_child_seen(dir, &path, st)?
+                .map(|r| (r.id, r.kind)))
         })
     }
 
     /// The listing of `names` (sorted) in `dir`: a name the node table knows shows as its node;
-    /// another as `resolve` finds it (`None`: it does not show).
-    fn fill_listing<T>(
+    /// another with the id and kind `resolve` gives it (`None`: it does not show; no id: a
+    /// fresh one).
+    fn fill_listing<N: AsRef<[u8]>, T>(
         &self,
         id: NodeId,
         dir: &Node,
-        names: impl IntoIterator<Item = (Vec<u8>, T)>,
-        mut resolve: impl FnMut(&[u8], T) -> Result<Option<Resolved>, Error>,
+        names: impl IntoIterator<Item = (N, T)>,
+        mut resolve: impl FnMut(&[u8], T) -> Result<Option<(Option<NodeId>, Kind)>, Error>,
     ) -> Result<Arc<Listing>, Error> {
-        let mut out = ListingBuilder::default();
+        let names = names.into_iter();
+        let n = names.size_hint().0;
+        let mut out = ListingBuilder::with_capacity(n, n.saturating_mul(16));
+        // Most directories are listed before the kernel looked anything up in them.
+        let any_known = self.nodes.has_children(id);
         for (name, found) in names {
-            let known = self
-                .nodes
-                .child(id, &name)
-                .and_then(|i| Some((i, self.nodes.get(i)?)));
+            let name = name.as_ref();
+            let known = match any_known {
+                true => self
+                    .nodes
+                    .child(id, name)
+                    .and_then(|i| Some((i, self.nodes.get(i)?))),
+                false => None,
+            };
             let (ino, kind) = match known {
                 Some((i, n)) => (i, n.kind),
-                None => match resolve(&name, found)? {
-                    Some(r) => (r.id.unwrap_or_else(|| self.nodes.fresh_id()), r.kind),
+                None => match resolve(name, found)? {
+                    Some((ino, kind)) => (ino.unwrap_or_else(|| self.nodes.fresh_id()), kind),
                     None => continue,
                 },
             };
-            if !out.push(&name, ino, kind) {
+            if !out.push(name, ino, kind) {
                 log::error!("{}: more names than a listing holds", show_path(&dir.path));
                 break;
             }
@@ -594,8 +605,7 @@ impl Union {
         let hits = merge::child_hits(&self.layers, self.spec, li, &dir.path)
             .map_err(|e| self.layer_error("listing", dir, e))?;
         self.fill_listing(id, dir, hits, |name, hit| {
-            let path = merge::join(&dir.path, name);
-            Ok(merge::resolve_hit(&self.layers, self.spec, li, &path, hit))
+            Ok(merge::hit_id(&self.layers, li, &dir.path, name, hit))
         })
     }
 
@@ -619,30 +629,62 @@ impl Union {
 
     /// Metadata. A directory's link count is 2 + its subdirectories, so this builds its listing.
     pub fn attr(&self, id: NodeId) -> Result<Attr, Error> {
+        if let Some((layer, idx)) = self.nodes.held_compact(id) {
+            return self.entry_attr(id, layer, idx, None);
+        }
         self.attr_of_node(id, &*self.node(id)?)
+    }
+
+    /// The kernel's lookup of `e`, an entry of the listing of directory `parent` (`readdir`),
+    /// and the node's attributes: `lookup` then `attr`, counted once. A compact node (a plain
+    /// file of a read-only union) is neither searched for again nor built: its listing gave its
+    /// id, which is all it is.
+    pub fn lookup_listed(&self, parent: NodeId, e: &DirEntry<'_>) -> Result<Attr, Error> {
+        if let Some((layer, idx)) = self.nodes.compact_key(e.ino, e.kind) {
+            let a = self.entry_attr(e.ino, layer, idx, None)?;
+            self.nodes.add_compact((layer, idx));
+            return Ok(a);
+        }
+        let id = self.lookup(parent, e.name)?;
+        self.attr(id).inspect_err(|_| self.forget(id, 1))
+    }
+
+    /// Metadata of index entry `idx` of `layer` (node `id`) as recorded; `n`, the node when
+    /// there is one, names it in errors (else the entry's path does).
+    fn entry_attr(
+        &self,
+        id: NodeId,
+        layer: usize,
+        idx: usize,
+        n: Option<&Node>,
+    ) -> Result<Attr, Error> {
+        let l = self.layers.get(layer).ok_or(Error::BadInode(id))?;
+        let e = l.container.entry_meta(idx).map_err(|e| Error::Layer {
+            op: "reading the metadata of",
+            path: match n {
+                Some(n) => show_path(&n.path).into_owned(),
+                None => show_path(l.container.path(idx)).into_owned(),
+            },
+            source: Box::new(e),
+        })?;
+        Ok(Attr {
+            ino: id,
+            kind: e.kind,
+            perm: e.mode & 0o7777,
+            size: if e.kind == Kind::Dir { 0 } else { e.size },
+            mtime_ns: e.mtime_ns,
+            atime_ns: e.mtime_ns,
+            ctime_ns: e.mtime_ns,
+            uid: e.uid,
+            gid: e.gid,
+            rdev: e.rdev,
+            nlink: e.nlink.max(1),
+        })
     }
 
     fn attr_of_node(&self, id: NodeId, n: &Node) -> Result<Attr, Error> {
         let mut a = match n.source {
-            Source::Entry { layer, idx } => {
-                let e = self.layers[layer]
-                    .container
-                    .entry(idx)
-                    .map_err(|e| self.layer_error("reading the metadata of", n, e))?;
-                Attr {
-                    ino: id,
-                    kind: e.kind,
-                    perm: e.mode & 0o7777,
-                    size: if e.kind == Kind::Dir { 0 } else { e.size },
-                    mtime_ns: e.mtime_ns,
-                    atime_ns: e.mtime_ns,
-                    ctime_ns: e.mtime_ns,
-                    uid: e.uid,
-                    gid: e.gid,
-                    rdev: e.rdev,
-                    nlink: e.nlink.max(1),
-                }
-            }
+            Source::Entry { layer, idx } => self.entry_attr(id, layer, idx, Some(n))?,
             Source::Implicit => Attr {
                 ino: id,
                 kind: Kind::Dir,
@@ -890,6 +932,8 @@ mod tests {
         Dir(&'a str),
         File(&'a str, &'a [u8]),
         Whiteout(&'a str),
+        /// A hard link: path, target.
+        Link(&'a str, &'a str),
     }
 
     fn layer(name: &str, ops: &[Op<'_>]) -> Layer {
@@ -907,6 +951,7 @@ mod tests {
                 Op::Dir(p) => w.add_dir(p.as_bytes(), &meta).unwrap(),
                 Op::File(p, c) => drop(w.add_file(p.as_bytes(), &meta, &mut &c[..]).unwrap()),
                 Op::Whiteout(p) => w.add_whiteout(p.as_bytes(), &meta).unwrap(),
+                Op::Link(p, t) => w.add_hardlink(p.as_bytes(), t.as_bytes()).unwrap(),
             }
         }
         let bytes = w.finish().unwrap().into_inner();
@@ -1087,6 +1132,118 @@ mod tests {
         let f = walk(&u, "dir/f").unwrap();
         assert_eq!(&*u.read(f, 0, 10).unwrap(), b"f");
         assert_eq!(&*u.node(f).unwrap().path, b"dir/f");
+    }
+
+    /// Every name of every directory of `u`, looked up through its listing (`lookup_listed`, as
+    /// READDIRPLUS does) in `u` and searched for (`lookup`, then `attr`) in `v`, a union of the
+    /// same layers: the same node, the same attributes, the same nodes held; and everything
+    /// counted goes when forgotten.
+    fn listed_lookups_agree(u: &Union, v: &Union) {
+        let before = u.known_nodes();
+        let mut dirs = vec![ROOT];
+        let mut counted = Vec::new();
+        while let Some(d) = dirs.pop() {
+            for e in u.readdir(d).unwrap().iter() {
+                let listed = u.lookup_listed(d, &e).unwrap();
+                let id = v.lookup(d, e.name).unwrap();
+                // Directories no layer records show the time their union was made.
+                let times = |a: &Attr, w: &Union| match a.mtime_ns == w.implicit_mtime_ns {
+                    true => (0, 0, 0),
+                    false => (a.mtime_ns, a.atime_ns, a.ctime_ns),
+                };
+                let searched = v.attr(id).unwrap();
+                assert_eq!(
+                    (
+                        Attr {
+                            mtime_ns: 0,
+                            atime_ns: 0,
+                            ctime_ns: 0,
+                            ..listed.clone()
+                        },
+                        times(&listed, u)
+                    ),
+                    (
+                        Attr {
+                            mtime_ns: 0,
+                            atime_ns: 0,
+                            ctime_ns: 0,
+                            ..searched.clone()
+                        },
+                        times(&searched, v)
+                    ),
+                    "{}",
+                    String::from_utf8_lossy(e.name)
+                );
+                assert_eq!((listed.ino, listed.kind), (e.ino, e.kind));
+                assert_eq!(u.known_nodes(), v.known_nodes());
+                counted.push(e.ino);
+                if e.kind == Kind::Dir {
+                    dirs.push(e.ino);
+                }
+            }
+        }
+        for id in counted.into_iter().rev() {
+            u.forget(id, 1);
+        }
+        assert_eq!(u.known_nodes(), before);
+    }
+
+    #[test]
+    fn names_looked_up_from_their_listing_are_the_names_searched_for() {
+        use Op::*;
+        let one = || {
+            layer(
+                "one",
+                &[
+                    Dir("d"),
+                    File("d/a", b"a"),
+                    Link("d/b", "d/a"),
+                    File("d/c", b"cc"),
+                    File("d/implicit/x", b"x"),
+                    Dir("d/sub"),
+                    File("d/sub/f", b"f"),
+                    File("e", b"e"),
+                ],
+            )
+        };
+        let u = Union::new(vec![one()], WhiteoutSpec::Oci).unwrap();
+        let v = Union::new(vec![one()], WhiteoutSpec::Oci).unwrap();
+        listed_lookups_agree(&u, &v);
+        // Several layers (whiteouts, opaque and merged directories): no compact shortcut for
+        // what a listing cannot tell alone, the same answers.
+        listed_lookups_agree(&stack(), &stack());
+    }
+
+    #[test]
+    fn a_listing_gives_each_name_the_id_and_kind_a_lookup_resolves() {
+        use Op::*;
+        let l = layer(
+            "one",
+            &[
+                Dir("d"),
+                File("d/a", b"a"),
+                Link("d/b", "d/a"),
+                Dir("d/empty"),
+                File("d/implicit/x", b"x"),
+                File("d/.wh.gone", b""),
+                File("f", b"f"),
+            ],
+        );
+        let layers = vec![l];
+        for dir in [&b""[..], b"d", b"d/implicit"] {
+            for (name, hit) in merge::child_hits(&layers, WhiteoutSpec::Oci, 0, dir).unwrap() {
+                let path = merge::join(dir, &name);
+                let r = merge::resolve_hit(&layers, WhiteoutSpec::Oci, 0, &path, hit).unwrap();
+                let searched = merge::resolve(&layers, WhiteoutSpec::Oci, &[0], &path).unwrap();
+                assert_eq!(
+                    merge::hit_id(&layers, 0, dir, &name, hit),
+                    Some((r.id, r.kind)),
+                    "{}",
+                    String::from_utf8_lossy(&path)
+                );
+                assert_eq!((searched.id, searched.kind), (r.id, r.kind));
+            }
+        }
     }
 
     #[test]

@@ -100,6 +100,14 @@ pub(crate) struct ListingBuilder {
 }
 
 impl ListingBuilder {
+    /// A builder with room for `entries` names of `name_bytes` bytes in all.
+    pub fn with_capacity(entries: usize, name_bytes: usize) -> ListingBuilder {
+        ListingBuilder {
+            names: Vec::with_capacity(name_bytes),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
     /// Adds an entry; false (and nothing added) once the names pass 4 GiB.
     pub fn push(&mut self, name: &[u8], ino: NodeId, kind: Kind) -> bool {
         let Ok(end) = u32::try_from(self.names.len() + name.len()) else {
@@ -351,6 +359,34 @@ impl NodeTable {
     /// The known child `name` of `parent`.
     pub fn child(&self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         self.read().children.get(&parent)?.get(name).copied()
+    }
+
+    /// Whether any child of `parent` is known (by name).
+    pub fn has_children(&self, parent: NodeId) -> bool {
+        self.read().children.contains_key(&parent)
+    }
+
+    /// (layer, entry) of `id` when it can be a compact node (see the module doc) of `kind`: a
+    /// read-only union, a non-directory lower entry whose id is its own (no other names).
+    pub fn compact_key(&self, id: NodeId, kind: Kind) -> Option<(usize, usize)> {
+        let c = self.compact.as_ref()?;
+        let (layer, idx) = split_lower(id)?;
+        let l = &c.layers.get(layer)?.container;
+        (kind != Kind::Dir && idx < l.len() && l.link_group(idx).is_none()).then_some((layer, idx))
+    }
+
+    /// Counts one more kernel lookup of compact node `key` (from `compact_key`).
+    pub fn add_compact(&self, key: (usize, usize)) {
+        if let Some(c) = &self.compact {
+            c.add(key);
+        }
+    }
+
+    /// (layer, entry) of compact node `id` if the kernel holds it: everything its id says,
+    /// without building its `Node` (`get` does).
+    pub fn held_compact(&self, id: NodeId) -> Option<(usize, usize)> {
+        self.compact.as_ref()?.count(id)?;
+        split_lower(id)
     }
 
     /// How many nodes the kernel holds (the root included).

@@ -178,6 +178,7 @@ pub fn container_names(store: &Path) -> Vec<String> {
 
 pub mod cli;
 pub mod raw;
+pub mod runc;
 pub mod tree;
 
 /// Waits (without sleeping) until process `pid` has exited: poll(2) on a pidfd.
