@@ -3,21 +3,42 @@
 DIRS directories `dNNNN`, each holding files `fNNNN` of a few bytes, for scale benchmarks
 (`bfcfs pull oci:DIR`).
 
-    scripts/gen-synthetic-image.py OUT_DIR [ENTRIES]
+    scripts/gen-synthetic-image.py OUT_DIR [ENTRIES] [shuffled]
+
+`shuffled` writes the members (directories included) in a fixed random order instead of path
+order, as a layer made without sorting may have them: files often come before their directory.
 """
 import hashlib
 import io
 import json
 import os
+import random
 import sys
 import tarfile
 
 
+def names(entries, per_dir):
+    """(name, body) of each member in path order; body None for a directory."""
+    n = 0
+    d = 0
+    while n < entries:
+        dname = f"d{d:04}"
+        yield dname, None
+        n += 1
+        f = 0
+        while f < per_dir - 1 and n < entries:
+            yield f"{dname}/f{f:04}", f"{d} {f}\n".encode()
+            n += 1
+            f += 1
+        d += 1
+
+
 def main():
-    if len(sys.argv) not in (2, 3):
+    if len(sys.argv) not in (2, 3, 4) or sys.argv[3:] not in ([], ["shuffled"]):
         sys.exit(__doc__)
     out = sys.argv[1]
-    entries = int(sys.argv[2]) if len(sys.argv) == 3 else 1_000_000
+    entries = int(sys.argv[2]) if len(sys.argv) >= 3 else 1_000_000
+    shuffled = sys.argv[3:] == ["shuffled"]
     per_dir = 1000
     blobs = os.path.join(out, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
@@ -42,27 +63,21 @@ def main():
     with open(layer_tmp, "wb") as raw:
         sink = io.BufferedWriter(Hashing(raw), 1 << 20)
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-            n = 0
-            d = 0
-            while n < entries:
-                dname = f"d{d:04}"
-                ti = tarfile.TarInfo(dname)
-                ti.type = tarfile.DIRTYPE
-                ti.mode = 0o755
+            members = names(entries, per_dir)
+            if shuffled:
+                members = list(members)
+                random.Random(15).shuffle(members)
+            for name, body in members:
+                ti = tarfile.TarInfo(name)
                 ti.mtime = 1_700_000_000
-                tar.addfile(ti)
-                n += 1
-                f = 0
-                while f < per_dir - 1 and n < entries:
-                    body = f"{d} {f}\n".encode()
-                    ti = tarfile.TarInfo(f"{dname}/f{f:04}")
+                if body is None:
+                    ti.type = tarfile.DIRTYPE
+                    ti.mode = 0o755
+                    tar.addfile(ti)
+                else:
                     ti.size = len(body)
                     ti.mode = 0o644
-                    ti.mtime = 1_700_000_000
                     tar.addfile(ti, io.BytesIO(body))
-                    n += 1
-                    f += 1
-                d += 1
         sink.flush()
     layer_hex = digest.hexdigest()
     os.replace(layer_tmp, os.path.join(blobs, layer_hex))

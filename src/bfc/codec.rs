@@ -26,6 +26,14 @@ pub fn bfc_crc_append(crc: u32, data: &[u8]) -> u32 {
     !crc32c::crc32c_append(!crc, data)
 }
 
+/// `bfc_crc` of `a ‖ b` from `bfc_crc(a)`, the standard CRC-32C of `b` and its length: the
+/// writer learns the index header last (its entry count) but checksums the rest as it goes.
+pub fn bfc_crc_join(crc_a: u32, crc32c_b: u32, len_b: u64) -> u32 {
+    // bfc_crc_append(c, b) = !crc32c_append(!c, b), and crc32c_append(x, b) is
+    // crc32c_combine(x, crc32c(b), len(b)) for any x.
+    !crc32c::crc32c_combine(!crc_a, crc32c_b, len_b as usize)
+}
+
 /// `bfc_crc` of a large buffer on two threads (each half, then combined).
 pub fn bfc_crc_parallel(data: &[u8]) -> u32 {
     if data.len() < 4 << 20 {
@@ -243,6 +251,16 @@ pub fn random<const N: usize>() -> [u8; N] {
 mod tests {
     use super::*;
     use chacha20poly1305::aead::{Aead, Payload};
+
+    #[test]
+    fn joined_checksum_is_the_checksum_of_both() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        for cut in [0, 1, 8, 4096, 99_999, 100_000] {
+            let (a, b) = data.split_at(cut);
+            let joined = bfc_crc_join(bfc_crc(a), crc32c::crc32c(b), b.len() as u64);
+            assert_eq!(joined, bfc_crc(&data), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn checksum_matches_upstream_vectors() {

@@ -8,7 +8,9 @@
 //! ```
 //! A tag with bit 31 set must be understood by a reader; other unknown tags are skipped.
 use super::cursor::Cursor;
-use super::error::Result;
+use super::error::{Error, Result};
+use super::spool::Spool;
+use std::path::PathBuf;
 
 pub const MAGIC: &[u8; 4] = b"BFCX";
 pub const VERSION: u32 = 1;
@@ -73,18 +75,22 @@ impl ChunkTable {
     }
 }
 
-/// Everything the extension holds, by entry index (index order).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Ext {
-    /// (uid, gid) of every entry, or empty when ownership was not recorded.
-    pub owners: Vec<(u32, u32)>,
+/// The extension as the writer builds it, entry by entry in index order: each section's records
+/// are encoded as they come into a [`Spool`] (a temp file past a megabyte when the writer spills),
+/// so no section the size of the index stays in memory.
+pub(super) struct Ext {
+    /// (uid, gid) of every entry; dropped when no entry recorded ownership.
+    pub owners: Section,
     /// (entry, major, minor) of device nodes.
-    pub devices: Vec<(u32, u32, u32)>,
-    pub xattrs: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    pub devices: Section,
+    /// (entry, name_len, value_len, name, value).
+    pub xattrs: Section,
     /// (entry, first entry of its link group); both index records point at one object.
-    pub hardlinks: Vec<(u32, u32)>,
-    pub whiteouts: Vec<(u32, Whiteout)>,
-    pub chunks: Vec<(u32, ChunkTable)>,
+    pub hardlinks: Section,
+    /// (entry, kind).
+    pub whiteouts: Section,
+    /// (entry, chunk_size, count, count × (stored, crc)).
+    pub chunks: Section,
     /// Named opaque blobs (e.g. an image's OCI manifest and config).
     pub blobs: Vec<(String, Vec<u8>)>,
     /// `nonce ‖ tag` of an empty message with associated data `KEYCHECK_AD`: proves a key right
@@ -93,86 +99,141 @@ pub struct Ext {
     /// Subdirectory counts of every directory with subdirectories (`subdirs.rs`); `Some` even
     /// when empty, which says "no directory has subdirectories".
     pub subdirs: Option<Vec<super::subdirs::Record>>,
-    /// Start of every index record, relative to the index start.
-    pub offsets: Option<Vec<u32>>,
+    /// Start of every index record, relative to the index start; `None` past 4 GiB.
+    pub offsets: Option<Section>,
+}
+
+/// One section's records as they are added: their count and their bytes.
+pub(super) struct Section {
+    count: u32,
+    body: Spool,
+}
+
+impl Section {
+    fn new(dir: &Option<PathBuf>) -> Section {
+        Section {
+            count: 0,
+            body: Spool::new(dir.clone()),
+        }
+    }
+
+    /// Adds one record made of `parts`.
+    fn add(&mut self, parts: &[&[u8]]) -> Result<()> {
+        self.count = self.count.checked_add(1).ok_or_else(|| Error::Usage {
+            what: "over 2^32 records in one extension section".into(),
+        })?;
+        for p in parts {
+            self.body.extend(p)?;
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 pub const KEYCHECK_AD: &[u8] = b"bfcfs keycheck v1";
 
 impl Ext {
-    pub fn is_empty(&self) -> bool {
-        *self == Ext::default()
+    /// An empty extension; sections go to temp files in `spill` (when given) past a megabyte.
+    pub fn new(spill: Option<PathBuf>) -> Ext {
+        Ext {
+            owners: Section::new(&spill),
+            devices: Section::new(&spill),
+            xattrs: Section::new(&spill),
+            hardlinks: Section::new(&spill),
+            whiteouts: Section::new(&spill),
+            chunks: Section::new(&spill),
+            blobs: Vec::new(),
+            keycheck: None,
+            subdirs: None,
+            offsets: Some(Section::new(&spill)),
+        }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut sections: Vec<(u32, Vec<u8>)> = Vec::new();
-        if !self.owners.is_empty() {
-            let mut b = Vec::with_capacity(4 + self.owners.len() * 8);
-            put32(&mut b, self.owners.len() as u32);
-            for (u, g) in &self.owners {
-                put32(&mut b, *u);
-                put32(&mut b, *g);
-            }
-            sections.push((TAG_OWNERS, b));
+    /// Leaves the owners section out (no entry recorded ownership).
+    pub fn drop_owners(&mut self) {
+        self.owners = Section::new(&None);
+    }
+
+    pub fn owner(&mut self, uid: u32, gid: u32) -> Result<()> {
+        self.owners.add(&[&uid.to_le_bytes(), &gid.to_le_bytes()])
+    }
+
+    pub fn device(&mut self, entry: u32, major: u32, minor: u32) -> Result<()> {
+        self.devices.add(&[
+            &entry.to_le_bytes(),
+            &major.to_le_bytes(),
+            &minor.to_le_bytes(),
+        ])
+    }
+
+    pub fn xattr(&mut self, entry: u32, name: &[u8], value: &[u8]) -> Result<()> {
+        // The writer refuses names and values over 4 GiB.
+        self.xattrs.add(&[
+            &entry.to_le_bytes(),
+            &(name.len() as u32).to_le_bytes(),
+            &(value.len() as u32).to_le_bytes(),
+            name,
+            value,
+        ])
+    }
+
+    pub fn hardlink(&mut self, entry: u32, first: u32) -> Result<()> {
+        self.hardlinks
+            .add(&[&entry.to_le_bytes(), &first.to_le_bytes()])
+    }
+
+    pub fn whiteout(&mut self, entry: u32, w: Whiteout) -> Result<()> {
+        let kind = match w {
+            Whiteout::None => 0u8,
+            Whiteout::Whiteout => 1,
+            Whiteout::Opaque => 2,
+        };
+        self.whiteouts.add(&[&entry.to_le_bytes(), &[kind]])
+    }
+
+    pub fn chunk_table(&mut self, entry: u32, t: &ChunkTable) -> Result<()> {
+        let mut b = Vec::with_capacity(12 + 8 * t.stored.len());
+        put32(&mut b, entry);
+        put32(&mut b, t.chunk_size);
+        put32(&mut b, t.stored.len() as u32);
+        for (s, c) in t.stored.iter().zip(&t.crcs) {
+            put32(&mut b, *s);
+            put32(&mut b, *c);
         }
-        if !self.devices.is_empty() {
-            let mut b = Vec::new();
-            put32(&mut b, self.devices.len() as u32);
-            for (e, ma, mi) in &self.devices {
-                put32(&mut b, *e);
-                put32(&mut b, *ma);
-                put32(&mut b, *mi);
+        self.chunks.add(&[&b])
+    }
+
+    /// Where the next index record starts; `None` (past 4 GiB) drops the section.
+    pub fn offset(&mut self, at: Option<u32>) -> Result<()> {
+        match (self.offsets.as_mut(), at) {
+            (Some(s), Some(at)) => s.add(&[&at.to_le_bytes()]),
+            _ => {
+                self.offsets = None;
+                Ok(())
             }
-            sections.push((TAG_DEVICES, b));
         }
-        if !self.xattrs.is_empty() {
-            let mut b = Vec::new();
-            put32(&mut b, self.xattrs.len() as u32);
-            for (e, n, v) in &self.xattrs {
-                put32(&mut b, *e);
-                put32(&mut b, n.len() as u32);
-                put32(&mut b, v.len() as u32);
-                b.extend_from_slice(n);
-                b.extend_from_slice(v);
-            }
-            sections.push((TAG_XATTRS, b));
-        }
-        if !self.hardlinks.is_empty() {
-            let mut b = Vec::new();
-            put32(&mut b, self.hardlinks.len() as u32);
-            for (e, t) in &self.hardlinks {
-                put32(&mut b, *e);
-                put32(&mut b, *t);
-            }
-            sections.push((TAG_HARDLINKS, b));
-        }
-        if !self.whiteouts.is_empty() {
-            let mut b = Vec::new();
-            put32(&mut b, self.whiteouts.len() as u32);
-            for (e, w) in &self.whiteouts {
-                put32(&mut b, *e);
-                b.push(match w {
-                    Whiteout::None => 0,
-                    Whiteout::Whiteout => 1,
-                    Whiteout::Opaque => 2,
-                });
-            }
-            sections.push((TAG_WHITEOUTS, b));
-        }
-        if !self.chunks.is_empty() {
-            let mut b = Vec::new();
-            put32(&mut b, self.chunks.len() as u32);
-            for (e, t) in &self.chunks {
-                put32(&mut b, *e);
-                put32(&mut b, t.chunk_size);
-                put32(&mut b, t.stored.len() as u32);
-                for (s, c) in t.stored.iter().zip(&t.crcs) {
-                    put32(&mut b, *s);
-                    put32(&mut b, *c);
-                }
-            }
-            sections.push((TAG_CHUNKS, b));
-        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+            && self.devices.is_empty()
+            && self.xattrs.is_empty()
+            && self.hardlinks.is_empty()
+            && self.whiteouts.is_empty()
+            && self.chunks.is_empty()
+            && self.blobs.is_empty()
+            && self.keycheck.is_none()
+            && self.subdirs.is_none()
+            && self.offsets.is_none()
+    }
+
+    /// Writes the extension to `sink`: the spooled sections stream through, a megabyte at most
+    /// at a time.
+    pub fn encode_to(&mut self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut small: Vec<(u32, Vec<u8>)> = Vec::new();
         if !self.blobs.is_empty() {
             let mut b = Vec::new();
             put32(&mut b, self.blobs.len() as u32);
@@ -182,10 +243,10 @@ impl Ext {
                 b.extend_from_slice(&(d.len() as u64).to_le_bytes());
                 b.extend_from_slice(d);
             }
-            sections.push((TAG_BLOBS, b));
+            small.push((TAG_BLOBS, b));
         }
         if let Some(k) = &self.keycheck {
-            sections.push((TAG_KEYCHECK, k.to_vec()));
+            small.push((TAG_KEYCHECK, k.to_vec()));
         }
         if let Some(recs) = &self.subdirs {
             let mut b = Vec::with_capacity(4 + recs.len() * super::subdirs::RECORD_SIZE);
@@ -195,26 +256,50 @@ impl Ext {
                 put32(&mut b, *depth);
                 put32(&mut b, *n);
             }
-            sections.push((TAG_SUBDIRS, b));
+            small.push((TAG_SUBDIRS, b));
         }
-        if let Some(offsets) = &self.offsets {
-            let mut b = Vec::with_capacity(4 + offsets.len() * 4);
-            put32(&mut b, offsets.len() as u32);
-            for o in offsets {
-                put32(&mut b, *o);
-            }
-            sections.push((TAG_OFFSETS, b));
+        let spooled = [
+            (TAG_OWNERS, Some(&mut self.owners)),
+            (TAG_DEVICES, Some(&mut self.devices)),
+            (TAG_XATTRS, Some(&mut self.xattrs)),
+            (TAG_HARDLINKS, Some(&mut self.hardlinks)),
+            (TAG_WHITEOUTS, Some(&mut self.whiteouts)),
+            (TAG_CHUNKS, Some(&mut self.chunks)),
+        ];
+        let mut spooled: Vec<(u32, &mut Section)> = spooled
+            .into_iter()
+            .filter_map(|(t, s)| s.filter(|s| !s.is_empty()).map(|s| (t, s)))
+            .collect();
+        let offsets = self.offsets.as_mut();
+        let n = spooled.len() + small.len() + usize::from(offsets.is_some());
+        let mut head = Vec::with_capacity(12);
+        head.extend_from_slice(MAGIC);
+        put32(&mut head, VERSION);
+        put32(&mut head, n as u32);
+        sink(&head)?;
+        let section_head = |tag: u32, len: u64| {
+            let mut h = Vec::with_capacity(12);
+            put32(&mut h, tag);
+            h.extend_from_slice(&len.to_le_bytes());
+            h
+        };
+        // The order of the sections: the per-entry ones, then blobs, keycheck and subdirs,
+        // then offsets.
+        for (tag, s) in spooled.iter_mut() {
+            sink(&section_head(*tag, 4 + s.body.len()))?;
+            sink(&s.count.to_le_bytes())?;
+            s.body.drain_to(sink)?;
         }
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        put32(&mut out, VERSION);
-        put32(&mut out, sections.len() as u32);
-        for (tag, body) in sections {
-            put32(&mut out, tag);
-            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-            out.extend_from_slice(&body);
+        for (tag, body) in &small {
+            sink(&section_head(*tag, body.len() as u64))?;
+            sink(body)?;
         }
-        out
+        if let Some(s) = offsets {
+            sink(&section_head(TAG_OFFSETS, 4 + s.body.len()))?;
+            sink(&s.count.to_le_bytes())?;
+            s.body.drain_to(sink)?;
+        }
+        Ok(())
     }
 }
 

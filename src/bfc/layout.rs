@@ -17,6 +17,8 @@ pub const ALIGN: usize = 16;
 pub const FOOTER_IDX_TAG: &[u8; 8] = b"BFCFIDX\0";
 pub const FOOTER_END_TAG: &[u8; 8] = b"BFCFEND\0";
 pub const INDEX_VERSION: u32 = 1;
+/// Bytes of the index header: `version u32, count u32`.
+pub const INDEX_HEADER_SIZE: usize = 8;
 /// Fixed part of an index entry (without the path bytes).
 pub const INDEX_ENTRY_FIXED: usize = 52;
 

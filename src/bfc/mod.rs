@@ -12,6 +12,8 @@ pub mod layout;
 pub mod map;
 pub mod partial;
 pub mod reader;
+mod records;
+mod spool;
 pub mod subdirs;
 pub mod writer;
 

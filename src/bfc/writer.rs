@@ -6,9 +6,9 @@ use super::error::{show, Error, Result};
 use super::ext::{self, ChunkTable, Ext, Whiteout};
 use super::layout::*;
 use super::reader::{check_path, Kind};
-use std::collections::{BTreeMap, HashMap};
+use super::records::{Extra, Rec, Records};
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 /// How content is compressed.
@@ -36,6 +36,11 @@ pub struct WriterOptions {
     pub key: Option<Key>,
     /// Input bytes per independent chunk of large files.
     pub chunk_size: u32,
+    /// Bytes of index records kept in memory; past them the records go to sorted runs in temp
+    /// files, merged by `finish` (so memory does not grow with the number of entries).
+    pub spill_bytes: usize,
+    /// Where those runs go (unnamed temp files): by default the output's directory.
+    pub spill_dir: Option<PathBuf>,
 }
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 128 << 10;
@@ -49,6 +54,8 @@ impl Default for WriterOptions {
             block_size: 4096,
             key: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            spill_bytes: super::records::DEFAULT_SPILL_BYTES,
+            spill_dir: None,
         }
     }
 }
@@ -64,43 +71,6 @@ pub struct Meta {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// An index record without its path (the map's key) plus what the extension says about it:
-/// 64 bytes, with what few entries have (xattrs, device numbers, chunk tables) boxed aside, so
-/// a layer of a million entries indexes in about 150 MB.
-#[derive(Debug, Clone)]
-struct Rec {
-    obj_offset: u64,
-    obj_size: u64,
-    size: u64,
-    mtime_ns: u64,
-    mode: u32,
-    crc: u32,
-    uid: u32,
-    gid: u32,
-    comp: u8,
-    enc: u8,
-    kind: Kind,
-    whiteout: Whiteout,
-    has_owner: bool,
-    /// Added by `add_hardlink` (as the new name or its target): may share its object.
-    linked: bool,
-    extra: Option<Box<Extra>>,
-}
-
-/// What only some entries have.
-#[derive(Debug, Clone, Default)]
-struct Extra {
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    device: Option<(u32, u32)>,
-    chunks: Option<ChunkTable>,
-}
-
-impl Rec {
-    fn extra(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(Box::default)
-    }
-}
-
 /// Streaming, append-only BFC writer. The last add of a path wins (its earlier object stays in
 /// the file, unreferenced, which the format allows).
 pub struct Writer<W: Write + Seek> {
@@ -109,10 +79,12 @@ pub struct Writer<W: Write + Seek> {
     opts: WriterOptions,
     header: Header,
     key: Option<ContentKey>,
-    recs: BTreeMap<Box<[u8]>, Rec>,
+    recs: Records,
     blobs: Vec<(String, Vec<u8>)>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     used_zstd: bool,
+    /// The read buffer of `add_file` (a chunk and one byte), kept between files.
+    first_chunk: Vec<u8>,
     /// Where messages say the output goes.
     name: PathBuf,
 }
@@ -161,16 +133,23 @@ impl<W: Write + Seek> Writer<W> {
                 })?,
             )
         };
+        let spill_dir = match (&opts.spill_dir, name.parent()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            (None, _) => PathBuf::from("."),
+        };
+        let recs = Records::new(opts.spill_bytes, spill_dir);
         Ok(Writer {
             out,
             pos: HEADER_SIZE as u64,
             opts,
             header,
             key,
-            recs: BTreeMap::new(),
+            recs,
             blobs: Vec::new(),
             zstd,
             used_zstd: false,
+            first_chunk: Vec::new(),
             name: name.to_path_buf(),
         })
     }
@@ -226,8 +205,8 @@ impl<W: Write + Seek> Writer<W> {
         Ok(start)
     }
 
-    fn insert(&mut self, path: &[u8], rec: Rec) {
-        self.recs.insert(path.into(), rec);
+    fn insert(&mut self, path: &[u8], rec: Rec) -> Result<()> {
+        self.recs.insert(path, rec)
     }
 
     fn rec(idx: IndexRecord, kind: Kind, meta: &Meta) -> Rec {
@@ -246,7 +225,6 @@ impl<W: Write + Seek> Writer<W> {
             kind,
             whiteout: Whiteout::None,
             has_owner: meta.uid.is_some() || meta.gid.is_some(),
-            linked: false,
             extra: None,
         };
         if !meta.xattrs.is_empty() {
@@ -258,37 +236,35 @@ impl<W: Write + Seek> Writer<W> {
     /// Removes `path` and everything below it from the index (a later layer entry replacing a
     /// directory, for instance).
     pub fn remove_tree(&mut self, path: &[u8]) {
-        self.recs.remove(path);
-        let mut lo = path.to_vec();
-        lo.push(b'/');
-        let mut hi = path.to_vec();
-        hi.push(b'/' + 1);
-        let doomed: Vec<Box<[u8]>> = self
-            .recs
-            .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.recs.remove(&k);
-        }
+        self.recs.remove_tree(path);
     }
 
     /// True when `path` is in the index.
-    pub fn contains(&self, path: &[u8]) -> bool {
-        self.recs.contains_key(path)
+    pub fn contains(&mut self, path: &[u8]) -> Result<bool> {
+        Ok(self.recs.kind_of(path)?.is_some())
     }
 
     /// Kind of the indexed entry at `path`.
-    pub fn kind_of(&self, path: &[u8]) -> Option<Kind> {
-        self.recs.get(path).map(|r| r.kind)
+    pub fn kind_of(&mut self, path: &[u8]) -> Result<Option<Kind>> {
+        self.recs.kind_of(path)
+    }
+
+    /// True when `path` is an indexed directory (cheaper than `kind_of` for a new path once
+    /// records have been spilled).
+    pub fn is_dir(&mut self, path: &[u8]) -> Result<bool> {
+        self.recs.is_dir(path)
+    }
+
+    /// Number of sorted runs the records were spilled to so far (0 below `spill_bytes`).
+    pub fn spilled_runs(&self) -> usize {
+        self.recs.runs()
     }
 
     pub fn add_dir(&mut self, path: &[u8], meta: &Meta) -> Result<()> {
         Self::checked(path)?;
         Self::checked_meta(path, meta)?;
         let rec = self.empty_object(path, TYPE_DIR, Kind::Dir, meta)?;
-        self.insert(path, rec);
-        Ok(())
+        self.insert(path, rec)
     }
 
     /// Writes an object without payload (directory, device, fifo) and returns its record.
@@ -355,8 +331,7 @@ impl<W: Write + Seek> Writer<W> {
             target.len() as u64,
             crc,
         );
-        self.insert(path, Self::rec(idx, Kind::Symlink, meta));
-        Ok(())
+        self.insert(path, Self::rec(idx, Kind::Symlink, meta))
     }
 
     /// Character or block device, fifo or socket. `rdev` is the (major, minor) of devices.
@@ -378,8 +353,7 @@ impl<W: Write + Seek> Writer<W> {
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
             rec.extra().device = Some(rdev);
         }
-        self.insert(path, rec);
-        Ok(())
+        self.insert(path, rec)
     }
 
     /// An OCI whiteout marker: `path` ends in `.wh.NAME` or is `.wh..wh..opq`. Stored as an
@@ -397,7 +371,7 @@ impl<W: Write + Seek> Writer<W> {
             });
         };
         self.add_file(path, meta, &mut std::io::empty())?;
-        if let Some(r) = self.recs.get_mut(path) {
+        if let Some(r) = self.recs.last_added(path) {
             r.whiteout = w;
         }
         Ok(())
@@ -406,7 +380,7 @@ impl<W: Write + Seek> Writer<W> {
     /// Another name for the regular file already added at `target`.
     pub fn add_hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<()> {
         Self::checked(path)?;
-        let Some(t) = self.recs.get(target) else {
+        let Some(t) = self.recs.get(target)? else {
             return Err(Error::InvalidPath {
                 path: show(path),
                 why: "hardlink target is not (yet) in the container",
@@ -418,13 +392,8 @@ impl<W: Write + Seek> Writer<W> {
                 why: "hardlink target is not a regular file",
             });
         }
-        let mut rec = t.clone();
-        rec.linked = true;
-        if let Some(t) = self.recs.get_mut(target) {
-            t.linked = true;
-        }
-        self.insert(path, rec);
-        Ok(())
+        self.recs.link(t.obj_offset);
+        self.insert(path, t)
     }
 
     /// A named blob carried in the extension (an image's manifest or config).
@@ -451,13 +420,17 @@ impl<W: Write + Seek> Writer<W> {
         Self::checked(path)?;
         Self::checked_meta(path, meta)?;
         let cs = self.opts.chunk_size as usize;
-        // Read one byte more than a chunk to learn whether the file is a single chunk.
-        let mut buf = vec![0u8; cs + 1];
+        // Read one byte more than a chunk to learn whether the file is a single chunk, into a
+        // buffer kept from file to file (zeroing a fresh one cost more than all the rest of a
+        // small file's conversion).
+        let mut buf = std::mem::take(&mut self.first_chunk);
+        buf.resize(cs + 1, 0);
         let n = read_full(content, &mut buf).map_err(|e| self.io_in(path, e))?;
         let mode = (meta.mode & 0o7777) | S_IFREG;
         if n <= cs {
-            buf.truncate(n);
-            return self.add_small(path, meta, mode, buf);
+            let data = buf[..n].to_vec();
+            self.first_chunk = buf;
+            return self.add_small(path, meta, mode, data);
         }
         let mut carry = Some(buf[cs]);
         buf.truncate(cs);
@@ -556,7 +529,7 @@ impl<W: Write + Seek> Writer<W> {
         let idx = self.index_record(path, start, mode, meta, comp, enc, size, crc);
         let mut rec = Self::rec(idx, Kind::File, meta);
         rec.extra().chunks = Some(table);
-        self.insert(path, rec);
+        self.insert(path, rec)?;
         Ok(size)
     }
 
@@ -630,33 +603,31 @@ impl<W: Write + Seek> Writer<W> {
         let start = self.begin_object(&h, path)?;
         self.write(&payload)?;
         let idx = self.index_record(path, start, mode, meta, comp, enc, size, crc);
-        self.insert(path, Self::rec(idx, Kind::File, meta));
+        self.insert(path, Self::rec(idx, Kind::File, meta))?;
         Ok(size)
     }
 
     /// Writes the index, the extension and the footer; returns the output. The index records
     /// stream to the output in path order (nothing the size of the index is built in memory);
-    /// the extension is built alongside.
+    /// the extension is built alongside. The entry count is known only at the end (spilled
+    /// records are merged as they are written), so the index header is written last, and its
+    /// checksum joined to the rest's.
     pub fn finish(mut self) -> Result<W> {
-        let recs = std::mem::take(&mut self.recs);
-        let count = u32::try_from(recs.len()).map_err(|_| Error::Usage {
-            what: "too many entries".into(),
-        })?;
-        let any_owner = recs.values().any(|r| r.has_owner);
-        let mut ext = Ext::default();
+        let recs = std::mem::replace(&mut self.recs, Records::new(0, PathBuf::new()));
+        // A layer large enough to spill its records spools its extension to disk too.
+        let mut ext = Ext::new(recs.spill_dir());
+        let mut sorted = recs.into_sorted()?;
+        let mut any_owner = false;
         let index_offset = self.pos;
+        let placeholder = [0u8; INDEX_HEADER_SIZE];
+        self.write(&placeholder)?;
         let mut index = IndexWriter {
             buf: Vec::with_capacity(INDEX_BUF),
             crc: 0,
-            len: 0,
+            len: INDEX_HEADER_SIZE as u64,
         };
-        IndexHeader {
-            version: INDEX_VERSION,
-            count,
-        }
-        .encode_into(&mut index.buf);
-        // Hardlink groups: regular files added by `add_hardlink` that share one object; the
-        // first name in path order is the group's.
+        // Hardlink groups: regular files whose object was a link target; the first name in
+        // path order is the group's.
         let mut first_of: HashMap<u64, u32> = HashMap::new();
         let mut rec = IndexRecord {
             path: Vec::new(),
@@ -670,16 +641,15 @@ impl<W: Write + Seek> Writer<W> {
             crc: 0,
         };
         let mut subdirs = super::subdirs::Counter::default();
-        // Record starts for OFFSETS (an index over 4 GiB goes without: a reader walks it).
-        let mut offsets = Some(Vec::with_capacity(recs.len()));
-        for (i, (path, r)) in recs.into_iter().enumerate() {
-            let i = i as u32;
+        let mut count = 0u32;
+        while let Some((path, r)) = sorted.next()? {
+            let i = count;
+            count = count.checked_add(1).ok_or_else(|| Error::Usage {
+                what: "too many entries".into(),
+            })?;
             subdirs.add(i, &path, r.kind == Kind::Dir);
-            let at = u32::try_from(index.len + index.buf.len() as u64).ok();
-            match (offsets.as_mut(), at) {
-                (Some(v), Some(at)) => v.push(at),
-                _ => offsets = None,
-            }
+            // Record starts for OFFSETS (an index over 4 GiB goes without: a reader walks it).
+            ext.offset(u32::try_from(index.len + index.buf.len() as u64).ok())?;
             rec.path.clear();
             rec.path.extend_from_slice(&path);
             rec.obj_offset = r.obj_offset;
@@ -694,19 +664,18 @@ impl<W: Write + Seek> Writer<W> {
             if index.buf.len() >= INDEX_BUF {
                 self.flush_index(&mut index)?;
             }
-            if any_owner {
-                ext.owners.push((r.uid, r.gid));
-            }
-            if r.linked && r.kind == Kind::File {
+            any_owner |= r.has_owner;
+            ext.owner(r.uid, r.gid)?;
+            if sorted.is_linked(&r) {
                 match first_of.get(&r.obj_offset) {
-                    Some(&f) => ext.hardlinks.push((i, f)),
+                    Some(&f) => ext.hardlink(i, f)?,
                     None => {
                         first_of.insert(r.obj_offset, i);
                     }
                 }
             }
             if r.whiteout != Whiteout::None {
-                ext.whiteouts.push((i, r.whiteout));
+                ext.whiteout(i, r.whiteout)?;
             }
             if let Some(x) = r.extra {
                 let Extra {
@@ -715,15 +684,19 @@ impl<W: Write + Seek> Writer<W> {
                     chunks,
                 } = *x;
                 if let Some((ma, mi)) = device {
-                    ext.devices.push((i, ma, mi));
+                    ext.device(i, ma, mi)?;
                 }
-                for (n, v) in xattrs {
-                    ext.xattrs.push((i, n, v));
+                for (n, v) in &xattrs {
+                    ext.xattr(i, n, v)?;
                 }
-                if let Some(t) = chunks {
-                    ext.chunks.push((i, t));
+                if let Some(t) = &chunks {
+                    ext.chunk_table(i, t)?;
                 }
             }
+        }
+        drop(sorted);
+        if !any_owner {
+            ext.drop_owners();
         }
         drop(first_of);
         ext.subdirs = Some(subdirs.finish());
@@ -736,19 +709,42 @@ impl<W: Write + Seek> Writer<W> {
             kc[12..].copy_from_slice(&tag);
             ext.keycheck = Some(kc);
         }
-        ext.offsets = offsets;
         if !ext.is_empty() {
             let at = index.len + index.buf.len() as u64;
-            index.buf.extend_from_slice(&ext.encode());
+            ext.encode_to(&mut |b| {
+                index.buf.extend_from_slice(b);
+                if index.buf.len() >= INDEX_BUF {
+                    self.flush_index(&mut index)?;
+                }
+                Ok(())
+            })?;
             index.buf.extend_from_slice(&at.to_le_bytes());
             index.buf.extend_from_slice(ext::LOCATOR_MAGIC);
             self.header.features |= FEATURE_BFCFS_EXT;
         }
         drop(ext);
         self.flush_index(&mut index)?;
+        let mut header = Vec::with_capacity(INDEX_HEADER_SIZE);
+        IndexHeader {
+            version: INDEX_VERSION,
+            count,
+        }
+        .encode_into(&mut header);
+        let end = self.pos;
+        self.out
+            .seek(SeekFrom::Start(index_offset))
+            .map_err(|e| self.io(e))?;
+        self.out.write_all(&header).map_err(|e| self.io(e))?;
+        self.out
+            .seek(SeekFrom::Start(end))
+            .map_err(|e| self.io(e))?;
         let footer = Footer {
             index_size: index.len,
-            index_crc: index.crc,
+            index_crc: codec::bfc_crc_join(
+                codec::bfc_crc(&header),
+                index.crc,
+                index.len - INDEX_HEADER_SIZE as u64,
+            ),
             index_offset,
         };
         self.write(&footer.encode())?;
@@ -762,9 +758,9 @@ impl<W: Write + Seek> Writer<W> {
         Ok(self.out)
     }
 
-    /// Writes the buffered index bytes, adding them to the index checksum and size.
+    /// Writes the buffered index bytes, adding them to the checksum and size.
     fn flush_index(&mut self, index: &mut IndexWriter) -> Result<()> {
-        index.crc = codec::bfc_crc_append(index.crc, &index.buf);
+        index.crc = crc32c::crc32c_append(index.crc, &index.buf);
         index.len += index.buf.len() as u64;
         let buf = std::mem::take(&mut index.buf);
         self.write(&buf)?;
@@ -777,7 +773,8 @@ impl<W: Write + Seek> Writer<W> {
 /// Bytes of index buffered before they are written.
 const INDEX_BUF: usize = 1 << 20;
 
-/// The index as `finish` streams it: pending bytes, checksum and size of what was written.
+/// The index as `finish` streams it: pending bytes, the CRC-32C of what was written after the
+/// header, and the index size so far (header included).
 struct IndexWriter {
     buf: Vec<u8>,
     crc: u32,

@@ -314,9 +314,15 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                 ),
             ));
         }
+        let bfc_err = |source| Error::Bfc {
+            layer: self.layer.to_string(),
+            member: member.clone(),
+            source,
+        };
         // Writing below a non-directory would go through a symlink or file of this layer.
         for a in ancestors(&path) {
-            match self.writer.kind_of(&self.full(a)) {
+            let full_a = self.full(a);
+            match self.writer.kind_of(&full_a).map_err(bfc_err)? {
                 None | Some(Kind::Dir) => {}
                 Some(k) => {
                     return Err(self.member_err(
@@ -328,14 +334,9 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
         }
         let meta = self.meta(entry, &member)?;
         let full = self.full(&path);
-        let bfc_err = |source| Error::Bfc {
-            layer: self.layer.to_string(),
-            member: member.clone(),
-            source,
-        };
         match whiteout::classify(&path) {
             Marker::Whiteout | Marker::Opaque => {
-                self.replace(&full, false);
+                self.replace(&full).map_err(bfc_err)?;
                 return self.writer.add_whiteout(&full, &meta).map_err(bfc_err);
             }
             Marker::Empty => return Err(self.member_err(&member, "a whiteout without a name")),
@@ -352,7 +353,7 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
         }
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.replace(&full, false);
+                self.replace(&full).map_err(bfc_err)?;
                 // A sparse member's stored bytes are not the file's content: they stay raw.
                 if let (Some(s), false) = (self.split, kind == T::GNUSparse) {
                     s.borrow_mut()
@@ -368,9 +369,7 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                 }
             }
             T::Directory => {
-                if self.writer.kind_of(&full) != Some(Kind::Dir) {
-                    self.replace(&full, true);
-                }
+                // A directory over a directory keeps what is below it (last metadata wins).
                 self.writer.add_dir(&full, &meta).map_err(bfc_err)?;
             }
             T::Symlink => {
@@ -378,7 +377,7 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                     .link_name_bytes()
                     .ok_or_else(|| self.member_err(&member, "symlink without a target"))?
                     .into_owned();
-                self.replace(&full, false);
+                self.replace(&full).map_err(bfc_err)?;
                 self.writer
                     .add_symlink(&full, &meta, &target)
                     .map_err(bfc_err)?;
@@ -392,7 +391,9 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                     .map_err(|why| self.member_err(&member, format!("hardlink target: {why}")))?
                     .ok_or_else(|| self.member_err(&member, "hardlink to the layer root"))?;
                 let full_target = self.full(&target);
-                if self.writer.kind_of(&full_target) != Some(Kind::File) || full_target == full {
+                if self.writer.kind_of(&full_target).map_err(bfc_err)? != Some(Kind::File)
+                    || full_target == full
+                {
                     return Err(self.member_err(
                         &member,
                         format!(
@@ -401,7 +402,7 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                         ),
                     ));
                 }
-                self.replace(&full, false);
+                self.replace(&full).map_err(bfc_err)?;
                 self.writer
                     .add_hardlink(&full, &full_target)
                     .map_err(bfc_err)?;
@@ -415,7 +416,7 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
                     T::Block => Kind::BlockDev,
                     _ => Kind::Fifo,
                 };
-                self.replace(&full, false);
+                self.replace(&full).map_err(bfc_err)?;
                 self.writer
                     .add_special(&full, k, &meta, (major, minor))
                     .map_err(bfc_err)?;
@@ -431,10 +432,11 @@ impl<W: Write + Seek> Converter<'_, '_, W> {
     }
 
     /// Last member wins: a directory replaced by a non-directory loses its subtree.
-    fn replace(&mut self, full: &[u8], new_is_dir: bool) {
-        if !new_is_dir && self.writer.kind_of(full) == Some(Kind::Dir) {
+    fn replace(&mut self, full: &[u8]) -> bfc::Result<()> {
+        if self.writer.is_dir(full)? {
             self.writer.remove_tree(full);
         }
+        Ok(())
     }
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, member: &str) -> Result<Meta> {
