@@ -45,15 +45,7 @@ fi
 mkdir -p "$W/lower/etc" "$W/lower/tmp"
 echo hello >"$W/lower/etc/hello"
 (cd "$W/lower" && "$BFCFS" create "$W/lower.bfc" etc tmp >/dev/null)
-python3 - "$W/small" "$FILES" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = f"{root}/d{i // 500:03d}"
-    if i % 500 == 0: os.makedirs(d)
-    with open(f"{d}/f{i:06d}", "wb") as f: f.write(b"x" * 100)
-PY
-tar -cf "$W/small.tar" -C "$W/small" . && rm -rf "$W/small"
+small_files_tar "$FILES" "$W/small.tar"
 
 MODES=(kernel free same cross)
 command -v fuse-overlayfs >/dev/null && MODES+=(fuse-overlayfs)

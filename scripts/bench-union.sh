@@ -133,15 +133,7 @@ done
 # Metadata rows: small-file trees made once.
 for n in 5000 40000; do
   has meta || { has requests && [ "$n" = 5000 ]; } || break
-  python3 - "$W/small$n" "$n" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = f"{root}/d{i // 500:03d}"
-    if i % 500 == 0: os.makedirs(d)
-    with open(f"{d}/f{i:06d}", "wb") as f: f.write(b"x" * 100)
-PY
-  tar -cf "$W/small$n.tar" -C "$W/small$n" . && rm -rf "$W/small$n"
+  small_files_tar "$n" "$W/small$n.tar"
 done
 for run in $(seq "$RUNS"); do
   has meta || break

@@ -36,3 +36,19 @@ YML
   echo "docker-registry did not start on port $PORT" >&2
   exit 1
 }
+
+# small_files_tar N OUT: a tar of N files of 100 bytes, 500 per directory (d000/f000000, ...),
+# the metadata workload of bench-union.sh and bench-roundtrip.sh.
+small_files_tar() {
+  local dir
+  dir=$(mktemp -d "$(dirname "$2")/small.XXXXXX")
+  python3 - "$dir" "$1" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = f"{root}/d{i // 500:03d}"
+    if i % 500 == 0: os.makedirs(d)
+    with open(f"{d}/f{i:06d}", "wb") as f: f.write(b"x" * 100)
+PY
+  tar -cf "$2" -C "$dir" . && rm -rf "$dir"
+}

@@ -1625,10 +1625,7 @@ mod tests {
     fn children_are_listed_once_in_name_order() {
         let meta = Meta {
             mode: 0o755,
-            mtime_ns: 0,
-            uid: None,
-            gid: None,
-            xattrs: Vec::new(),
+            ..Meta::default()
         };
         let mut w = Writer::new(
             std::io::Cursor::new(Vec::new()),

@@ -973,10 +973,7 @@ mod tests {
     fn layer(name: &str, ops: &[Op<'_>]) -> Layer {
         let meta = Meta {
             mode: 0o755,
-            mtime_ns: 0,
-            uid: None,
-            gid: None,
-            xattrs: Vec::new(),
+            ..Meta::default()
         };
         let out = std::io::Cursor::new(Vec::new());
         let mut w = Writer::new(out, WriterOptions::default(), std::path::Path::new(name)).unwrap();
