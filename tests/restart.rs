@@ -427,8 +427,7 @@ fn held_upper_file_reopens_after(disturb: fn(&Path) -> i32) {
         Comp::Gzip,
     )]);
     let mnt = fx.dir("mnt");
-    let upper = fx.root.join("upper").display().to_string();
-    let (m, _) = fx.mount(&["--upper", &upper], &mnt);
+    let m = fx.mount_upper(&mnt);
     let path = mnt.join("w/held");
     let mut held = fs::OpenOptions::new().append(true).open(&path).unwrap();
     held.write_all(b"before\n").unwrap();
@@ -526,8 +525,7 @@ fn a_write_lands_at_the_kernels_offset_even_through_an_o_append_handle() {
         Comp::Gzip,
     )]);
     let mnt = fx.dir("mnt");
-    let upper = fx.root.join("upper").display().to_string();
-    let (m, _) = fx.mount(&["--upper", &upper], &mnt);
+    let m = fx.mount_upper(&mnt);
     let path = mnt.join("w/m");
     let cached = fs::File::open(&path).unwrap();
     let mut f = fs::OpenOptions::new()

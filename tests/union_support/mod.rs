@@ -85,6 +85,12 @@ impl Fixture {
         format!("oci:{}:v1", self.root.join("layout").display())
     }
 
+    /// A writable mount on `mnt` with the upper dir `ROOT/upper` (no container).
+    pub fn mount_upper(&self, mnt: &Path) -> Mnt {
+        let upper = self.root.join("upper").display().to_string();
+        self.mount(&["--upper", &upper], mnt).0
+    }
+
     pub fn mount(&self, extra: &[&str], mnt: &Path) -> (Mnt, String) {
         let mut args = vec!["--root", &self.store, "mount"];
         args.extend_from_slice(extra);
