@@ -344,6 +344,7 @@ fn build_and_serve(
             mountpoint: mountpoint.clone(),
             container: done.container.clone(),
             supervisor_pid: 0,
+            supervisor_start: 0,
             server_pid: 0,
             restarts: 0,
             mounted_at: 0,

@@ -200,6 +200,7 @@ pub fn launch(
     };
     let rec = &mut s.record;
     rec.supervisor_pid = std::process::id();
+    rec.supervisor_start = registry::own_start();
     rec.server_pid = pid;
     rec.mounted_at = registry::now();
     rec.server_started_at = rec.mounted_at;
