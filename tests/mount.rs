@@ -809,3 +809,127 @@ fn a_server_ending_after_umount_leaves_the_next_mount_at_that_path_alone() {
         );
     }
 }
+
+/// What a large directory must show, however it is walked: its first READDIRPLUS reply may be
+/// cut short (`fs::plus`: after 32 files, directories not counted), the rest comes by READDIR or
+/// READDIRPLUS, and every entry is still listed exactly once with the right kind and attributes.
+#[test]
+fn a_large_directory_lists_every_entry_once_however_it_is_walked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    let big = tree.join("big");
+    fs::create_dir_all(&big).unwrap();
+    // 900 entries; every 7th a directory, so the cut falls between files and directories.
+    let mut want = BTreeMap::new();
+    for i in 0..900u32 {
+        let name = format!("n{i:04}");
+        if i % 7 == 3 {
+            fs::create_dir(big.join(&name)).unwrap();
+            fs::write(big.join(&name).join("inner"), b"x").unwrap();
+            want.insert(name, None);
+        } else {
+            let len = (i as usize * 37) % 500;
+            fs::write(big.join(&name), vec![b'a'; len]).unwrap();
+            fs::set_permissions(
+                big.join(&name),
+                fs::Permissions::from_mode(0o600 + (i % 2) * 0o44),
+            )
+            .unwrap();
+            want.insert(name, Some((len as u64, 0o600 + (i % 2) * 0o44)));
+        }
+    }
+    let image = tmp.path().join("big.bfc");
+    let out = run(Command::new(bin())
+        .current_dir(&tree)
+        .args(["create"])
+        .arg(&image)
+        .arg("."));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = |how: &str, got: Vec<(String, fs::Metadata)>| {
+        let names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "{how}: an entry listed twice");
+        assert_eq!(
+            sorted,
+            want.keys().collect::<Vec<_>>(),
+            "{how}: names differ"
+        );
+        for (name, md) in &got {
+            match want[name] {
+                None => assert!(md.is_dir(), "{how}: {name} is not a directory"),
+                Some((len, mode)) => {
+                    assert!(md.is_file(), "{how}: {name} is not a file");
+                    assert_eq!(md.len(), len, "{how}: size of {name}");
+                    assert_eq!(md.mode() & 0o7777, mode, "{how}: mode of {name}");
+                }
+            }
+        }
+    };
+    let upper = tmp.path().join("upper");
+    let upper_arg = upper.display().to_string();
+    for args in [vec![], vec!["--upper", upper_arg.as_str()]] {
+        // List every name first, then stat them (GNU tar, cp -r): entries past the short reply
+        // are looked up one by one.
+        let m = mount(&image, &args);
+        let dir = m.path().join("big");
+        let names: Vec<(String, bool)> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, e.file_type().unwrap().is_dir())
+            })
+            .collect();
+        for (name, is_dir) in &names {
+            assert_eq!(
+                *is_dir,
+                want.get(name) == Some(&None),
+                "{args:?}: kind of {name}"
+            );
+        }
+        let got = names
+            .into_iter()
+            .map(|(n, _)| {
+                let md = fs::symlink_metadata(dir.join(&n)).unwrap();
+                (n, md)
+            })
+            .collect();
+        check(&format!("{args:?} list then stat"), got);
+        // Again from the kernel's cached listing.
+        let got = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                (
+                    e.unwrap().file_name().to_string_lossy().into_owned(),
+                    dir.clone(),
+                )
+            })
+            .map(|(n, d)| {
+                let md = fs::symlink_metadata(d.join(&n)).unwrap();
+                (n, md)
+            })
+            .collect();
+        check(&format!("{args:?} cached listing"), got);
+        drop(m);
+        // Stat while reading (ls -l, du): later replies come with attributes.
+        let m = mount(&image, &args);
+        let dir = m.path().join("big");
+        let got = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap(),
+                )
+            })
+            .collect();
+        check(&format!("{args:?} stat while reading"), got);
+    }
+}

@@ -12,6 +12,7 @@ pub mod attr;
 pub mod errno;
 pub mod handles;
 pub mod notify;
+pub mod plus;
 pub mod pool;
 mod write;
 
@@ -68,6 +69,8 @@ pub struct Core {
     /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
     passthrough: AtomicBool,
     invalidator: Option<Arc<notify::Invalidator>>,
+    /// How long the first READDIRPLUS reply of a large directory is.
+    first_reply: plus::FirstReply,
 }
 
 impl std::ops::Deref for BfcFs {
@@ -94,6 +97,7 @@ impl BfcFs {
             handles: Arc::default(),
             passthrough: AtomicBool::new(false),
             invalidator,
+            first_reply: plus::FirstReply::default(),
         };
         BfcFs {
             core: Arc::new(core),
@@ -149,7 +153,11 @@ impl Core {
             .union
             .lookup(parent.0, name.as_bytes())
             .map_err(|e| errno(&e))?;
-        self.counted_attr(ino)
+        let a = self.counted_attr(ino)?;
+        if a.kind != fuser::FileType::Directory {
+            self.first_reply.file_looked_up(parent.0);
+        }
+        Ok(a)
     }
 
     /// Attributes of a node whose lookup was just counted; on failure the count goes back (the
@@ -160,10 +168,12 @@ impl Core {
 
     /// Calls `f` for each entry from `offset` on, with ".", ".." first, until it returns true
     /// (full). Starts at `offset` directly: the listing is indexed.
+    /// With `plus`, the first reply of a large directory may be cut short (see `plus`).
     fn dir_items(
         &self,
         ino: INodeNo,
         offset: u64,
+        plus: bool,
         mut f: impl FnMut(Item<'_>) -> bool,
     ) -> Result<(), Errno> {
         let listing = self.union.readdir(ino.0).map_err(|e| errno(&e))?;
@@ -174,6 +184,10 @@ impl Core {
             kind: crate::bfc::Kind::Dir,
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut files = match plus {
+            true => self.first_reply.files(ino.0, start, listing.len()),
+            false => usize::MAX,
+        };
         for i in start..listing.len().saturating_add(2) {
             let e = match i {
                 0 => dot(b".", ino.0),
@@ -183,6 +197,12 @@ impl Core {
                     None => break,
                 },
             };
+            if e.kind != crate::bfc::Kind::Dir {
+                if files == 0 {
+                    break;
+                }
+                files -= 1;
+            }
             if f((i as u64 + 1, e)) {
                 break;
             }
@@ -350,7 +370,7 @@ impl Core {
     fn readdirplus_reply(&self, ino: INodeNo, offset: u64, mut reply: ReplyDirectoryPlus) {
         // The kernel counts a lookup for every entry but "." and "..": count it here, and give
         // it back for the entry that did not fit.
-        let r = self.dir_items(ino, offset, |(cookie, e)| {
+        let r = self.dir_items(ino, offset, true, |(cookie, e)| {
             let dots = e.name == b"." || e.name == b"..";
             let node = match dots {
                 true => self.attr(e.ino),
@@ -618,7 +638,7 @@ impl Filesystem for BfcFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.dir_items(ino, offset, |(cookie, e)| {
+        let r = self.dir_items(ino, offset, false, |(cookie, e)| {
             reply.add(
                 INodeNo(e.ino),
                 cookie,
