@@ -638,7 +638,9 @@ impl Filesystem for BfcFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let mut sent = false;
         let r = self.dir_items(ino, offset, false, |(cookie, e)| {
+            sent = true;
             reply.add(
                 INodeNo(e.ino),
                 cookie,
@@ -648,7 +650,16 @@ impl Filesystem for BfcFs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+            Err(e) => return reply.error(e),
+        }
+        // Names past the first reply: the walker is busy with them for a while (see
+        // `overlay::ahead`).
+        if offset > 0 && sent {
+            self.offload(move |c| {
+                if let Err(e) = c.union.list_next_ahead(ino.0) {
+                    log::debug!("listing ahead after node {}: {e}", ino.0);
+                }
+            });
         }
     }
 

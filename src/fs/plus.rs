@@ -112,7 +112,11 @@ mod tests {
             assert_eq!(f.files(dir, 0, 1000), SHORT_FILES);
         }
         f.file_looked_up(1);
-        assert_eq!(f.credit.load(Ordering::Relaxed), 0, "directory 1 is forgotten");
+        assert_eq!(
+            f.credit.load(Ordering::Relaxed),
+            0,
+            "directory 1 is forgotten"
+        );
         f.file_looked_up(2);
         assert_eq!(f.files(51, 0, 1000), usize::MAX);
     }

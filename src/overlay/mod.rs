@@ -5,6 +5,7 @@
 //! - `merge`: the OCI rules that resolve a name across layers, and merged listings;
 //! - `node`: the table of the nodes the kernel holds (lookup counts, children by parent);
 //! - `write` (this module's `impl Union` for changes): copy-up and every change through the upper.
+mod ahead;
 mod id;
 mod merge;
 mod node;
@@ -245,6 +246,8 @@ pub struct Union {
     upper: Option<Upper>,
     /// Told the id of every node copied up (the FUSE adapter drops the kernel's cached attributes).
     on_copy_up: Option<CopyUpHook>,
+    /// A listing built before it was asked for (see `ahead`).
+    ahead: ahead::Ahead,
 }
 
 /// See `Union::on_copy_up`.
@@ -302,6 +305,7 @@ impl Union {
             any_xattrs: OnceLock::new(),
             upper: None,
             on_copy_up: None,
+            ahead: ahead::Ahead::default(),
         })
     }
 
@@ -512,7 +516,10 @@ impl Union {
         if let Some(l) = dir.listing.get() {
             return Ok(l.clone());
         }
-        let built = self.build_listing(id, dir)?;
+        let built = match self.take_ahead(id) {
+            Some(l) => l,
+            None => self.build_listing(id, dir)?,
+        };
         Ok(dir.listing.get_or_init(|| built).clone())
     }
 

@@ -78,6 +78,11 @@ impl Listing {
 
     /// The entry named `name` (by bisection).
     pub fn find(&self, name: &[u8]) -> Option<DirEntry<'_>> {
+        self.get(self.position(name)?)
+    }
+
+    /// Where `name` is in the listing.
+    pub fn position(&self, name: &[u8]) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -85,7 +90,7 @@ impl Listing {
             match e.name.cmp(name) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(e),
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
         None
