@@ -901,7 +901,7 @@ fn a_large_directory_lists_every_entry_once_however_it_is_walked() {
             })
             .collect();
         check(&format!("{args:?} list then stat"), got);
-        // Again from the kernel's cached listing.
+        // Again: the kernel dropped the listing it read without attributes and reads it anew.
         let got = fs::read_dir(&dir)
             .unwrap()
             .map(|e| {

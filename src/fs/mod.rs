@@ -68,7 +68,7 @@ pub struct Core {
     handles: Arc<Handles>,
     /// The kernel took FUSE_PASSTHROUGH: upper files are read and written by the kernel itself.
     passthrough: AtomicBool,
-    invalidator: Option<Arc<notify::Invalidator>>,
+    invalidator: Arc<notify::Invalidator>,
     /// How long the first READDIRPLUS reply of a large directory is.
     first_reply: plus::FirstReply,
 }
@@ -85,18 +85,17 @@ impl BfcFs {
     /// With an upper dir, copy-ups the kernel did not ask for are told to it (`notify`): the
     /// mount code hands the session to `hooks` once it exists.
     pub fn new(mut union: Union, owner: Owner, workers: usize) -> BfcFs {
-        let invalidator = union.is_writable().then(|| {
-            let inv = Arc::new(notify::Invalidator::new());
+        let inv = Arc::new(notify::Invalidator::new());
+        if union.is_writable() {
             let tell = inv.clone();
             union.on_copy_up(Box::new(move |id| tell.attrs_changed(id)));
-            inv
-        });
+        }
         let core = Core {
             union,
             owner,
             handles: Arc::default(),
             passthrough: AtomicBool::new(false),
-            invalidator,
+            invalidator: inv,
             first_reply: plus::FirstReply::default(),
         };
         BfcFs {
@@ -109,7 +108,7 @@ impl BfcFs {
     /// What the mount code gives the session to, once it exists.
     pub fn hooks(&self) -> Hooks {
         Hooks {
-            notifier: self.invalidator.as_ref().map(|i| i.slot()),
+            notifier: Some(self.invalidator.slot()),
             handles: self.handles.clone(),
         }
     }
@@ -168,14 +167,15 @@ impl Core {
 
     /// Calls `f` for each entry from `offset` on, with ".", ".." first, until it returns true
     /// (full). Starts at `offset` directly: the listing is indexed.
-    /// With `plus`, the first reply of a large directory may be cut short (see `plus`).
+    /// With `plus`, the first reply of a large directory may be cut short (see `plus`). Returns
+    /// the listing's length.
     fn dir_items(
         &self,
         ino: INodeNo,
         offset: u64,
         plus: bool,
         mut f: impl FnMut(Item<'_>) -> bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<usize, Errno> {
         let listing = self.union.readdir(ino.0).map_err(|e| errno(&e))?;
         let parent = self.union.parent(ino.0).map_err(|e| errno(&e))?;
         let dot = |name: &'static [u8], ino| DirEntry {
@@ -207,7 +207,7 @@ impl Core {
                 break;
             }
         }
-        Ok(())
+        Ok(listing.len())
     }
 
     fn read_inner(
@@ -399,7 +399,7 @@ impl Core {
             }
         });
         match r {
-            Ok(()) => reply.ok(),
+            Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -648,9 +648,14 @@ impl Filesystem for BfcFs {
                 OsStr::from_bytes(e.name),
             )
         });
-        match r {
-            Ok(()) => reply.ok(),
+        let len = match r {
+            Ok(len) => len,
             Err(e) => return reply.error(e),
+        };
+        reply.ok();
+        // The end of a large directory read without attributes: see `plus`.
+        if offset > 0 && !sent && len > plus::LARGE_DIR {
+            self.invalidator.drop_listing(ino.0);
         }
         // Names past the first reply: the walker is busy with them for a while (see
         // `overlay::ahead`).

@@ -4,7 +4,8 @@
 //! subtree before a rename) changes the attributes of inodes the request did not name — a merged
 //! directory's link count, a ctime. With long TTLs those would stay stale, so each such node's
 //! cached attributes are dropped (FUSE_NOTIFY_INVAL_INODE with a negative offset: attributes
-//! only, the page cache stays).
+//! only, the page cache stays). On any mount, a large directory listed without attributes has
+//! its cached listing dropped (see `fs::plus`).
 //!
 //! Notifications go out from a thread of their own: one sent while the kernel waits for the reply
 //! to a request that holds the same inode's lock would deadlock the two.
@@ -13,15 +14,24 @@ use std::sync::{Arc, Mutex};
 
 use fuser::{INodeNo, Notifier};
 
-/// Queues attribute invalidations; a thread started with the session (`Slot::start`, in the
-/// serving process: threads do not survive the fork into the background) sends them.
+/// What the kernel is told to drop.
+#[derive(Debug, Clone, Copy)]
+enum Inval {
+    /// An inode's cached attributes.
+    Attrs(u64),
+    /// A directory's cached listing (its page cache) and attributes.
+    Listing(u64),
+}
+
+/// Queues invalidations; a thread started with the session (`Slot::start`, in the serving
+/// process: threads do not survive the fork into the background) sends them.
 pub struct Invalidator {
-    tx: Mutex<Sender<u64>>,
-    rx: Arc<Mutex<Option<Receiver<u64>>>>,
+    tx: Mutex<Sender<Inval>>,
+    rx: Arc<Mutex<Option<Receiver<Inval>>>>,
 }
 
 /// The sending end's start: given to the mount code, which starts it with the session's notifier.
-pub struct Slot(Arc<Mutex<Option<Receiver<u64>>>>);
+pub struct Slot(Arc<Mutex<Option<Receiver<Inval>>>>);
 
 impl std::fmt::Debug for Invalidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,8 +67,18 @@ impl Invalidator {
 
     /// Drops the kernel's cached attributes of inode `ino` (soon, from the sender thread).
     pub fn attrs_changed(&self, ino: u64) {
+        self.send(Inval::Attrs(ino));
+    }
+
+    /// Drops the kernel's cached listing of directory `ino`, so that the next walk of it asks
+    /// again (see `fs::plus`).
+    pub fn drop_listing(&self, ino: u64) {
+        self.send(Inval::Listing(ino));
+    }
+
+    fn send(&self, d: Inval) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tx.send(ino);
+        let _ = tx.send(d);
     }
 }
 
@@ -68,10 +88,15 @@ impl Default for Invalidator {
     }
 }
 
-fn send_all(rx: Receiver<u64>, n: Notifier) {
-    for ino in rx {
+fn send_all(rx: Receiver<Inval>, n: Notifier) {
+    for d in rx {
+        // A negative offset: attributes only; 0 (length 0: to the end): the page cache too.
+        let (ino, offset) = match d {
+            Inval::Attrs(ino) => (ino, -1),
+            Inval::Listing(ino) => (ino, 0),
+        };
         // ENOENT: the kernel does not hold the inode (any more); nothing to drop.
-        if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+        if let Err(e) = n.inval_inode(INodeNo(ino), offset, 0) {
             if e.raw_os_error() != Some(libc::ENOENT) {
                 log::debug!("invalidating inode {ino}: {e}");
             }

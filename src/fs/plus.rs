@@ -19,6 +19,14 @@
 //! large directories get full first replies; each of its lookups in a short-answered directory
 //! renews that. Directories of up to 512 entries, where one reply carries a large share, are
 //! always answered in full.
+//!
+//! The kernel keeps a listing it read to the end (FOPEN_CACHE_DIR, the default without OPENDIR)
+//! and serves later walks from it, without attributes: after `find`, an `ls -lR` of a large
+//! directory was a LOOKUP round trip per entry (1,000,000 entries: 50-70 s against 5 s native).
+//! So when a large directory was read to its end without attributes (a READDIR ends it), its
+//! cached listing is dropped (`notify`): the next walk reads it again, with attributes if it
+//! stats (~6 requests per 1,000 entries instead of ~1,000); a second `find` pays ~3 requests per
+//! large directory.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 

@@ -91,8 +91,8 @@ impl Caller {
             .union
             .drop_privs_after_truncate(ino.0, f, &who)
             .map_err(|e| errno(&e))?;
-        if let (true, Some(inv)) = (dropped, &core.invalidator) {
-            inv.attrs_changed(ino.0);
+        if dropped {
+            core.invalidator.attrs_changed(ino.0);
         }
         Ok(())
     }
