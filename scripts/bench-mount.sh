@@ -282,6 +282,8 @@ if [ "$SYNTH" -gt 0 ]; then
         /usr/bin/time -f "%e %M" -o "$WORK/pull.time" "$BFCFS" --root "$WORK/store" pull -q "oci:$SYN" >/dev/null
         read -r secs kib < "$WORK/pull.time"
         S[pull]+="$(awk -v s="$secs" 'BEGIN {printf "%d", s * 1000}') "; S[pullrss]+="$kib "
+        # the layer file is written back before the walks (the native tree is not being written)
+        sync
         layer_file=$(ls "$WORK/store/layers/"*.bfc)
         # mount -> first ls, find, ls -lR, RssAnon (the layer file, read-only)
         s=$(now); "$BFCFS" mount "$layer_file" "$MNT"; ls "$MNT" >/dev/null; e=$(now)
