@@ -811,7 +811,7 @@ fn a_server_ending_after_umount_leaves_the_next_mount_at_that_path_alone() {
 }
 
 /// What a large directory must show, however it is walked: its first READDIRPLUS reply may be
-/// cut short (`fs::plus`: after 32 files, directories not counted), the rest comes by READDIR or
+/// cut short (`fs::plus`: after 8 files, directories not counted), the rest comes by READDIR or
 /// READDIRPLUS, and every entry is still listed exactly once with the right kind and attributes.
 #[test]
 fn a_large_directory_lists_every_entry_once_however_it_is_walked() {

@@ -11,14 +11,14 @@
 //!   reply carries; a short one costs one more request.
 //! - GNU tar, `du`, `cp -r` (read the whole directory, then stat): every entry past the first
 //!   reply is a LOOKUP round trip (~50 µs here, against the ~2 µs an inode costs the kernel), so
-//!   a short first reply costs them ~170 more round trips per large directory.
+//!   a short first reply costs them ~190 more round trips in a large directory.
 //!
-//! So the first reply of a directory of more than 512 entries stops after 32 files
-//! (directories are not counted: every recursive walk looks them up) until a file of such a
-//! short-answered directory is looked up: a list-then-stat walk is under way, and the next 64
-//! large directories get full first replies; each of its lookups in a short-answered directory
-//! renews that. Directories of up to 512 entries, where one reply carries a large share, are
-//! always answered in full.
+//! So the first reply of a directory of more than 512 entries stops after 8 files (a stat of one
+//! is enough for the kernel to ask for the rest with attributes; directories are not counted:
+//! every recursive walk looks them up), until a file of such a short-answered directory is
+//! looked up: a list-then-stat walk is under way, and the next 64 large directories get full
+//! first replies; each of its lookups in a short-answered directory renews that. Directories of
+//! up to 512 entries, where one reply carries a large share, are always answered in full.
 //!
 //! The kernel keeps a listing it read to the end (FOPEN_CACHE_DIR, the default without OPENDIR)
 //! and serves later walks from it, without attributes: after `find`, an `ls -lR` of a large
@@ -35,7 +35,7 @@ use crate::overlay::NodeId;
 /// Directories with more entries than this may get a short first READDIRPLUS reply.
 pub const LARGE_DIR: usize = 512;
 /// How many entries other than directories a short first reply carries.
-pub const SHORT_FILES: usize = 32;
+pub const SHORT_FILES: usize = 8;
 /// How many large directories get full first replies after a list-then-stat walk was seen.
 const CREDIT: u32 = 64;
 /// How many short-answered directories are remembered (a walk is in one or two at a time).
