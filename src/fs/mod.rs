@@ -53,8 +53,8 @@ pub struct BfcFs {
 
 /// Where the mount code hands parts of the session to the file system (see `mount::serve`).
 pub struct Hooks {
-    /// Started with the session's notifier (None: a read-only mount needs none).
-    pub notifier: Option<notify::Slot>,
+    /// Started with the session's notifier (invalidations: see `notify`).
+    pub notifier: notify::Slot,
     /// Given the session's /dev/fuse (`Handles::set_device`), and by a supervised server its
     /// handle journal (`Handles::keep_journal`).
     pub handles: Arc<Handles>,
@@ -108,7 +108,7 @@ impl BfcFs {
     /// What the mount code gives the session to, once it exists.
     pub fn hooks(&self) -> Hooks {
         Hooks {
-            notifier: Some(self.invalidator.slot()),
+            notifier: self.invalidator.slot(),
             handles: self.handles.clone(),
         }
     }

@@ -77,9 +77,7 @@ pub fn serve<FS: Filesystem>(
         }
         Err(e) => return Err(e),
     };
-    if let Some(slot) = hooks.notifier {
-        slot.start(session.notifier())?;
-    }
+    hooks.notifier.start(session.notifier())?;
     std::thread::Builder::new()
         .name("bfcfs-signals".into())
         .spawn(move || daemon::wait_and_unmount(signals, unmount, &mnt))?;
@@ -145,9 +143,7 @@ pub fn serve_attached<FS: Filesystem>(
     }
     let config = opts.fuser_config(source);
     let (session, reply) = takeover::attach(fs, dev, &init, start, config)?;
-    if let Some(slot) = hooks.notifier {
-        slot.start(session.notifier())?;
-    }
+    hooks.notifier.start(session.notifier())?;
     let handover = takeover::Handover::new(session.as_fd().as_raw_fd());
     let relay: Arc<Mutex<Option<takeover::Relay>>> = Arc::default();
     let r2 = relay.clone();
