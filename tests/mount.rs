@@ -59,6 +59,21 @@ fn mount_args(file: &Path, args: &[&str]) -> (Mounted, Output) {
     (Mounted { dir }, out)
 }
 
+/// `bfcfs create ARGS IMAGE .` in `tree`, asserting success.
+fn create(tree: &Path, image: &Path, args: &[&str]) {
+    let out = run(Command::new(bin())
+        .current_dir(tree)
+        .arg("create")
+        .args(args)
+        .arg(image)
+        .arg("."));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Mounts and asserts success.
 fn mount(file: &Path, args: &[&str]) -> Mounted {
     let (m, out) = mount_args(file, args);
@@ -323,16 +338,7 @@ fn a_walk_of_a_zstd_mount_reads_every_file_and_a_damaged_one_is_eio() {
         }
     }
     let image = tmp.path().join("walk.bfc");
-    let out = run(Command::new(bin())
-        .current_dir(&tree)
-        .args(["create", "-c", "zstd"])
-        .arg(&image)
-        .arg("."));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create(&tree, &image, &["-c", "zstd"]);
     let damaged = "d2/f017";
     let c = Container::open(&image).unwrap();
     let e = c.entry(c.find(damaged.as_bytes()).unwrap()).unwrap();
@@ -839,16 +845,7 @@ fn a_large_directory_lists_every_entry_once_however_it_is_walked() {
         }
     }
     let image = tmp.path().join("big.bfc");
-    let out = run(Command::new(bin())
-        .current_dir(&tree)
-        .args(["create"])
-        .arg(&image)
-        .arg("."));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create(&tree, &image, &[]);
     let check = |how: &str, got: Vec<(String, fs::Metadata)>| {
         let names: Vec<&String> = got.iter().map(|(n, _)| n).collect();
         let mut sorted = names.clone();

@@ -140,15 +140,21 @@ mod tests {
 
     const TREE: &[&str] = &["a/f1", "a/f2", "b/f3", "b/sub/f4", "c/f5", "z"];
 
+    /// What a walk does first: list the root, look up `a`, list it (past its first reply).
+    fn walk_through_a(u: &Union) -> NodeId {
+        u.readdir(ROOT).unwrap();
+        let a = u.lookup(ROOT, b"a").unwrap();
+        u.readdir(a).unwrap();
+        u.list_next_ahead(a).unwrap();
+        a
+    }
+
     #[test]
     fn the_next_directory_of_a_depth_first_walk_is_listed_ahead_and_used() {
         let u = union(TREE);
         let fresh = union(TREE);
-        u.readdir(ROOT).unwrap();
-        let a = u.lookup(ROOT, b"a").unwrap();
-        u.readdir(a).unwrap();
         // `a` has no subdirectory: the next is `b`, beside it.
-        u.list_next_ahead(a).unwrap();
+        walk_through_a(&u);
         let b_id = u.readdir(ROOT).unwrap().find(b"b").unwrap().ino;
         assert_eq!(ahead_id(&u), Some(b_id));
         let b = u.lookup(ROOT, b"b").unwrap();
@@ -171,10 +177,7 @@ mod tests {
     #[test]
     fn a_listing_built_ahead_is_dropped_once_a_name_inside_was_looked_up() {
         let u = union(TREE);
-        u.readdir(ROOT).unwrap();
-        let a = u.lookup(ROOT, b"a").unwrap();
-        u.readdir(a).unwrap();
-        u.list_next_ahead(a).unwrap();
+        walk_through_a(&u);
         assert!(ahead_id(&u).is_some());
         let b = u.lookup(ROOT, b"b").unwrap();
         let f3 = u.lookup(b, b"f3").unwrap();
@@ -199,10 +202,7 @@ mod tests {
         std::fs::create_dir_all(&work).unwrap();
         let dir = crate::upper::UpperDir::open(&up, &work).unwrap();
         let u = union(TREE).with_upper(dir, (0, 0));
-        u.readdir(ROOT).unwrap();
-        let a = u.lookup(ROOT, b"a").unwrap();
-        u.readdir(a).unwrap();
-        u.list_next_ahead(a).unwrap();
+        walk_through_a(&u);
         u.list_next_ahead(ROOT).unwrap();
         assert_eq!(ahead_id(&u), None);
     }
