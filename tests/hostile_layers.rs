@@ -2,12 +2,14 @@
 //! outcome — normalised (and what the BFC then holds) or rejected (and what the error names).
 //! Conversion only ever writes the output BFC file; every case also checks that the scratch
 //! directory holds nothing else afterwards.
+mod common;
 mod pull_support;
 
 use bfcfs::bfc::{Container, Kind, Whiteout, Writer, WriterOptions};
 use bfcfs::convert::{self, sanitize::Limits};
+use common::read_path;
 use pull_support::layout::{compress, raw_name, tar as make_tar, Comp, Member as M};
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 
 enum Expect {
     /// Converted; the check looks at the result.
@@ -73,18 +75,6 @@ fn file(name: &[u8], data: &'static [u8]) -> (tar::Header, &'static [u8]) {
     )
 }
 
-fn read(c: &Container, p: &str) -> Vec<u8> {
-    let mut v = Vec::new();
-    c.open_reader(
-        c.find(p.as_bytes())
-            .unwrap_or_else(|| panic!("{p} missing")),
-    )
-    .unwrap()
-    .read_to_end(&mut v)
-    .unwrap();
-    v
-}
-
 fn paths(c: &Container) -> Vec<String> {
     c.entries()
         .map(|e| String::from_utf8_lossy(&e.unwrap().path).into_owned())
@@ -131,7 +121,7 @@ fn corpus() -> Vec<Case> {
             name: "duplicate member: the last one wins",
             blob: t(&[file(b"f", b"first"), file(b"f", b"second")]),
             limits: small(),
-            expect: Expect::Ok(|c| assert_eq!(read(c, "f"), b"second")),
+            expect: Expect::Ok(|c| assert_eq!(read_path(c, "f"), b"second")),
         },
         Case {
             name: "directory replaced by a file loses its subtree",
@@ -361,7 +351,7 @@ fn corpus() -> Vec<Case> {
         },
         limits: small(),
         expect: Expect::Ok(|c| {
-            let data = read(c, "sparse");
+            let data = read_path(c, "sparse");
             assert_eq!(data.len(), 4608);
             assert!(
                 data[..4096].iter().all(|b| *b == 0) && data[4096..].iter().all(|b| *b == b'D')

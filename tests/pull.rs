@@ -1,15 +1,16 @@
 //! `bfcfs pull` against a real registry (Debian's docker-registry on 127.0.0.1), seeded with
 //! skopeo or plain HTTP pushes from OCI layouts these tests build. Each test starts its own
 //! registry, so they run in parallel.
+mod common;
 mod pull_support;
 
 use bfcfs::bfc::{Container, Kind, Whiteout};
 use bfcfs::image::{self, PullOptions, Pulled, Quiet};
 use bfcfs::oci::Source;
 use bfcfs::store::{refs::Refs, Store};
+use common::read_path;
 use pull_support::harness::{Auth, Proxy, ProxyMode, Registry, PASS, USER};
 use pull_support::layout::{noise, rich_members, write_layout, Comp, Image, Layer, Member as M};
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,15 +37,6 @@ fn layer_file(store: &Store, l: &Layer) -> Container {
     Container::open(&store.layer_path(&l.diff_id()).unwrap()).expect("layer BFC opens")
 }
 
-fn content(c: &Container, path: &str) -> Vec<u8> {
-    let i = c
-        .find(path.as_bytes())
-        .unwrap_or_else(|| panic!("{path} missing"));
-    let mut v = Vec::new();
-    c.open_reader(i).unwrap().read_to_end(&mut v).unwrap();
-    v
-}
-
 fn rich_layer(comp: Comp) -> Layer {
     Layer::new(&rich_members(), comp)
 }
@@ -53,7 +45,7 @@ fn check_rich(c: &Container) {
     let e = c.entry(c.find(b"etc/passwd").unwrap()).unwrap();
     assert_eq!((e.mode & 0o7777, e.uid, e.gid), (0o640, Some(0), Some(42)));
     assert_eq!(e.mtime_ns, 1_700_000_000 * 1_000_000_000);
-    assert_eq!(content(c, "etc/passwd"), b"root:x:0:0\n");
+    assert_eq!(read_path(c, "etc/passwd"), b"root:x:0:0\n");
     assert_eq!(
         c.entry(c.find(b"bin/tool").unwrap()).unwrap().mode & 0o7777,
         0o4755
@@ -64,7 +56,7 @@ fn check_rich(c: &Container) {
     );
     let t2 = c.entry(c.find(b"bin/tool2").unwrap()).unwrap();
     assert_eq!(t2.nlink, 2);
-    assert_eq!(content(c, "bin/tool2"), b"#!/bin/sh\n");
+    assert_eq!(read_path(c, "bin/tool2"), b"#!/bin/sh\n");
     assert_eq!(
         c.entry(c.find(b"run/fifo").unwrap()).unwrap().kind,
         Kind::Fifo
@@ -81,7 +73,7 @@ fn check_rich(c: &Container) {
         )]
     );
     let long = format!("deep/{}/{}", "d".repeat(120), "f".repeat(150));
-    assert_eq!(content(c, &long), b"long");
+    assert_eq!(read_path(c, &long), b"long");
 }
 
 #[test]
@@ -109,7 +101,7 @@ fn single_arch_gzip_image_pulls_into_layer_files_and_repull_fetches_no_blobs() {
     .unwrap();
     assert_eq!((p.layers_fetched, p.layers_total), (2, 2));
     check_rich(&layer_file(&store, &base));
-    assert_eq!(content(&layer_file(&store, &top), "etc/motd"), b"hello\n");
+    assert_eq!(read_path(&layer_file(&store, &top), "etc/motd"), b"hello\n");
     // Layer blobs are gone once converted; the manifest and config stay.
     assert_eq!(std::fs::read_dir(store.blobs_dir()).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
@@ -147,8 +139,8 @@ fn zstd_and_uncompressed_layers_are_converted() {
         o.writer.compression = bfcfs::bfc::Compression::Zstd
     })
     .unwrap();
-    assert_eq!(content(&layer_file(&store, &a), "a.txt"), b"zstd layer");
-    assert_eq!(content(&layer_file(&store, &b), "b.txt"), b"plain layer");
+    assert_eq!(read_path(&layer_file(&store, &a), "a.txt"), b"zstd layer");
+    assert_eq!(read_path(&layer_file(&store, &b), "b.txt"), b"plain layer");
     check_rich(&layer_file(&store, &c));
 }
 
@@ -171,7 +163,7 @@ fn docker_schema2_media_types_pull() {
         m["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
-    assert_eq!(content(&layer_file(&store, &l), "docker.txt"), b"v2s2");
+    assert_eq!(read_path(&layer_file(&store, &l), "docker.txt"), b"v2s2");
 }
 
 #[test]
@@ -195,7 +187,7 @@ fn multi_arch_index_picks_the_platform_and_lists_the_others() {
         o.platform = "linux/arm64".parse().unwrap()
     })
     .unwrap();
-    assert_eq!(content(&layer_file(&store, &arm), "arch"), b"arm64");
+    assert_eq!(read_path(&layer_file(&store, &arm), "arch"), b"arm64");
     assert!(!store.layer_path(&amd.diff_id()).unwrap().exists());
     let err = pull_with(&store, &src, |o| {
         o.platform = "linux/s390x".parse().unwrap()
@@ -278,7 +270,7 @@ fn basic_auth_needs_credentials() {
         o.registry.creds = bfcfs::oci::auth::Credentials::parse(&format!("{USER}:{PASS}"))
     })
     .unwrap();
-    assert_eq!(content(&layer_file(&store, &l), "secret"), b"basic");
+    assert_eq!(read_path(&layer_file(&store, &l), "secret"), b"basic");
 }
 
 #[test]
@@ -302,7 +294,7 @@ fn bearer_token_flow_anonymous_and_with_credentials_reuses_tokens() {
     let used = token.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
     // One token for the manifest, config and all three layers: it is reused until it expires.
     assert_eq!(used, 1, "token requests");
-    assert_eq!(content(&layer_file(&store, &layers[2]), "n"), b"2");
+    assert_eq!(read_path(&layer_file(&store, &layers[2]), "n"), b"2");
 
     let (_d2, store2) = new_store();
     let with = token.with_creds.load(std::sync::atomic::Ordering::SeqCst);
@@ -354,7 +346,7 @@ fn dropped_connection_mid_blob_is_resumed_with_range() {
             .any(|r| r.contains("/blobs/") && r.to_ascii_lowercase().contains("range: bytes=")),
         "{reqs:?}"
     );
-    assert_eq!(content(&layer_file(&store, &l), "big"), noise(1 << 20, 7));
+    assert_eq!(read_path(&layer_file(&store, &l), "big"), noise(1 << 20, 7));
 }
 
 #[test]
@@ -448,8 +440,14 @@ fn kill_9_mid_pull_then_repull_leaves_a_consistent_store() {
     run_ok(bfcfs(&root).args(["pull", "-q", &src]));
     run_ok(bfcfs(&root).arg("prune"));
     assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
-    assert_eq!(content(&layer_file(&store, &l1), "one"), noise(1 << 20, 3));
-    assert_eq!(content(&layer_file(&store, &l2), "two"), noise(1 << 20, 4));
+    assert_eq!(
+        read_path(&layer_file(&store, &l1), "one"),
+        noise(1 << 20, 3)
+    );
+    assert_eq!(
+        read_path(&layer_file(&store, &l2), "two"),
+        noise(1 << 20, 4)
+    );
     let images = run_ok(bfcfs(&root).args(["images", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&images).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
@@ -568,8 +566,8 @@ fn single_file_image_is_written_and_inspected() {
     let c = Container::open(&out).unwrap();
     let p1 = format!("layers/{}/etc/passwd", &l1.diff_id()[7..]);
     let p2 = format!("layers/{}/etc/passwd", &l2.diff_id()[7..]);
-    assert_eq!(content(&c, &p1), b"root:x:0:0\n");
-    assert_eq!(content(&c, &p2), b"changed");
+    assert_eq!(read_path(&c, &p1), b"root:x:0:0\n");
+    assert_eq!(read_path(&c, &p2), b"changed");
     let wh = format!("layers/{}/.wh.gone", &l2.diff_id()[7..]);
     assert_eq!(
         c.entry(c.find(wh.as_bytes()).unwrap()).unwrap().whiteout,
@@ -614,7 +612,7 @@ fn local_transports_oci_dir_oci_archive_and_docker_archive() {
     );
     let (_s, store) = new_store();
     pull(&store, &format!("oci:{}:v", lay.display())).unwrap();
-    assert_eq!(content(&layer_file(&store, &l), "local"), b"from disk");
+    assert_eq!(read_path(&layer_file(&store, &l), "local"), b"from disk");
     let err = pull(&store, &format!("oci:{}:nope", lay.display()))
         .unwrap_err()
         .to_string();
@@ -627,7 +625,7 @@ fn local_transports_oci_dir_oci_archive_and_docker_archive() {
     b.finish().unwrap();
     let (_s2, store2) = new_store();
     pull(&store2, &format!("oci-archive:{}:v", ar.display())).unwrap();
-    assert_eq!(content(&layer_file(&store2, &l), "local"), b"from disk");
+    assert_eq!(read_path(&layer_file(&store2, &l), "local"), b"from disk");
 
     // docker-archive: manifest.json + config + uncompressed layer tar, as `docker save` writes.
     let img = Image::new(
@@ -656,7 +654,7 @@ fn local_transports_oci_dir_oci_archive_and_docker_archive() {
     let (_s3, store3) = new_store();
     pull(&store3, &format!("docker-archive:{}", da.display())).unwrap();
     assert_eq!(
-        content(&layer_file(&store3, &img.layers[0]), "docker"),
+        read_path(&layer_file(&store3, &img.layers[0]), "docker"),
         b"saved"
     );
 }

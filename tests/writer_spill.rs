@@ -4,10 +4,12 @@
 //! one written without spilling (the index, the extension, the objects), that what the layer
 //! says holds (last member wins, replaced directories lose their subtree, hardlinks to spilled
 //! targets, xattrs, devices), and that no temp run is left, after success or failure.
+mod common;
 use bfcfs::bfc::layout::HEADER_SIZE;
 use bfcfs::bfc::{Container, Kind, Whiteout, Writer, WriterOptions};
 use bfcfs::convert::{self, sanitize::Limits};
-use std::io::{BufWriter, Read};
+use common::{read_entry, read_path};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// A tar layer built member by member.
@@ -179,26 +181,13 @@ fn assert_nothing_left(spill: &Path) {
     assert_eq!(open_files_in(spill), 0, "temp runs still open");
 }
 
-fn content(c: &Container, p: &str) -> Vec<u8> {
-    let i = c
-        .find(p.as_bytes())
-        .unwrap_or_else(|| panic!("{p} missing"));
-    let mut v = Vec::new();
-    c.open_reader(i).unwrap().read_to_end(&mut v).unwrap();
-    v
-}
-
 /// Every entry with its metadata and content, one line each.
 fn listing(c: &Container) -> Vec<String> {
     (0..c.len())
         .map(|i| {
             let e = c.entry(i).unwrap();
             let body = match e.kind {
-                Kind::File => {
-                    let mut v = Vec::new();
-                    c.open_reader(i).unwrap().read_to_end(&mut v).unwrap();
-                    format!("{:08x}", bfcfs::bfc::codec::bfc_crc(&v))
-                }
+                Kind::File => format!("{:08x}", bfcfs::bfc::codec::bfc_crc(&read_entry(c, i))),
                 Kind::Symlink => String::from_utf8_lossy(c.symlink_target(i).unwrap()).into(),
                 _ => String::new(),
             };
@@ -293,9 +282,9 @@ fn spilled_conversion_keeps_what_the_layer_says() {
     assert!(got.runs > 10, "{} runs", got.runs);
     let c = Container::open(&got.out).unwrap();
     // Last member wins, across runs.
-    assert_eq!(content(&c, "a/dup"), b"second");
-    assert_eq!(content(&c, "a/f005"), b"again 5\n");
-    assert_eq!(content(&c, "a/f120"), b"file 120\n");
+    assert_eq!(read_path(&c, "a/dup"), b"second");
+    assert_eq!(read_path(&c, "a/f005"), b"again 5\n");
+    assert_eq!(read_path(&c, "a/f120"), b"file 120\n");
     // x: directory, replaced by a file (its tree goes), then a directory again.
     assert_eq!(c.kind(c.find(b"x").unwrap()), Kind::Dir);
     for gone in ["x/y", "x/y/z", "x/k", "p/q/r", "p/s", "p/t"] {
@@ -304,9 +293,9 @@ fn spilled_conversion_keeps_what_the_layer_says() {
             "{gone} survived its removal"
         );
     }
-    assert_eq!(content(&c, "x/new"), b"new below x");
-    assert_eq!(content(&c, "x-sibling"), b"stays");
-    assert_eq!(content(&c, "x.a"), b"stays too");
+    assert_eq!(read_path(&c, "x/new"), b"new below x");
+    assert_eq!(read_path(&c, "x-sibling"), b"stays");
+    assert_eq!(read_path(&c, "x.a"), b"stays too");
     assert_eq!(c.kind(c.find(b"p").unwrap()), Kind::Symlink);
     assert!(c.find(b"p/q").is_none(), "p/q is below the symlink p");
     // Hardlinks: to a spilled target, a link to a link, a replaced target.
@@ -314,13 +303,13 @@ fn spilled_conversion_keeps_what_the_layer_says() {
     let group = g("a/f120").expect("a/f120 is linked");
     assert_eq!(g("c/h1"), Some(group));
     assert_eq!(g("c/h2"), Some(group));
-    assert_eq!(content(&c, "c/h2"), b"file 120\n");
+    assert_eq!(read_path(&c, "c/h2"), b"file 120\n");
     assert_eq!(g("a/f100"), None, "a/f100 was replaced by a new file");
     assert_eq!(g("c/h3"), None, "the old a/f100's only name left is c/h3");
-    assert_eq!(content(&c, "c/h3"), b"file 100\n");
+    assert_eq!(read_path(&c, "c/h3"), b"file 100\n");
     assert_eq!(g("c/big"), g("c/hbig"));
     assert!(g("c/big").is_some());
-    assert_eq!(content(&c, "c/hbig").len(), 300_000);
+    assert_eq!(read_path(&c, "c/hbig").len(), 300_000);
     // Xattrs, devices, whiteouts.
     let e = c.entry(c.find(b"a/b/cap").unwrap()).unwrap();
     assert_eq!(

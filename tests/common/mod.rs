@@ -214,3 +214,18 @@ pub fn served_by(mnt: &Path) -> Option<(i32, i32)> {
         row["supervisor_pid"].as_i64()? as i32,
     ))
 }
+
+/// The content of entry `i` of `c`.
+pub fn read_entry(c: &bfcfs::bfc::Container, i: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut c.open_reader(i).unwrap(), &mut v).unwrap();
+    v
+}
+
+/// The content of the entry at `path` in `c`.
+pub fn read_path(c: &bfcfs::bfc::Container, path: &str) -> Vec<u8> {
+    let i = c
+        .find(path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} missing"));
+    read_entry(c, i)
+}
