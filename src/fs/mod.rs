@@ -658,8 +658,8 @@ impl Filesystem for BfcFs {
             self.invalidator.drop_listing(ino.0);
         }
         // Names past the first reply: the walker is busy with them for a while (see
-        // `overlay::ahead`).
-        if offset > 0 && sent {
+        // `overlay::ahead`; read-only unions only, so no worker is woken for nothing).
+        if offset > 0 && sent && !self.union.is_writable() {
             self.offload(move |c| {
                 if let Err(e) = c.union.list_next_ahead(ino.0) {
                     log::debug!("listing ahead after node {}: {e}", ino.0);

@@ -62,12 +62,8 @@ impl Union {
             return Ok(());
         }
         let path = merge::join(&holder.path, next.name);
-        let r = match self.listed_hit(&holder, &path, Some(next.ino)) {
-            Some(r) => r,
-            None => match self.resolve_child(&holder, &path)? {
-                Some(r) => r,
-                None => return Ok(()),
-            },
+        let Some(r) = self.resolve_listed(&holder, &path, Some(next.ino))? else {
+            return Ok(());
         };
         let parent = match first_child {
             Some(_) => id,

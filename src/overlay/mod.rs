@@ -445,10 +445,7 @@ impl Union {
         }
         let path = merge::join(&dir.path, name);
         loop {
-            let r = match self.listed_hit(&dir, &path, listed) {
-                Some(r) => Some(r),
-                None => self.resolve_child(&dir, &path)?,
-            };
+            let r = self.resolve_listed(&dir, &path, listed)?;
             let Some(r) = r else {
                 return Err(self.not_found(&dir, &path));
             };
@@ -618,6 +615,20 @@ impl Union {
         self.fill_listing(id, dir, hits, |name, hit| {
             Ok(merge::hit_id(&self.layers, li, &dir.path, name, hit))
         })
+    }
+
+    /// `resolve_child`, from the entry the listing gave `path` (`ino`) when that is enough
+    /// (`listed_hit`).
+    fn resolve_listed(
+        &self,
+        dir: &Node,
+        path: &[u8],
+        ino: Option<NodeId>,
+    ) -> Result<Option<Resolved>, Error> {
+        match self.listed_hit(dir, path, ino) {
+            Some(r) => Ok(Some(r)),
+            None => self.resolve_child(dir, path),
+        }
     }
 
     /// The resolution of `path` from the id its directory's listing gave it (`ino`), when the
